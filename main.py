@@ -6,12 +6,17 @@
     python main.py train-vae ...        train the compact VAE
     python main.py train-classifier ... train the category classifier
     python main.py evaluate ...         measure a model on a test split (AUROC, AUPRO, ...)
+
+Like the Python interpreter, `main.py -m MODULE ARGS...` runs a module as __main__: the
+PyInstaller bundle uses this to start `torch.distributed.run` and the training entry points
+(training/launch.py builds those command lines).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import multiprocessing
 import sys
 
 from engine.version import __version__
@@ -47,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from training.launch import run_python_style
+
+    code = run_python_style(argv)
+    if code is not None:
+        return code
     if argv and argv[0] in DELEGATED:
         module = importlib.import_module(DELEGATED[argv[0]][0])
         return int(module.main(argv[1:]) or 0)
@@ -61,4 +71,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    multiprocessing.freeze_support()  # a frozen bundle's multiprocessing children start here
     sys.exit(main())

@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence, QTextCursor
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QTextCursor
 from PySide6.QtWidgets import (QDockWidget, QFrame, QHBoxLayout, QLabel, QMainWindow, QPlainTextEdit, QProgressBar,
                                QPushButton, QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
+from .appearance import STYLES, menu_icon
 from .controls import ControlPanel
 from .paths import APP_NAME
 from .results_view import ResultsView
@@ -26,6 +27,7 @@ class MainWindow(QMainWindow):
 
     files_dropped = Signal(list)
     training_wizard_requested = Signal()
+    style_requested = Signal(str)  # a name from appearance.STYLES, chosen in View ▸ Style
     closing = Signal()
 
     def __init__(self, parent=None):
@@ -204,7 +206,24 @@ class MainWindow(QMainWindow):
         self.act_training_wizard = a("Training &wizard…")
         self.act_shortcuts = a("&Keyboard shortcuts", "F1")
         self.act_about = a("&About DeCo Inspector")
+        self.act_welcome = a("&Getting started…", tip="The welcome screen: the demo, your own model, training")
         self.act_training_wizard.triggered.connect(self.training_wizard_requested)
+        self.style_group = QActionGroup(self)
+        self.style_group.setExclusive(True)
+        self.act_styles: dict[str, QAction] = {}
+        for name, label in STYLES.items():
+            action = a(f"&{label}", checkable=True, tip=f"Use the {label.lower()} style")
+            action.setData(name)
+            self.style_group.addAction(action)
+            self.act_styles[name] = action
+        self.style_group.triggered.connect(lambda action: self.style_requested.emit(str(action.data())))
+        for action, icon in ((self.act_open_folder, "folder"), (self.act_open_image, "image"),
+                             (self.act_open_video, "video"), (self.act_export_csv, "export"),
+                             (self.act_camera, "camera"), (self.act_stream, "stream"), (self.act_run, "play"),
+                             (self.act_step, "step"), (self.act_stop, "stop"), (self.act_open_model, "model"),
+                             (self.act_calibrate, "calibrate"), (self.act_training_wizard, "train"),
+                             (self.act_shortcuts, "help"), (self.act_welcome, "help"), (self.act_about, "about")):
+            action.setIcon(menu_icon(icon))
 
     def _build_menus(self) -> None:
         bar = self.menuBar()
@@ -243,9 +262,14 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self.controls_dock.toggleViewAction())
         view_menu.addAction(self.log_dock.toggleViewAction())
         view_menu.addAction(self.act_reset_counters)
+        view_menu.addSeparator()
+        style_menu = view_menu.addMenu(menu_icon("theme"), "St&yle")
+        for action in self.act_styles.values():
+            style_menu.addAction(action)
         training_menu = bar.addMenu("&Training")
         training_menu.addAction(self.act_training_wizard)
         help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self.act_welcome)
         help_menu.addAction(self.act_shortcuts)
         help_menu.addAction(self.act_about)
 
@@ -274,6 +298,11 @@ class MainWindow(QMainWindow):
     def show_source_status(self, text: str, level: str = "info") -> None:
         self.source_status.setText(text)
         self.source_status.setStyleSheet(f"color: {LOG_COLORS.get(level, LOG_COLORS['info'])};")
+
+    def show_style_checked(self, name: str) -> None:
+        """Tick the style in View ▸ Style (without emitting style_requested)."""
+        if name in self.act_styles:
+            self.act_styles[name].setChecked(True)
 
     def show_hint(self, html: str) -> None:
         self.hint_label.setText(html)

@@ -1,0 +1,109 @@
+"""Starting the training entry points as child processes, from a Python checkout or a PyInstaller bundle.
+
+In a bundle `sys.executable` is the app binary, not a Python interpreter. main.py therefore accepts
+the interpreter's module form (`APP [-u] -m MODULE ARGS...`, see `run_python_style`), so the same
+command line works frozen or not, and `torch.distributed.run` can start its workers with
+`sys.executable -u -m MODULE` from inside the bundle too. No Qt here: the GUI and scripts share it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import runpy
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["is_frozen", "python_module_command", "launch_environment", "run_python_style"]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# interpreter options that take a value (`-W error`, `-X utf8`) and options that are accepted and ignored
+_OPTIONS_WITH_VALUE = {"-W", "-X"}
+_IGNORED_FLAGS = {"-u", "-B", "-E", "-s", "-S", "-I", "-O", "-OO", "-q"}
+
+
+def is_frozen() -> bool:
+    """True inside a PyInstaller bundle (sys.executable is then the app, not Python)."""
+    return bool(getattr(sys, "frozen", False))
+
+
+def python_module_command(module: str, args: Sequence[str] = (), nproc: int | None = None) -> list[str]:
+    """The argv that runs `python -m MODULE ARGS` (nproc None) or `torchrun --standalone
+    --nproc_per_node=NPROC -m MODULE ARGS` with this interpreter, or with the bundle's own binary when
+    frozen (main.py then acts as the interpreter). Run it with `env=launch_environment()` so that a
+    checkout that is not pip-installed finds its packages.
+
+        subprocess.Popen(python_module_command("training.train_deco_diff", ["--data-dir", "d"], nproc=2),
+                         env=launch_environment())
+    """
+    if nproc is not None and int(nproc) < 1:
+        raise ValueError(f"nproc must be at least 1, got {nproc}")
+    launcher = [sys.executable]
+    if nproc is None:
+        return [*launcher, "-m", module, *map(str, args)]
+    return [*launcher, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc)}",
+            "-m", module, *map(str, args)]
+
+
+def launch_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of `base` (default os.environ) in which the child finds the project's packages: from a
+    checkout, the project root goes first on PYTHONPATH (torchrun's workers inherit it); frozen, the
+    bundle needs nothing and PYTHONPATH/PYTHONHOME are dropped so a local Python cannot interfere."""
+    env = dict(os.environ if base is None else base)
+    if is_frozen():
+        env.pop("PYTHONPATH", None)
+        env.pop("PYTHONHOME", None)
+        return env
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    root = str(PROJECT_ROOT)
+    if root not in parts:
+        env["PYTHONPATH"] = os.pathsep.join([root, *parts])
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def run_python_style(argv: Sequence[str]) -> int | None:
+    """Run `[-u] [-W arg] [-X opt] -m MODULE ARGS...` like the Python interpreter does (the module as
+    __main__, sys.argv[0] its file); returns its exit code, or None when argv is not in that form
+    (it is then one of main.py's own commands)."""
+    i = 0
+    unbuffered = False
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-m":
+        if argv[i] in _OPTIONS_WITH_VALUE:
+            i += 2
+        elif argv[i] in _IGNORED_FLAGS:
+            unbuffered |= argv[i] == "-u"
+            i += 1
+        else:
+            return None
+    if i >= len(argv) or argv[i] != "-m":
+        return None
+    if i + 1 >= len(argv):
+        print("Argument expected for the -m option (a module name, e.g. -m training.evaluate)", file=sys.stderr)
+        return 2
+    module, module_args = argv[i + 1], list(argv[i + 2:])
+    if unbuffered or os.environ.get("PYTHONUNBUFFERED"):
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None and hasattr(stream, "reconfigure"):
+                stream.reconfigure(line_buffering=True, write_through=True)
+    sys.argv = [module, *module_args]  # runpy replaces argv[0] with the module's file
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        print(f"No module named {module!r} ({'in this bundle' if is_frozen() else 'on sys.path'})", file=sys.stderr)
+        return 1
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as stop:
+        code = stop.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        print(code, file=sys.stderr)
+        return 1
+    return 0
