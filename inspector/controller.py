@@ -18,6 +18,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QSettings, QThread, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
+from .controls import AUTO_CATEGORY, AUTO_MIN_SCORE
 from .dialogs import SHORTCUTS_TEXT, BackgroundTask, CalibrationDialog, CameraPickerDialog, about_text
 from .display import VERDICT_TEXT, DisplayOptions, render_part
 from .frame_queue import FrameQueue
@@ -32,7 +33,7 @@ from .results_view import short_frame_id
 from .sources import SourceError, SourceSpec, demo_spec, open_source, spec_for_drop, spec_for_path
 from .worker import EngineWorker
 
-__all__ = ["InspectorController", "model_summary"]
+__all__ = ["InspectorController", "automatic_category", "model_summary"]
 
 log = logging.getLogger("inspector")
 
@@ -59,6 +60,16 @@ def model_summary(info: dict) -> str:
              f"Runs on {info.get('device', '?')}"]
     return "<br>".join(parts)
 
+
+
+def automatic_category(info: dict) -> tuple[bool, str]:
+    """(whether the model can choose the category itself, the label of that choice): a category
+    classifier, DiAD's lowest-score choice over its classes, or a one-class model."""
+    if info.get("classifier"):
+        return True, AUTO_CATEGORY
+    if info.get("category_selection") == "min-score":
+        return True, AUTO_MIN_SCORE
+    return len(info.get("classes") or []) <= 1, AUTO_CATEGORY
 
 class InspectorController(QObject):
     """Application logic behind the MainWindow."""
@@ -396,7 +407,7 @@ class InspectorController(QObject):
         self.settings.setValue("model/path", self.model_path)
         self._show_models()
         classes = list(info.get("classes") or [])
-        auto = bool(info.get("classifier")) or len(classes) <= 1
+        auto, auto_label = automatic_category(info)
         recipe = self._pending_recipe
         self._pending_recipe = None
         if recipe is not None:
@@ -410,7 +421,7 @@ class InspectorController(QObject):
                 self.message(f"This model has no category classifier: inspecting as '{category}' "
                              f"(change it under Inspection ▸ Category)", "warning")
             self.context = replace(self.context, category=category)
-            self.window.controls.show_categories(classes, category, auto)
+            self.window.controls.show_categories(classes, category, auto, auto_label)
             self._push_context()
         self.message(f"Model {info.get('model_id') or Path(self.model_path).name} ready "
                      f"({info.get('size') or 'custom UNet'}, {len(classes)} categories, {info.get('device', '?')})",
@@ -1011,14 +1022,14 @@ class InspectorController(QObject):
 
     def _apply_recipe_settings(self, recipe: Recipe) -> None:
         classes = list((self.model_info or {}).get("classes") or [])
-        auto = bool((self.model_info or {}).get("classifier")) or len(classes) <= 1
+        auto, auto_label = automatic_category(self.model_info or {})
         category = recipe.category if recipe.category in classes else None
         if recipe.category and category is None and classes:
             self.message(f"Recipe '{recipe.name}': category '{recipe.category}' is not in this model", "warning")
         if category is None and not auto and classes:
             category = classes[0]
         self.context = replace(self.context, category=category, roi=recipe.roi_value, recipe=recipe.name)
-        self.window.controls.show_categories(classes, category, auto)
+        self.window.controls.show_categories(classes, category, auto, auto_label)
         self.set_thresholds(recipe.fail_threshold, recipe.review_threshold, mark_modified=False)
         self._show_roi()
         self.recipe_modified = False

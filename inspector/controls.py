@@ -15,6 +15,7 @@ __all__ = ["ControlPanel", "ThresholdControl"]
 
 SLIDER_STEPS = 1000
 AUTO_CATEGORY = "Auto (classifier)"
+AUTO_MIN_SCORE = "Auto (lowest score)"
 
 
 class ThresholdControl(QWidget):
@@ -360,11 +361,12 @@ class ControlPanel(QScrollArea):
             self.gate_check.blockSignals(False)
         self.gate_check.setEnabled(gating_available)
 
-    def show_categories(self, names: list[str], current: str | None, auto_available: bool) -> None:
+    def show_categories(self, names: list[str], current: str | None, auto_available: bool,
+                        auto_label: str = AUTO_CATEGORY) -> None:
         self.category_combo.blockSignals(True)
         self.category_combo.clear()
         if auto_available:
-            self.category_combo.addItem(AUTO_CATEGORY, None)
+            self.category_combo.addItem(auto_label, None)
         for name in names:
             self.category_combo.addItem(name, name)
         index = self.category_combo.findData(current) if current is not None else 0

@@ -327,3 +327,32 @@ def test_a_broken_engine_result_becomes_an_error_row_and_the_run_goes_on(qtbot, 
     assert [r["verdict"] for r in rows] == ["error", "pass", "pass"]
     assert "internal error: ValueError" in rows[0]["error"]
     assert any("Engine error on" in line for line in window.log_lines())
+
+
+def test_automatic_category_choices():
+    from inspector.controller import automatic_category
+    from inspector.controls import AUTO_CATEGORY, AUTO_MIN_SCORE
+
+    assert automatic_category({"classes": ["a", "b"], "classifier": True}) == (True, AUTO_CATEGORY)
+    assert automatic_category({"classes": ["a", "b"], "category_selection": "min-score"}) == (True, AUTO_MIN_SCORE)
+    assert automatic_category({"classes": ["a"]}) == (True, AUTO_CATEGORY)
+    assert automatic_category({"classes": ["a", "b"]}) == (False, AUTO_CATEGORY)
+
+
+def test_a_min_score_model_keeps_the_automatic_category(qtbot, home):
+    """DiAD without a classifier picks the lowest-scoring class itself: no category is pinned."""
+    from inspector.controls import AUTO_MIN_SCORE
+
+    def loader(path, **overrides):
+        det = make_tiny_detector()
+        describe = det.describe
+        det.describe = lambda: {**describe(), "category_selection": "min-score"}
+        return det
+
+    window, ctl = open_inspector(qtbot, home, loader)
+    info = load_model(qtbot, ctl)
+    assert info["category_selection"] == "min-score" and not info["classifier"]
+    assert ctl.context.category is None
+    combo = window.controls.category_combo
+    assert combo.itemText(0) == AUTO_MIN_SCORE and combo.currentData() is None
+    assert not any("no category classifier" in line for line in window.log_lines())
