@@ -27,12 +27,13 @@ def welcome_html(data_dir: Path | None = None) -> str:
              if data_dir is not None else "")
     return f"""
 <h3>The demo</h3>
-<p>The inspector opens on a <b>demo</b>: a small bundled model and test images of three made-up products
-(brick, gravel, a coin on a tray), good ones and ones with scratches, cracks, stains, holes and dirt.
+<p>The inspector opens on a <b>demo</b>: a small bundled model and test images of a few made-up products,
+good ones and ones with scratches, cracks, stains, holes and dirt.
 Press <b>Space</b> to start. Each part gets a verdict in the banner, <b style="color:#2ea043">PASS</b>,
 <b style="color:#d4a017">REVIEW</b> or <b style="color:#e5534b">FAIL</b>; the heatmap shows where it looks
-wrong, the trend plots the scores and the <b>Results</b> tab lists every part. The demo model is small:
-good on brick, fair on coin, not yet useful on gravel.</p>
+wrong, the trend plots the scores and the <b>Results</b> tab lists every part. The demo model is small and
+was trained for minutes on a laptop-class CPU, so expect some wrong verdicts; the README lists how well it
+does per product.</p>
 <h3>Your own parts</h3>
 <ul>
 <li><b>Images:</b> File ▸ Open folder (<b>Ctrl+O</b>), or drop files on the window; a camera with
