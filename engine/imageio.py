@@ -7,6 +7,7 @@ images without decoding them at full size; unicode and space-laden paths work (n
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -45,10 +46,12 @@ def is_video(path) -> bool:
 
 
 def list_images(folder, recursive: bool = True) -> list[Path]:
-    """Image files under `folder`, sorted by path (natural for numbered files)."""
+    """Image files under `folder`, sorted by path (natural for numbered files). Links to
+    missing files are listed too, so that they are reported rather than silently skipped."""
     folder = Path(folder)
     pattern = "**/*" if recursive else "*"
-    files = [p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    files = [p for p in folder.glob(pattern)
+             if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or (p.is_symlink() and not p.exists()))]
     return sorted(files, key=lambda p: [int(s) if s.isdigit() else s.lower()
                                         for s in _split_digits(str(p.relative_to(folder)))])
 
@@ -131,12 +134,19 @@ def read_image(path, max_side: int = MAX_SIDE, max_pixels: int = MAX_PIXELS) -> 
     except UnidentifiedImageError:
         raise ImageReadError(path, "not an image file (unknown or unsupported format)") from None
     except Image.DecompressionBombError as e:
-        raise ImageReadError(path, f"image too large to inspect safely ({e})") from None
-    except (OSError, SyntaxError, ValueError, MemoryError) as e:
-        msg = str(e) or type(e).__name__
-        if "truncated" in msg.lower() or "broken data stream" in msg.lower():
-            msg = f"truncated or corrupt image data ({msg})"
-        raise ImageReadError(path, msg) from None
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(found.group(1)) / 1e6:.0f} MP; " if found else ""
+        raise ImageReadError(path, f"image too large to inspect safely ({size}decoder limit "
+                                    f"{2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} MP)") from None
+    except MemoryError:
+        raise ImageReadError(path, "not enough memory to decode the image") from None
+    except OSError as e:
+        if e.errno is not None:
+            raise ImageReadError(path, f"cannot read the file: {e.strerror or e}") from None
+        raise ImageReadError(path, f"truncated or corrupt image data ({str(e) or type(e).__name__})") from None
+    except Exception as e:  # noqa: BLE001 - decoders raise many kinds of errors on malformed files
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise ImageReadError(path, f"truncated or corrupt image data ({msg})") from None
 
 
 def write_image(path, rgb: np.ndarray, quality: int = 92) -> None:

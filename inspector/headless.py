@@ -1,8 +1,11 @@
 """`main.py inspect`: inspect images, folders (recursively) and videos without a window.
 
 Every input gets one row (CSV written and flushed as it goes, JSON at the end), unreadable
-files included with verdict `error`. Exit code 0 when all pass, 1 when any part fails,
-2 when anything could not be inspected (or the model could not be loaded).
+files included with verdict `error`. With `--log`, each row is also committed to the SQLite
+results log (the one the window shows) before it is written anywhere else or printed, and
+`--resume` skips inputs that a killed or interrupted run already logged. Exit code 0 when all
+pass, 1 when any part fails, 2 when anything could not be inspected (or the model could not
+be loaded).
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ import numpy as np
 from .imageio import ImageReadError, is_video, list_images, read_image, write_image
 from .overlay import render_overlay
 from .paths import DEMO_DATA_DIR, DEMO_MODEL_DIR
+from .results_log import ResultsLog, ResultsLogError
+from .sources import SourceError, VideoFileSource
 
-__all__ = ["InspectItem", "iter_inputs", "run_inspect", "add_inspect_arguments", "ROW_FIELDS"]
+__all__ = ["InspectItem", "iter_inputs", "run_inspect", "add_inspect_arguments", "ROW_FIELDS", "LOG_SOURCE"]
 
 ROW_FIELDS = ("index", "file", "frame", "verdict", "score", "threshold", "category", "category_source",
               "category_confidence", "latency_ms", "model_id", "overlay", "error")
+LOG_SOURCE = "inspect"   # the `source` of results-log rows written by this command
 
 
 @dataclass
@@ -38,26 +44,34 @@ class InspectItem:
     rgb: np.ndarray | None
     error: str = ""
 
+    @property
+    def frame_id(self) -> str:
+        """The results-log frame id: the file path, with '#frame' for video frames (as in the window)."""
+        return self.file if self.frame is None else f"{self.file}#{self.frame}"
+
 
 def _video_frames(path: Path) -> Iterator[InspectItem]:
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        yield InspectItem(str(path), None, None, "cannot open video (missing codec or corrupt file)")
-        return
-    index = 0
+    """Every frame of a video; a video that cannot be opened, or stops decoding before its
+    announced frame count, also gets an error item saying so (as in the window)."""
+    source = VideoFileSource(path)
     try:
-        while True:
-            ok, bgr = cap.read()
-            if not ok or bgr is None:
-                break
-            yield InspectItem(str(path), index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-            index += 1
+        source.open()
+    except SourceError as e:
+        yield InspectItem(str(path), None, None, _without_path(str(e), path))
+        return
+    try:
+        while (frame := source.read()) is not None:
+            yield InspectItem(str(path), frame.index, frame.rgb)
     finally:
-        cap.release()
-    if index == 0:
-        yield InspectItem(str(path), None, None, "video has no readable frames")
+        source.close()
+    if source.end_level != "info":
+        yield InspectItem(str(path), None, None, _without_path(source.end_message, path))
+
+
+def _without_path(message: str, path: Path) -> str:
+    """A source message without its leading 'path: ' (the row names the file already)."""
+    prefix = f"{path}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
 
 
 def expand_inputs(paths: list[str]) -> list[tuple[Path, str]]:
@@ -125,6 +139,10 @@ def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write rows and a summary to this JSON")
     p.add_argument("--save-overlays", type=Path, default=None, metavar="DIR",
                    help="save each inspected part with its heatmap overlay and defect outline")
+    p.add_argument("--log", type=Path, default=None, metavar="FILE",
+                   help="also commit every row to this SQLite results log (e.g. the window's results.sqlite)")
+    p.add_argument("--resume", action="store_true",
+                   help="with --log: skip inputs this command already logged there (continue a killed run)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, only failures and the summary")
 
 
@@ -172,6 +190,29 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
     if not entries:
         print(f"error: no images or videos found in {', '.join(paths)}", file=err)
         return 2
+    if args.resume and not args.log:
+        print("error: --resume needs --log FILE (the results log to continue)", file=err)
+        return 2
+    results_log, done = None, set()
+    if args.log:
+        results_log = ResultsLog(args.log)
+        try:
+            logged = results_log.frame_ids(LOG_SOURCE)
+        except ResultsLogError as e:
+            print(f"error: cannot open the results log: {e}", file=err)
+            return 2
+        done = logged if args.resume else set()
+    skipped = len(entries)
+    entries = [(path, kind) for path, kind in entries if kind == "video" or str(path) not in done]
+    skipped -= len(entries)
+
+    def not_logged_yet(items: Iterator[InspectItem]) -> Iterator[InspectItem]:
+        nonlocal skipped
+        for it in items:
+            if it.frame is not None and it.frame_id in done:
+                skipped += 1
+            else:
+                yield it
     if args.save_overlays:
         args.save_overlays.mkdir(parents=True, exist_ok=True)
     csv_file = writer = None
@@ -181,13 +222,27 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
         writer = csv.DictWriter(csv_file, fieldnames=ROW_FIELDS)
         writer.writeheader()
     rows: list[dict] = []
-    counts = {"pass": 0, "fail": 0, "error": 0}
+    counts = {"pass": 0, "fail": 0, "error": 0, "not_logged": 0}
     latencies: list[float] = []
     started = time.perf_counter()
     total = sum(1 for _, kind in entries if kind != "video") or None
     bar = tqdm(total=total, unit="part", disable=args.quiet or not err.isatty(), file=err)
+    detector.on_notice = lambda text: bar.write(f"warning: {text}", file=err)
 
-    def emit(item: InspectItem, verdict: str, result=None, error: str = "", overlay: str = "") -> None:
+    def emit(item: InspectItem, verdict: str, result=None, error: str = "", overlay: str = "",
+             archive_error: str = "") -> None:
+        if results_log is not None:
+            try:
+                results_log.add(
+                    source=LOG_SOURCE, frame_id=item.frame_id, verdict=verdict, error=error,
+                    category="" if result is None else result.category,
+                    score=None if result is None else float(result.score),
+                    threshold=detector.settings.threshold, model_id=detector.model_id,
+                    latency_ms=None if result is None else round(result.latency_ms, 3),
+                    overlay_path=overlay, archive_error=archive_error)
+            except ResultsLogError as e:
+                bar.write(f"error: result NOT logged: {e}", file=err)
+                counts["not_logged"] += 1
         row = {
             "index": len(rows), "file": item.file, "frame": "" if item.frame is None else item.frame,
             "verdict": verdict, "score": "" if result is None else round(result.score, 6),
@@ -211,7 +266,7 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
         bar.update(1)
 
     try:
-        for batch in _batched(iter_inputs(entries), detector.settings.batch_size):
+        for batch in _batched(not_logged_yet(iter_inputs(entries)), detector.settings.batch_size):
             good = [it for it in batch if it.rgb is not None]
             results: dict[int, object] = {}
             failures: dict[int, str] = {}
@@ -231,16 +286,17 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
                     continue
                 res = results[id(it)]
                 verdict = "fail" if res.is_anomalous else "pass"
-                overlay = ""
+                overlay = overlay_error = ""
                 if args.save_overlays:
                     overlay_path = args.save_overlays / _overlay_name(len(rows), it, verdict)
                     try:
                         write_image(overlay_path, render_overlay(it.rgb, res.anomaly_map, threshold=res.threshold))
                         overlay = str(overlay_path)
                     except OSError as e:
-                        bar.write(f"warning: could not save overlay {overlay_path}: {e}", file=err)
+                        overlay_error = f"cannot save overlay {overlay_path}: {e.strerror or e}"
+                        bar.write(f"warning: {overlay_error} (the result is kept)", file=err)
                 latencies.append(res.latency_ms)
-                emit(it, verdict, res, overlay=overlay)
+                emit(it, verdict, res, overlay=overlay, archive_error=overlay_error)
     except KeyboardInterrupt:
         bar.write("interrupted: rows written so far are kept", file=err)
         counts["error"] += 1
@@ -248,11 +304,13 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
         bar.close()
         if csv_file:
             csv_file.close()
+        if results_log is not None:
+            results_log.close()
     elapsed = time.perf_counter() - started
     inspected = counts["pass"] + counts["fail"]
     summary = {
         "inputs": len(rows), "inspected": inspected, "pass": counts["pass"], "fail": counts["fail"],
-        "error": counts["error"], "yield_percent": round(100.0 * counts["pass"] / inspected, 2) if inspected else None,
+        "error": counts["error"], "skipped": skipped, "not_logged": counts["not_logged"], "yield_percent": round(100.0 * counts["pass"] / inspected, 2) if inspected else None,
         "median_latency_ms": round(float(np.median(latencies)), 2) if latencies else None,
         "seconds": round(elapsed, 2), "model_id": detector.model_id, "model": detector.source,
         "threshold": detector.settings.threshold, "device": detector.describe()["device"],
@@ -265,7 +323,9 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
     yield_text = f"{summary['yield_percent']:.1f}%" if inspected else "n/a"
     print(f"{inspected} inspected: {counts['pass']} pass, {counts['fail']} fail, {counts['error']} errors; "
           f"yield {yield_text}; median {summary['median_latency_ms']} ms/part on {summary['device']} "
-          f"({elapsed:.1f} s)", file=out)
-    if counts["error"]:
+          f"({elapsed:.1f} s)" + (f"; {skipped} skipped (already in {args.log})" if skipped else ""), file=out)
+    if counts["not_logged"]:
+        print(f"error: {counts['not_logged']} results could not be written to {args.log}", file=err)
+    if counts["error"] or counts["not_logged"]:
         return 2
     return 1 if counts["fail"] else 0

@@ -193,6 +193,13 @@ class ResultsLog:
                 raise ResultsLogError(f"{self.path}: cannot write the result: {e}") from None
             return int(cur.lastrowid)
 
+    def frame_ids(self, source: str) -> set[str]:
+        """The frame ids already logged from `source` (to continue an interrupted batch)."""
+        try:
+            return {r[0] for r in self.conn.execute("SELECT frame_id FROM parts WHERE source = ?", (source,))}
+        except sqlite3.DatabaseError as e:
+            raise ResultsLogError(f"{self.path}: cannot read the logged parts: {e}") from None
+
     def set_archive(self, part_id: int, image_path: str | None = None, overlay_path: str | None = None,
                     thumbnail_path: str | None = None, archive_error: str | None = None) -> None:
         """Record archived files of a part (only the paths given) and add an archiving error to its row."""
