@@ -135,6 +135,8 @@ class InspectorController(QObject):
         self._source_note_until = 0.0
         self._tasks: set[BackgroundTask] = set()
         self._shut_down = False
+        self.training = None  # the TrainingCenter (job queue + wizard), made when the wizard first opens
+        self.window.training_wizard_connected = True
 
         self._open_results_log()
         self.worker = EngineWorker(self.frames, self.log_path, self.archive_root, loader)
@@ -1128,9 +1130,11 @@ class InspectorController(QObject):
         QMessageBox.about(self.window, "About DeCo Inspector", about_text(device))
 
     def _on_training_wizard(self) -> None:
-        if not getattr(self.window, "training_wizard_connected", False):
-            self.message("The training wizard is not part of this build yet; train from the command line "
-                         "with `python main.py train --help`", "warning")
+        if self.training is None:
+            from .training_wizard import TrainingCenter
+
+            self.training = TrainingCenter(self)
+        self.training.show_wizard()
 
     def shutdown(self) -> None:
         """Save settings and stop threads (the window is closing)."""
@@ -1139,6 +1143,8 @@ class InspectorController(QObject):
         self._shut_down = True
         self.display_timer.stop()
         self.stats_timer.stop()
+        if self.training is not None:
+            self.training.shutdown()
         try:
             self.save_settings()
         except Exception as e:  # noqa: BLE001 - closing must not fail on a settings problem

@@ -1,0 +1,823 @@
+"""Training jobs for the wizard: the plan, the exact command lines, the event stream, the job list.
+
+A job is one `TrainingPlan` run as a sequence of steps, each a real `torchrun` process
+(`python -m torch.distributed.run --standalone --nproc_per_node=N -m training.<entry> ...`):
+the compact VAE (optional), the category classifier (optional), the detector (DeCo-Diff or
+DiAD) and the evaluation on the test images (when there are some). Every step writes its JSON
+event stream (`training.common.EventLog`) to `<job folder>/events/<step>.jsonl` and its console
+output to `<job folder>/logs/<step>.log`; the wizard's curves and numbers come from those files
+only, so a job's report survives the app being closed.
+
+Everything above `TrainingJobQueue` is plain Python (no Qt) so that tests can check the command
+lines and the event parsing directly. The queue runs one step at a time through QProcess (the
+GUI never waits on it), stops a step with SIGTERM (the trainers then write a checkpoint and emit
+`stopped`), and keeps the job list in `<user data dir>/training/jobs.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import shutil
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
+
+__all__ = [
+    "DETECTORS", "TrainingPlan", "TrainingStep", "build_steps", "format_command", "default_settings",
+    "step_environment",
+    "EventTail", "StepProgress", "TrainingJob", "JobStore", "register_model", "suggested_threshold",
+    "TrainingJobQueue", "QUEUED", "RUNNING", "STOPPING", "STOPPED", "FAILED", "FINISHED",
+]
+
+QUEUED, RUNNING, STOPPING, STOPPED, FAILED, FINISHED = "queued", "running", "stopping", "stopped", "failed", "finished"
+ACTIVE_STATES = (RUNNING, STOPPING)
+
+# detector kind -> (trainer module, model sizes offered, the size suggested on CPU, on CUDA)
+DETECTORS = {
+    "deco-diff": ("training.train_deco_diff", ("UNet_T", "UNet_XS", "UNet_S", "UNet_M", "UNet_L", "UNet_XL"),
+                  "UNet_T", "UNet_S"),
+    "diad": ("training.train_diad", ("DiAD_T", "DiAD_S", "DiAD_M"), "DiAD_T", "DiAD_S"),
+}
+STEP_TITLES = {"vae": "Compact VAE", "classifier": "Category classifier", "detector": "Detector",
+               "evaluate": "Evaluation"}
+LOG_TAIL_LINES = 400
+STOP_GRACE_MS = 120_000  # a stopping step that has not exited by then is killed
+
+
+@dataclass
+class TrainingPlan:
+    """Everything the wizard asks, in the trainers' own terms.
+
+    dataset: 'mvtec' | 'visa' | 'folder'; data_dir: the dataset root (folder: the good images);
+    test_dir: folder layout only, optional test folder (good/ + one folder per defect, masks);
+    category: 'all' or one category name; detector: a DETECTORS key; sizes in pixels (image_size:
+    resize side, center_size: the centre crop the model sees); lr: AdamW learning rate;
+    batch_size: global batch over all processes; device: 'cpu' or 'cuda'; nproc: processes per
+    node (CPU: gloo ranks, CUDA: one per GPU); vae: a VAE folder, or '' with train_vae to train
+    the compact VAE first; output_dir / name: the job folder is output_dir/name."""
+
+    name: str = "my-model"
+    dataset: str = "folder"
+    data_dir: str = ""
+    test_dir: str = ""
+    category: str = "all"
+    detector: str = "deco-diff"
+    model_size: str = "UNet_T"
+    epochs: int = 200
+    batch_size: int = 16
+    lr: float = 1e-4
+    mask_ratio: float = 0.7
+    image_size: int = 288
+    center_size: int = 256
+    latent_crop: int = 16
+    device: str = "cpu"
+    nproc: int = 1
+    threads_per_process: int = 1
+    vae: str = ""
+    train_vae: bool = True
+    vae_epochs: int = 60
+    train_classifier: bool = False
+    classifier_epochs: int = 30
+    output_dir: str = ""
+    ckpt_every: int = 10
+    log_every: int = 5
+    evaluate: bool = True
+    eval_max_per_category: int = 0
+
+    @property
+    def job_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    @property
+    def model_dir(self) -> Path:
+        """The exported model folder the detector step rewrites at every checkpoint."""
+        return self.job_dir / "detector" / "model"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainingPlan":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def problems(self) -> list[str]:
+        """What stops this plan from running, one sentence each (empty: it can run)."""
+        out = []
+        if self.dataset not in ("mvtec", "visa", "folder"):
+            out.append(f"unknown dataset kind {self.dataset!r}")
+        if not self.data_dir or not Path(self.data_dir).is_dir():
+            out.append(f"the data folder {self.data_dir or '(none)'} does not exist")
+        if self.test_dir and not Path(self.test_dir).is_dir():
+            out.append(f"the test folder {self.test_dir} does not exist")
+        if self.detector not in DETECTORS:
+            out.append(f"unknown detector {self.detector!r}")
+        elif self.model_size not in DETECTORS[self.detector][1]:
+            out.append(f"{self.model_size} is not a {self.detector} model size")
+        if self.center_size % 32 or self.center_size < 32:
+            out.append(f"the crop size must be a multiple of 32 pixels, got {self.center_size}")
+        if self.image_size < self.center_size:
+            out.append(f"the image size ({self.image_size}) must be at least the crop size ({self.center_size})")
+        if self.nproc < 1:
+            out.append("at least one process is needed")
+        elif self.batch_size % self.nproc:
+            out.append(f"the batch size {self.batch_size} must be divisible by the {self.nproc} processes")
+        if self.epochs < 1:
+            out.append("at least one epoch is needed")
+        if not self.vae and not self.train_vae:
+            out.append("choose a VAE folder or let the wizard train the compact VAE")
+        if self.vae and not Path(self.vae).is_dir():
+            out.append(f"the VAE folder {self.vae} does not exist")
+        if not self.output_dir:
+            out.append("choose an output folder")
+        if not self.name or any(c in self.name for c in '/\\:*?"<>|'):
+            out.append(f"the model name {self.name!r} must be a plain folder name")
+        return out
+
+
+@dataclass
+class TrainingStep:
+    """One process of a job. kind: 'vae' | 'classifier' | 'detector' | 'evaluate'; argv: the
+    exact command; events / log: where it reports; output: the folder it produces."""
+
+    kind: str
+    argv: list[str]
+    events: Path
+    log: Path
+    output: Path
+
+    @property
+    def title(self) -> str:
+        return STEP_TITLES[self.kind]
+
+    @property
+    def resumable(self) -> bool:
+        """Whether a stopped run of this step continues from its checkpoint (else it starts over)."""
+        return self.kind in ("vae", "detector")
+
+
+def default_settings(device: str, detector: str = "deco-diff", gpus: int = 0) -> dict:
+    """Sensible TrainingPlan values for a CPU or a CUDA machine (sizes, epochs, batch, processes).
+
+    CPU: the small models, 256-px crops trained on 16x16 latent windows, one process per two
+    cores with one OpenMP thread each. CUDA: the reference's settings, one process per GPU."""
+    _, _, cpu_size, cuda_size = DETECTORS[detector]
+    if device == "cuda":
+        return {"device": "cuda", "nproc": max(1, gpus), "model_size": cuda_size, "epochs": 800,
+                "batch_size": 32 * max(1, gpus), "lr": 1e-4, "mask_ratio": 0.7, "image_size": 288,
+                "center_size": 256, "latent_crop": 0, "threads_per_process": 4, "vae_epochs": 80,
+                "ckpt_every": 10}
+    cores = os.cpu_count() or 2
+    nproc = max(1, min(4, cores // 2))
+    return {"device": "cpu", "nproc": nproc, "model_size": cpu_size, "epochs": 200,
+            "batch_size": 8 * nproc, "lr": 1e-4, "mask_ratio": 0.7, "image_size": 288, "center_size": 256,
+            "latent_crop": 16, "threads_per_process": max(1, cores // nproc // 2), "vae_epochs": 60,
+            "ckpt_every": 10}
+
+
+def build_steps(plan: TrainingPlan, classes: int | None = None,
+                has_test_images: bool | None = None) -> list[TrainingStep]:
+    """The exact command line of every step of `plan`, in the order they run: torchrun through
+    the running interpreter (or the bundle's binary, `training.launch.python_module_command`).
+
+    classes: how many categories the data has (the classifier is trained only for 2 or more);
+    has_test_images: whether the evaluation step runs (None: when the plan asks for it)."""
+    from training.launch import python_module_command
+
+    job = plan.job_dir
+    data = ["--dataset", plan.dataset, "--data-dir", str(plan.data_dir)]
+    test = ["--test-dir", str(plan.test_dir)] if plan.dataset == "folder" and plan.test_dir else []
+    category = ["--object-category", plan.category]
+    sizes = ["--image-size", str(plan.image_size), "--center-size", str(plan.center_size)]
+    device = ["--device", plan.device]
+    steps: list[TrainingStep] = []
+
+    def step(kind: str, module: str, args: list[str], output: Path) -> None:
+        events = job / "events" / f"{kind}.jsonl"
+        argv = python_module_command(module, [*args, "--events", str(events)], nproc=plan.nproc)
+        steps.append(TrainingStep(kind, argv, events, job / "logs" / f"{kind}.log", output))
+
+    vae = plan.vae
+    if not vae:
+        out = job / "vae"
+        step("vae", "training.train_vae", [*data, *category, *sizes, "--out", str(out), "--epochs",
+                                           str(plan.vae_epochs), "--batch-size", str(plan.batch_size),
+                                           "--crop", str(min(128, plan.center_size)), "--resume", "auto",
+                                           *device], out)
+        vae = str(out)
+    classifier = None
+    wants_classifier = plan.train_classifier and plan.dataset != "folder" and plan.category == "all"
+    if wants_classifier and (classes is None or classes >= 2):
+        classifier = job / "classifier"
+        step("classifier", "training.train_classifier",
+             [*data, *category, "--out", str(classifier), "--epochs", str(plan.classifier_epochs),
+              "--batch-size", str(plan.batch_size), "--image-size", str(min(256, plan.center_size)), *device],
+             classifier)
+    module = DETECTORS[plan.detector][0]
+    warmup = min(10, max(1, plan.epochs // 20))
+    args = [*data, *test, *category, "--model-size", plan.model_size, *sizes, "--epochs", str(plan.epochs),
+            "--warmup-epochs", str(warmup), "--global-batch-size", str(plan.batch_size), "--lr", f"{plan.lr:g}"]
+    if plan.detector == "deco-diff":
+        args += ["--mask-ratio", f"{plan.mask_ratio:g}"]
+    if plan.latent_crop:
+        args += ["--latent-crop", str(plan.latent_crop)]
+    args += ["--vae", vae]
+    if classifier is not None:
+        args += ["--classifier", str(classifier)]
+    args += ["--experiment-dir", str(job / "detector"), "--resume", "auto", "--ckpt-every", str(plan.ckpt_every),
+             "--log-every", str(plan.log_every), *device]
+    step("detector", module, args, plan.model_dir)
+    run_eval = plan.evaluate if has_test_images is None else (plan.evaluate and has_test_images)
+    if run_eval:
+        out = job / "evaluation"
+        evaluate = ["--model", str(plan.model_dir), *data, *test, *category, "--out", str(out), "--record",
+                    "--batch-size", "4", *device]
+        if plan.eval_max_per_category:
+            evaluate += ["--max-per-category", str(plan.eval_max_per_category)]
+        step("evaluate", "training.evaluate", evaluate, out)
+    return steps
+
+
+def format_command(argv: list[str]) -> str:
+    """A command line to copy into a shell (POSIX quoting)."""
+    return shlex.join(argv)
+
+
+def step_environment(plan: TrainingPlan) -> dict[str, str]:
+    """Variables the steps run with on top of the app's environment: OpenMP threads per process,
+    unbuffered output, no Hugging Face downloads."""
+    return {"OMP_NUM_THREADS": str(plan.threads_per_process), "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+
+
+class EventTail:
+    """Reads a growing JSON-lines file from where it last stopped; half-written lines wait for
+    their end. Lines that are not JSON objects are counted in `bad_lines` and skipped."""
+
+    def __init__(self, path: Path, offset: int = 0):
+        self.path = Path(path)
+        self.offset = offset
+        self.bad_lines = 0
+        self._partial = b""
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return 0
+
+    def read(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except OSError:
+            return []
+        self.offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        events = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                self.bad_lines += 1
+                continue
+            if isinstance(record, dict) and "event" in record:
+                events.append(record)
+            else:
+                self.bad_lines += 1
+        return events
+
+
+@dataclass
+class StepProgress:
+    """What a step's events say: the loss curve (x in epochs, fractional for step events),
+    the per-epoch losses, speed, epoch, ETA, the last checkpoint and how it ended."""
+
+    kind: str
+    curve: list[tuple[float, float]] = field(default_factory=list)
+    epoch_curve: list[tuple[int, float]] = field(default_factory=list)
+    epoch: int = 0
+    epochs: int = 0
+    start_epoch: int = 0
+    steps_per_epoch: int = 0
+    images_per_s: float | None = None
+    eta_s: float | None = None
+    last_checkpoint: str = ""
+    checkpoint_epoch: int = 0
+    model_dir: str = ""
+    info: dict = field(default_factory=dict)
+    outcome: str = ""  # '', 'finished', 'stopped' or 'error'
+    error: str = ""
+    summary: dict = field(default_factory=dict)
+
+    def feed(self, ev: dict) -> None:
+        kind = ev.get("event")
+        if kind == "started":
+            self.info = ev
+            self.epochs = int(ev.get("epochs") or self.epochs)
+            self.start_epoch = int(ev.get("start_epoch") or 0)
+            self.steps_per_epoch = int(ev.get("steps_per_epoch") or 0)
+            self.outcome, self.error = "", ""
+            # a resumed run repeats epochs after its last checkpoint: drop what it will redo
+            self.curve = [p for p in self.curve if p[0] <= self.start_epoch]
+            self.epoch_curve = [p for p in self.epoch_curve if p[0] <= self.start_epoch]
+        elif kind == "step":
+            loss = _number(ev.get("loss"))
+            if loss is not None:
+                step = int(ev.get("step") or 0)
+                x = step / self.steps_per_epoch if self.steps_per_epoch else float(ev.get("epoch") or 0)
+                self.curve.append((x, loss))
+            self.images_per_s = _number(ev.get("images_per_s")) or self.images_per_s
+            self.epoch = max(self.epoch, int(ev.get("epoch") or 0) - 1)
+        elif kind == "epoch":
+            self.epoch = int(ev.get("epoch") or self.epoch)
+            self.epochs = int(ev.get("epochs") or self.epochs)
+            loss = _number(ev.get("loss"))
+            if ev.get("complete", True) and loss is not None:
+                self.epoch_curve.append((self.epoch, loss))
+                if not self.steps_per_epoch:  # trainers without step events: one point per epoch
+                    self.curve.append((float(self.epoch), loss))
+            self.eta_s = _number(ev.get("eta_s"))
+            self.images_per_s = _number(ev.get("images_per_s")) or self.images_per_s
+            for key in ("psnr", "val_accuracy"):
+                if key in ev:
+                    self.summary[key] = ev[key]
+        elif kind == "checkpoint":
+            self.last_checkpoint = str(ev.get("path") or "")
+            self.checkpoint_epoch = int(ev.get("epoch") or 0)
+            self.model_dir = str(ev.get("model_dir") or self.model_dir)
+        elif kind == "stopped":
+            self.outcome = "stopped"
+            self.eta_s = None
+        elif kind == "finished":
+            self.outcome = "finished"
+            self.eta_s = 0.0
+            self.epoch = int(ev.get("epoch") or self.epochs or self.epoch)
+            self.model_dir = str(ev.get("model_dir") or self.model_dir)
+            self.summary.update({k: v for k, v in ev.items() if k not in ("event", "time")})
+        elif kind == "evaluation":
+            self.outcome = "finished"
+            self.summary.update({k: v for k, v in ev.items() if k not in ("event", "time")})
+        elif kind == "error":
+            self.outcome = "error"
+            self.error = str(ev.get("message") or "error")
+
+
+def _number(value) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+@dataclass
+class TrainingJob:
+    """One queued, running or finished plan. `step` indexes `steps` (the one running or next);
+    `progress` is rebuilt from the event files, never stored."""
+
+    plan: TrainingPlan
+    steps: list[TrainingStep]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    state: str = QUEUED
+    step: int = 0
+    message: str = ""
+    created: float = field(default_factory=time.time)
+    ended: float | None = None
+    registered: str = ""
+    threshold: float | None = None
+    pid: int | None = None
+    progress: dict[str, StepProgress] = field(default_factory=dict)
+    log_tail: deque = field(default_factory=lambda: deque(maxlen=LOG_TAIL_LINES))
+
+    @property
+    def current(self) -> TrainingStep | None:
+        return self.steps[self.step] if self.step < len(self.steps) else None
+
+    def progress_of(self, kind: str) -> StepProgress:
+        if kind not in self.progress:
+            self.progress[kind] = StepProgress(kind)
+        return self.progress[kind]
+
+    def step_by_kind(self, kind: str) -> TrainingStep | None:
+        return next((s for s in self.steps if s.kind == kind), None)
+
+    @property
+    def metrics(self) -> dict | None:
+        """metrics.json of the evaluation step, when it ran."""
+        step = self.step_by_kind("evaluate")
+        path = step.output / "metrics.json" if step else None
+        if path is None or not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    @property
+    def model_ready(self) -> bool:
+        return (self.plan.model_dir / "model.json").is_file()
+
+    def reload(self) -> None:
+        """Rebuild progress and the log tail from the files on disk."""
+        self.progress = {}
+        for s in self.steps:
+            tail = EventTail(s.events)
+            prog = self.progress_of(s.kind)
+            for ev in tail.read():
+                prog.feed(ev)
+        self.log_tail.clear()
+        step = self.current or (self.steps[-1] if self.steps else None)
+        if step is not None and step.log.is_file():
+            try:
+                lines = step.log.read_text(encoding="utf-8", errors="replace").splitlines()
+            except OSError:
+                lines = []
+            self.log_tail.extend(lines[-LOG_TAIL_LINES:])
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "plan": self.plan.to_dict(), "state": self.state, "step": self.step,
+                "message": self.message, "created": self.created, "ended": self.ended,
+                "registered": self.registered, "threshold": self.threshold, "pid": self.pid,
+                "steps": [{"kind": s.kind, "argv": s.argv, "events": str(s.events), "log": str(s.log),
+                           "output": str(s.output)} for s in self.steps]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainingJob":
+        steps = [TrainingStep(s["kind"], list(s["argv"]), Path(s["events"]), Path(s["log"]), Path(s["output"]))
+                 for s in data.get("steps", [])]
+        job = cls(TrainingPlan.from_dict(data.get("plan", {})), steps, id=str(data["id"]),
+                  state=str(data.get("state", STOPPED)), step=int(data.get("step", 0)),
+                  message=str(data.get("message", "")), created=float(data.get("created", time.time())),
+                  ended=data.get("ended"), registered=str(data.get("registered", "")),
+                  threshold=data.get("threshold"), pid=data.get("pid"))
+        return job
+
+
+class JobStore:
+    """The job list as JSON (written atomically). A job that was running when the app went away
+    comes back as stopped: Resume continues it from its last checkpoint."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def load(self) -> tuple[list[TrainingJob], str]:
+        """(jobs, problem): problem is '' or one sentence about an unreadable file (kept aside)."""
+        if not self.path.is_file():
+            return [], ""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            jobs = [TrainingJob.from_dict(d) for d in data.get("jobs", [])]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            aside = self.path.with_suffix(f".unreadable-{int(time.time())}.json")
+            try:
+                self.path.replace(aside)
+            except OSError:
+                aside = self.path
+            return [], f"the training job list {self.path} could not be read ({e}); it was moved to {aside}"
+        for job in jobs:
+            if job.state in (*ACTIVE_STATES, QUEUED):
+                was = job.state
+                job.state = STOPPED
+                job.message = ("The app was closed while this job was running; Resume continues from its last "
+                               "checkpoint." if was != QUEUED else "The app was closed before this job started.")
+            job.reload()
+        return jobs, ""
+
+    def save(self, jobs: list[TrainingJob]) -> None:
+        from engine.checkpoint import atomic_write_bytes
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        payload = json.dumps({"version": 1, "jobs": [j.to_dict() for j in jobs]}, indent=1)
+        atomic_write_bytes(self.path, payload.encode("utf-8"))
+
+
+def suggested_threshold(metrics: dict | None) -> float | None:
+    """The threshold an evaluation suggests: the F1-optimal score when there are defects with
+    masks, else the 99% quantile of the good images' scores."""
+    if not metrics:
+        return None
+    s = metrics.get("suggested_threshold") or {}
+    for key in ("f1_optimal", "good_quantile"):
+        value = _number(s.get(key))
+        if value is not None:
+            return value
+    return None
+
+
+def register_model(model_dir: Path, models_root: Path, name: str, threshold: float | None) -> Path:
+    """Copy a trained model folder into the app's model list (`models_root/name`, '-2', '-3' ...
+    when taken), storing `threshold` as its default; returns the new folder."""
+    from engine.checkpoint import read_model_json, write_model_json
+
+    model_dir = Path(model_dir)
+    meta = read_model_json(model_dir)
+    models_root.mkdir(parents=True, exist_ok=True)
+    target, k = models_root / name, 1
+    while target.exists():
+        k += 1
+        target = models_root / f"{name}-{k}"
+    tmp = models_root / f".{target.name}.copying"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(model_dir, tmp)
+    if threshold is not None:
+        meta.setdefault("settings", {})["threshold"] = round(float(threshold), 6)
+    meta["registered"] = {"from": str(model_dir), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                          "threshold": threshold}
+    meta.pop("format", None)
+    meta.pop("format_version", None)
+    write_model_json(tmp, meta)
+    tmp.rename(target)
+    return target
+
+
+class TrainingJobQueue(QObject):
+    """Runs jobs one step at a time through QProcess and follows their event files.
+
+    job_added(id), job_changed(id): state, step or message changed; job_progress(id): new events;
+    job_log(id, line): a console line of the running step."""
+
+    job_added = Signal(str)
+    job_changed = Signal(str)
+    job_removed = Signal(str)
+    job_progress = Signal(str)
+    job_log = Signal(str, str)
+
+    def __init__(self, store_path: Path, poll_ms: int = 250, parent=None):
+        super().__init__(parent)
+        self.store = JobStore(store_path)
+        self.jobs, self.load_problem = self.store.load()
+        self.process: QProcess | None = None
+        self.running: TrainingJob | None = None
+        self._tail: EventTail | None = None
+        self._run_events: list[dict] = []
+        self._text = ""
+        self._log_file = None
+        self._stop_deadline: float | None = None
+        self._closing = False
+        self.timer = QTimer(self)
+        self.timer.timeout.connect(self._poll)
+        self.timer.start(poll_ms)
+
+    # ----------------------------------------------------------------- queries
+    def job(self, job_id: str) -> TrainingJob | None:
+        return next((j for j in self.jobs if j.id == job_id), None)
+
+    def busy(self) -> bool:
+        return self.running is not None
+
+    # ----------------------------------------------------------------- commands
+    def submit(self, plan: TrainingPlan, steps: list[TrainingStep]) -> TrainingJob:
+        job = TrainingJob(plan, steps)
+        job.message = "Waiting for the job before it to end." if self.running else ""
+        self.jobs.append(job)
+        self._save()
+        self.job_added.emit(job.id)
+        self._start_next()
+        return job
+
+    def stop(self, job_id: str) -> None:
+        """Graceful stop: SIGTERM to torchrun, which forwards it; the trainer checkpoints and exits."""
+        job = self.job(job_id)
+        if job is None:
+            return
+        if job.state == QUEUED:
+            job.state, job.message = STOPPED, "Taken off the queue before it started."
+            self._changed(job)
+            return
+        if job is self.running and self.process is not None and job.state == RUNNING:
+            job.state = STOPPING
+            job.message = "Stopping: the trainer writes a checkpoint first…"
+            self._stop_deadline = time.monotonic() + STOP_GRACE_MS / 1000
+            self.process.terminate()
+            self._changed(job)
+
+    def resume(self, job_id: str) -> None:
+        """Queue a stopped or failed job again: its current step continues from its last checkpoint
+        (VAE and detector) or starts over (classifier, evaluation)."""
+        job = self.job(job_id)
+        if job is None or job.state not in (STOPPED, FAILED):
+            return
+        job.state, job.message, job.ended = QUEUED, "", None
+        self._changed(job)
+        self._start_next()
+
+    def remove(self, job_id: str) -> None:
+        """Forget a job that is not running (its files stay on disk)."""
+        job = self.job(job_id)
+        if job is None or job.state in ACTIVE_STATES:
+            return
+        self.jobs.remove(job)
+        self._save()
+        self.job_removed.emit(job_id)
+
+    def set_registered(self, job_id: str, path: Path, threshold: float | None) -> None:
+        job = self.job(job_id)
+        if job is not None:
+            job.registered, job.threshold = str(path), threshold
+            self._changed(job)
+
+    def shutdown(self, wait_ms: int = 60_000) -> None:
+        """The app is closing: stop the running step gracefully (checkpoint kept) and wait for it."""
+        self._closing = True
+        self.timer.stop()
+        if self.running is not None and self.process is not None:
+            job = self.running
+            if job.state == RUNNING:
+                job.state = STOPPING
+                self.process.terminate()
+            if not self.process.waitForFinished(wait_ms):
+                self.process.kill()
+                self.process.waitForFinished(5000)
+            self._poll()
+            if self.running is job:  # finished() was not delivered: settle the job here
+                self._on_finished(self.process.exitCode(), self.process.exitStatus())
+        self._save()
+
+    # ----------------------------------------------------------------- running
+    def _start_next(self) -> None:
+        if self.running is not None or self._closing:
+            return
+        job = next((j for j in self.jobs if j.state == QUEUED), None)
+        if job is None:
+            return
+        if job.current is None:
+            self._finish(job)
+            return
+        self._launch(job)
+
+    def _launch(self, job: TrainingJob) -> None:
+        step = job.current
+        step.events.parent.mkdir(parents=True, exist_ok=True)
+        step.log.parent.mkdir(parents=True, exist_ok=True)
+        self.running = job
+        job.state, job.message, job.ended = RUNNING, f"{step.title}: starting…", None
+        self._tail = EventTail(step.events, offset=EventTail(step.events).size())
+        self._run_events = []
+        self._text = ""
+        self._stop_deadline = None
+        try:
+            self._log_file = open(step.log, "a", encoding="utf-8")
+            self._log_file.write(f"\n$ {format_command(step.argv)}\n")
+            self._log_file.flush()
+        except OSError:
+            self._log_file = None
+        proc = QProcess(self)
+        from training.launch import launch_environment
+
+        env = QProcessEnvironment()
+        for key, value in {**launch_environment(), **step_environment(job.plan)}.items():
+            env.insert(key, value)
+        proc.setProcessEnvironment(env)
+        proc.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+        proc.setWorkingDirectory(str(job.plan.job_dir) if job.plan.job_dir.is_dir() else str(step.events.parent))
+        proc.readyReadStandardOutput.connect(self._on_output)
+        proc.finished.connect(self._on_finished)
+        proc.errorOccurred.connect(self._on_error)
+        self.process = proc
+        proc.start(step.argv[0], step.argv[1:])
+        job.pid = int(proc.processId()) or None
+        self._changed(job)
+
+    def _on_output(self) -> None:
+        if self.process is None:
+            return
+        self._text += bytes(self.process.readAllStandardOutput()).decode("utf-8", errors="replace")
+        *lines, self._text = self._text.split("\n")
+        for raw in lines:
+            # progress bars redraw with carriage returns: keep what the line ended up showing
+            line = next((seg for seg in reversed(raw.split("\r")) if seg.strip()), "").rstrip()
+            if not line:
+                continue
+            self._log(line)
+
+    def _log(self, line: str) -> None:
+        job = self.running
+        if job is None:
+            return
+        job.log_tail.append(line)
+        if self._log_file is not None:
+            try:
+                self._log_file.write(line + "\n")
+                self._log_file.flush()
+            except OSError:
+                self._log_file = None
+        self.job_log.emit(job.id, line)
+
+    def _poll(self) -> None:
+        job = self.running
+        if job is None or self._tail is None:
+            return
+        events = self._tail.read()
+        if events:
+            prog = job.progress_of(job.current.kind)
+            for ev in events:
+                prog.feed(ev)
+            self._run_events.extend(events)
+            if job.state == RUNNING:
+                job.message = self._running_message(job)
+            self.job_progress.emit(job.id)
+        if (self._stop_deadline is not None and time.monotonic() > self._stop_deadline
+                and self.process is not None):
+            self._log("The step did not stop in time; killing it (its last checkpoint is kept).")
+            self._stop_deadline = None
+            self.process.kill()
+
+    @staticmethod
+    def _running_message(job: TrainingJob) -> str:
+        step = job.current
+        p = job.progress_of(step.kind)
+        parts = [f"{step.title} ({job.step + 1}/{len(job.steps)})"]
+        if p.epochs:
+            parts.append(f"epoch {p.epoch}/{p.epochs}")
+        return ": ".join(parts[:1]) + (" — " + ", ".join(parts[1:]) if parts[1:] else "")
+
+    def _on_error(self, error) -> None:
+        if error == QProcess.ProcessError.FailedToStart and self.running is not None:
+            self._log(f"Could not start {self.running.current.argv[0]}: {self.process.errorString()}")
+            self._on_finished(-1, QProcess.ExitStatus.CrashExit)
+
+    def _on_finished(self, exit_code: int, exit_status) -> None:
+        job = self.running
+        if job is None:
+            return
+        self._on_output()
+        if self._text.strip():
+            self._log(self._text.strip())
+            self._text = ""
+        self._tail_final(job)
+        step = job.current
+        outcomes = [e["event"] for e in self._run_events]
+        stopping = job.state == STOPPING
+        self.running, proc, self.process = None, self.process, None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if proc is not None:
+            proc.deleteLater()
+        finished = ("finished" in outcomes or "evaluation" in outcomes) and exit_code == 0
+        if finished:
+            job.step += 1
+            if job.current is None:
+                self._finish(job)
+            else:
+                job.state, job.message = QUEUED, ""
+                self._changed(job)
+        elif stopping or "stopped" in outcomes:
+            job.state, job.ended = STOPPED, time.time()
+            kept = job.progress_of(step.kind).last_checkpoint if step.resumable else ""
+            job.message = (f"Stopped during {step.title.lower()}"
+                           + (f"; checkpoint kept ({kept}). Resume continues from it." if kept else
+                              "; Resume runs this step again."))
+            self._changed(job)
+        else:
+            job.state, job.ended = FAILED, time.time()
+            errors = [e.get("message", "") for e in self._run_events if e["event"] == "error"]
+            reason = errors[-1] if errors else f"the process ended with exit code {exit_code}"
+            last = "\n".join(list(job.log_tail)[-12:])
+            job.message = f"{step.title} failed: {reason}\nLast log lines:\n{last}"
+            self._changed(job)
+        self._start_next()
+
+    def _tail_final(self, job: TrainingJob) -> None:
+        if self._tail is None:
+            return
+        events = self._tail.read()
+        if events:
+            prog = job.progress_of(job.current.kind)
+            for ev in events:
+                prog.feed(ev)
+            self._run_events.extend(events)
+            self.job_progress.emit(job.id)
+        self._tail = None
+
+    def _finish(self, job: TrainingJob) -> None:
+        job.state, job.ended = FINISHED, time.time()
+        metrics = job.metrics
+        thr = suggested_threshold(metrics)
+        if job.threshold is None and thr is not None:
+            job.threshold = thr
+        job.message = ("Training finished" + (f"; evaluation suggests threshold {thr:.4g}." if thr is not None
+                                              else "; no evaluation (no test images)."))
+        self._changed(job)
+
+    def _changed(self, job: TrainingJob) -> None:
+        self._save()
+        self.job_changed.emit(job.id)
+
+    def _save(self) -> None:
+        try:
+            self.store.save(self.jobs)
+        except OSError as e:
+            self.load_problem = f"cannot save the training job list {self.store.path}: {e}"
