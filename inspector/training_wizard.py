@@ -284,7 +284,8 @@ class ModelPage(QWizardPage):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setTitle("What to train")
-        self.setSubTitle("The defaults suit the device chosen on the next page; press a button to reset them.")
+        self.setSubTitle("CPU defaults are filled in; on a GPU workstation press CUDA defaults (the next page "
+                         "chooses the devices).")
         self.detector = QComboBox()
         for key, label in DETECTOR_LABELS.items():
             self.detector.addItem(label, key)
@@ -812,7 +813,8 @@ class JobMonitor(QWidget):
         shown = job.step_by_kind("detector") if step.kind == "evaluate" or job.state == FINISHED else step
         p = job.progress_of(shown.kind)
         index = job.steps.index(step) + 1
-        self.stats["step"].setText(f"{step.title} ({index}/{len(job.steps)})")
+        self.stats["step"].setText(f"all {len(job.steps)} done" if job.state == FINISHED
+                                   else f"{step.title} ({index}/{len(job.steps)})")
         self.stats["epoch"].setText(f"{p.epoch}/{p.epochs}" if p.epochs else "–")
         self.stats["speed"].setText(f"{p.images_per_s:.1f}" if p.images_per_s else "–")
         self.stats["eta"].setText(_duration(p.eta_s) if p.eta_s is not None and job.state == "running" else "–")
