@@ -32,7 +32,8 @@ from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signa
 __all__ = [
     "DETECTORS", "TrainingPlan", "TrainingStep", "build_steps", "format_command", "default_settings",
     "step_environment",
-    "EventTail", "StepProgress", "TrainingJob", "JobStore", "register_model", "suggested_threshold",
+    "EventTail", "StepProgress", "TrainingJob", "JobStore", "leftover_process", "register_model",
+    "suggested_threshold",
     "TrainingJobQueue", "QUEUED", "RUNNING", "STOPPING", "STOPPED", "FAILED", "FINISHED",
 ]
 
@@ -465,6 +466,26 @@ class TrainingJob:
         return job
 
 
+def leftover_process(job: TrainingJob) -> int | None:
+    """The pid of this job's step process when it still runs outside this app (the app was killed
+    while training), else None. POSIX only: Linux checks the process's command line for the job
+    folder; elsewhere a live pid counts."""
+    pid = job.pid
+    if not pid or os.name != "posix":
+        return None
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError, OSError):
+        return None
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.parent.is_dir():
+        try:
+            return pid if str(job.plan.job_dir).encode() in cmdline.read_bytes() else None
+        except OSError:
+            return None
+    return pid
+
+
 class JobStore:
     """The job list as JSON (written atomically). A job that was running when the app went away
     comes back as stopped: Resume continues it from its last checkpoint."""
@@ -492,6 +513,10 @@ class JobStore:
                 job.state = STOPPED
                 job.message = ("The app was closed while this job was running; Resume continues from its last "
                                "checkpoint." if was != QUEUED else "The app was closed before this job started.")
+                leftover = leftover_process(job)
+                if was != QUEUED and leftover:
+                    job.message = (f"The app was closed while this job was running and its process {leftover} is "
+                                   "still running; Resume is possible once it has ended.")
             job.reload()
         return jobs, ""
 
@@ -608,6 +633,12 @@ class TrainingJobQueue(QObject):
         (VAE and detector) or starts over (classifier, evaluation)."""
         job = self.job(job_id)
         if job is None or job.state not in (STOPPED, FAILED):
+            return
+        leftover = leftover_process(job) if job is not self.running else None
+        if leftover:
+            job.message = (f"Process {leftover} of this job (from an earlier session) is still running; "
+                           "Resume is possible once it has ended.")
+            self._changed(job)
             return
         job.state, job.message, job.ended = QUEUED, "", None
         self._changed(job)

@@ -140,6 +140,26 @@ def test_a_job_running_when_the_app_closed_comes_back_resumable(tmp_path):
     (loaded,), problem = store.load()
     assert problem == "" and loaded.state == STOPPED and "Resume" in loaded.message
     assert loaded.progress_of("detector").curve == [(1.0, 0.25)] and loaded.plan == plan
+    # the app was killed, not closed: its torchrun still runs, so Resume waits for it to end
+    import subprocess
+
+    from inspector.training_jobs import TrainingJobQueue
+
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(plan.job_dir)])
+    try:
+        job.pid = orphan.pid
+        store.save([job])
+        queue = TrainingJobQueue(tmp_path / "jobs.json")
+        (held,) = queue.jobs
+        assert held.state == STOPPED and f"process {orphan.pid} is still running" in held.message
+        queue.resume(held.id)
+        assert held.state == STOPPED and "still running" in held.message
+    finally:
+        orphan.kill()
+        orphan.wait()
+    queue.resume(held.id)
+    assert held.state != STOPPED  # queued, and started at once
+    queue.shutdown(wait_ms=20000)
     (tmp_path / "jobs.json").write_text("{broken")
     jobs, problem = JobStore(tmp_path / "jobs.json").load()
     assert jobs == [] and "could not be read" in problem and not (tmp_path / "jobs.json").exists()
@@ -186,9 +206,28 @@ def _fake_steps(job_dir: Path, *modes: str):
 def test_queue_runs_jobs_in_turn_reports_failures_and_stops_gracefully(qtbot, tmp_path):
     from inspector.training_jobs import FAILED, TrainingJobQueue
 
+    from inspector.training_wizard import RunPage
+
     queue = TrainingJobQueue(tmp_path / "jobs.json", poll_ms=50)
+    from inspector.app import apply_style
+    from PySide6.QtWidgets import QApplication
+
+    apply_style(QApplication.instance())
+    page = RunPage()
+    qtbot.addWidget(page)
+    page.attach(queue)
+    page.resize(1180, 640)
+    page.show()
     try:
         _run_three_jobs(qtbot, queue, tmp_path)
+        # the failed job's monitor: the reason, its last log lines, Resume offered
+        page.select(queue.jobs[1].id)
+        monitor = page.monitor
+        assert "ValueError: no good images" in monitor.message.text() and monitor.resume_button.isEnabled()
+        assert page.jobs.count() == 3 and "failed" in page.jobs.item(1).text()
+        shots = tmp_path / "shots"
+        shots.mkdir()
+        _shoot(page, shots, "9-queue-failed.png")
     finally:
         queue.shutdown(wait_ms=20000)
     saved = json.loads((tmp_path / "jobs.json").read_text())
@@ -225,9 +264,12 @@ def home(tmp_path, monkeypatch):
     return path
 
 
-def _shoot(wizard, shots: Path, name: str) -> None:
-    wizard.repaint()
-    image = save(wizard, shots, name)
+def _shoot(widget, shots: Path, name: str) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    QApplication.processEvents()  # let pending layout requests settle before the grab
+    widget.repaint()
+    image = save(widget, shots, name)
     assert image.std() > 10, f"{name} is blank"
 
 
