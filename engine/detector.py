@@ -8,10 +8,11 @@ frame (HxWx3 uint8, RGB or BGR) -> resize + center crop -> VAE encode (mean x 0.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +27,10 @@ from .unet import GatedUNet
 from .vae import VAE, load_vae, save_vae
 from .version import __version__
 
-__all__ = ["AnomalyResult", "DetectorSettings", "Detector", "default_device", "save_model_folder", "STAGES"]
+__all__ = ["AnomalyResult", "DetectorSettings", "Detector", "default_device", "save_model_folder", "STAGES",
+           "is_out_of_memory", "move_detector", "predict_in_batches"]
+
+log = logging.getLogger(__name__)
 
 STAGES = ("preprocess", "classify", "encode", "unet", "decode", "maps", "postprocess")
 
@@ -135,6 +139,73 @@ def build_results(rgb: list[np.ndarray], images: torch.Tensor, final_maps: torch
     ]
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA out-of-memory errors and failed CPU allocations."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def move_detector(detector, device: torch.device | str) -> None:
+    """Move a detector's networks (UNet, VAE, classifier) to `device`; works for both detector kinds."""
+    device = torch.device(device)
+    detector.unet.to(device)
+    if detector.vae is not None:
+        detector.vae.to(device)
+    if detector.classifier is not None:
+        detector.classifier.to(device)
+    detector.device = device
+
+
+def _notify(detector, text: str) -> None:
+    log.warning("%s", text)
+    callback = getattr(detector, "on_notice", None)
+    if callback is not None:
+        callback(text)
+
+
+def predict_in_batches(detector, frames: Sequence[np.ndarray], category, channel_order: str) -> list[AnomalyResult]:
+    """`predict` of both detector kinds: frames in chunks of `settings.batch_size` through
+    `detector._predict_batch(chunk, categories, channel_order)`.
+
+    Out of memory: the chunk is retried at half the batch size, which is kept for later calls,
+    down to batch 1; out of memory at batch 1 on a GPU moves the networks to the CPU and
+    carries on there. Each step is logged and passed to `detector.on_notice(text)` when set."""
+    frames = list(frames)
+    if not frames:
+        return []
+    cats = list(category) if isinstance(category, (list, tuple)) else [category] * len(frames)
+    if len(cats) != len(frames):
+        raise ValueError(f"{len(cats)} categories for {len(frames)} frames")
+    results: list[AnomalyResult] = []
+    start = 0
+    while start < len(frames):
+        size = detector.settings.batch_size
+        chunk = frames[start:start + size]
+        try:
+            results.extend(detector._predict_batch(chunk, cats[start:start + len(chunk)], channel_order))
+        except Exception as e:  # noqa: BLE001 - only out-of-memory errors are handled here
+            if not is_out_of_memory(e):
+                raise
+            where = "CUDA" if detector.device.type == "cuda" else str(detector.device).upper()
+            if detector.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(chunk) > 1:
+                smaller = max(1, len(chunk) // 2)
+                detector.settings = replace(detector.settings, batch_size=smaller)
+                _notify(detector, f"{where} out of memory at batch {len(chunk)}: continuing with batch {smaller}")
+            elif detector.device.type != "cpu":
+                move_detector(detector, "cpu")
+                _notify(detector, f"{where} out of memory even at batch 1: the engine continues on the CPU "
+                                  "(slower); free GPU memory and reload the model to go back")
+            else:
+                raise RuntimeError(f"out of memory at batch 1 on the {where}: {e}") from e
+            continue
+        start += len(chunk)
+    return results
+
+
 class _StageClock:
     def __init__(self, device: torch.device):
         self.sync = device.type == "cuda"
@@ -172,6 +243,7 @@ class Detector:
         self.settings = settings or DetectorSettings()
         self.model_id = model_id
         self.source = source
+        self.on_notice: Callable[[str], None] | None = None
         self._schedule = make_schedule(10, f"ddim{self.settings.reverse_steps}")
 
     # ----------------------------------------------------------------- loading and saving
@@ -294,18 +366,9 @@ class Detector:
     def predict(self, frames: Sequence[np.ndarray], category=None, channel_order: str = "rgb") -> list[AnomalyResult]:
         """Inspect HxWx{1,3,4} frames (uint8, uint16 or float in [0,1]). `category`: a name or id
         for all frames, a list with one per frame, or None to ask the classifier (or the only
-        class of a one-class model). Returns one AnomalyResult per frame, in order."""
-        frames = list(frames)
-        if not frames:
-            return []
-        cats = list(category) if isinstance(category, (list, tuple)) else [category] * len(frames)
-        if len(cats) != len(frames):
-            raise ValueError(f"{len(cats)} categories for {len(frames)} frames")
-        results: list[AnomalyResult] = []
-        for start in range(0, len(frames), self.settings.batch_size):
-            chunk = frames[start:start + self.settings.batch_size]
-            results.extend(self._predict_batch(chunk, cats[start:start + len(chunk)], channel_order))
-        return results
+        class of a one-class model). Returns one AnomalyResult per frame, in order. Out of memory:
+        smaller batches, then the CPU (see `predict_in_batches`)."""
+        return predict_in_batches(self, frames, category, channel_order)
 
     def _resolve_categories(self, rgb: list[np.ndarray], cats: list, clock: _StageClock):
         ids: list[int | None] = [None if c is None else self.class_id(c) for c in cats]

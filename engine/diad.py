@@ -27,7 +27,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -691,6 +691,7 @@ class DiADDetector:
         self.schedule = schedule if isinstance(schedule, NoiseSchedule) else NoiseSchedule(schedule)
         self.model_id = model_id
         self.source = source
+        self.on_notice: Callable[[str], None] | None = None
         self.settings = settings or DiADSettings()
         self._check_settings(self.settings)
 
@@ -852,18 +853,11 @@ class DiADDetector:
         for all frames, a list with one per frame, or None: the classifier's answer, the only class
         the model was trained on, else the trained class under which the frame scores lowest
         ('min-score').
-        Returns one `engine.detector.AnomalyResult` per frame, in order."""
-        frames = list(frames)
-        if not frames:
-            return []
-        cats = list(category) if isinstance(category, (list, tuple)) else [category] * len(frames)
-        if len(cats) != len(frames):
-            raise ValueError(f"{len(cats)} categories for {len(frames)} frames")
-        results = []
-        for start in range(0, len(frames), self.settings.batch_size):
-            chunk = frames[start:start + self.settings.batch_size]
-            results.extend(self._predict_batch(chunk, cats[start:start + len(chunk)], channel_order))
-        return results
+        Returns one `engine.detector.AnomalyResult` per frame, in order. Out of memory: smaller
+        batches, then the CPU (see `engine.detector.predict_in_batches`)."""
+        from .detector import predict_in_batches
+
+        return predict_in_batches(self, frames, category, channel_order)
 
     def _predict_batch(self, frames: list[np.ndarray], cats: list, channel_order: str) -> list:
         from .detector import _StageClock, build_results

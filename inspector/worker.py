@@ -4,7 +4,8 @@ Frames arrive through a FrameQueue (latest-frame-wins for live sources, every fr
 folders and videos, taken in detector-sized batches). For each frame the worker runs the
 model, decides the verdict, commits the results-log row and archives images, and only then
 emits `inspected`, so a verdict is never shown before it is logged. Any exception is
-reported through `problem` and the worker carries on with the next frames.
+reported through `problem` and the worker carries on with the next frames; out of memory,
+the engine falls back to smaller batches, then to the CPU, and says so through `problem`.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class EngineWorker(QObject):
         previous = self.detector, self.model_path
         try:
             self.detector = self.loader(str(path), **(overrides or {}))
+            self.detector.on_notice = self._engine_notice
             self.model_path = str(path)
             info = self.model_info()
         except Exception as e:  # noqa: BLE001 - any loading failure is reported, the old model stays
@@ -220,6 +222,10 @@ class EngineWorker(QObject):
         finally:
             if len(self.frames):
                 self.wake()
+
+    def _engine_notice(self, text: str) -> None:
+        """The engine changed how it runs (e.g. out of memory: a smaller batch, or the CPU)."""
+        self._report(f"Engine: {text}")
 
     def _report(self, text: str) -> None:
         if text != self._last_problem:
