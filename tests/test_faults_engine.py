@@ -163,14 +163,43 @@ def test_worker_reports_unexpected_exceptions_and_keeps_serving(qtbot, tmp_path,
     assert len(db_rows(home)) == 15
 
 
-def test_disk_full_while_saving_overlays_keeps_every_row(tmp_path, capsys, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from tests.test_detector import make_detector
+
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    make_detector(ncls=2, threshold=0.5).save(folder)
+    return folder
+
+
+def test_the_inspect_command_says_when_it_runs_out_of_memory(tiny_model, tmp_path, capsys, monkeypatch):
+    import main
+    from engine.detector import Detector
+
+    real = Detector._predict_batch
+
+    def predict_batch(self, chunk, cats, channel_order):
+        if len(chunk) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
+        return real(self, chunk, cats, channel_order)
+
+    monkeypatch.setattr(Detector, "_predict_batch", predict_batch)
+    write_images(tmp_path / "imgs", 5, size=(40, 50))
+    out_csv = tmp_path / "rows.csv"
+    code = main.main(["inspect", str(tmp_path / "imgs"), "--model", str(tiny_model), "--category", "part0",
+                      "--threshold", "100", "--batch-size", "4", "--csv", str(out_csv)])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "warning: CPU out of memory at batch 4: continuing with batch 2" in err
+    assert "warning: CPU out of memory at batch 2: continuing with batch 1" in err
+    assert [r["verdict"] for r in csv.DictReader(out_csv.open())] == ["pass"] * 5
+
+
+def test_disk_full_while_saving_overlays_keeps_every_row(tiny_model, tmp_path, capsys, monkeypatch):
     import main
     from PIL import Image
 
-    from tests.test_detector import make_detector
-
-    model = tmp_path / "tiny"
-    make_detector(ncls=2, threshold=0.5).save(model)
+    model = tiny_model
     write_images(tmp_path / "imgs", 3, size=(40, 50))
     real_save = Image.Image.save
 
