@@ -746,33 +746,31 @@ class TrainingJobQueue(QObject):
                 self._log_file = None
         self.job_log.emit(job.id, line)
 
+    def _read_events(self, job: TrainingJob) -> None:
+        """Feed the running step's new events to its progress."""
+        events = self._tail.read() if self._tail is not None else []
+        if not events:
+            return
+        step = job.current
+        prog = job.progress_of(step.kind)
+        for ev in events:
+            prog.feed(ev)
+        self._run_events.extend(events)
+        if job.state == RUNNING:
+            job.message = f"{step.title} ({job.step + 1}/{len(job.steps)})" + (
+                f" — epoch {prog.epoch}/{prog.epochs}" if prog.epochs else "")
+        self.job_progress.emit(job.id)
+
     def _poll(self) -> None:
         job = self.running
-        if job is None or self._tail is None:
+        if job is None:
             return
-        events = self._tail.read()
-        if events:
-            prog = job.progress_of(job.current.kind)
-            for ev in events:
-                prog.feed(ev)
-            self._run_events.extend(events)
-            if job.state == RUNNING:
-                job.message = self._running_message(job)
-            self.job_progress.emit(job.id)
+        self._read_events(job)
         if (self._stop_deadline is not None and time.monotonic() > self._stop_deadline
                 and self.process is not None):
             self._log("The step did not stop in time; killing it (its last checkpoint is kept).")
             self._stop_deadline = None
             self.process.kill()
-
-    @staticmethod
-    def _running_message(job: TrainingJob) -> str:
-        step = job.current
-        p = job.progress_of(step.kind)
-        parts = [f"{step.title} ({job.step + 1}/{len(job.steps)})"]
-        if p.epochs:
-            parts.append(f"epoch {p.epoch}/{p.epochs}")
-        return ": ".join(parts[:1]) + (" — " + ", ".join(parts[1:]) if parts[1:] else "")
 
     def _on_error(self, error) -> None:
         if error == QProcess.ProcessError.FailedToStart and self.running is not None:
@@ -787,7 +785,8 @@ class TrainingJobQueue(QObject):
         if self._text.strip():
             self._log(self._text.strip())
             self._text = ""
-        self._tail_final(job)
+        self._read_events(job)
+        self._tail = None
         step = job.current
         outcomes = [e["event"] for e in self._run_events]
         stopping = job.state == STOPPING
@@ -802,6 +801,10 @@ class TrainingJobQueue(QObject):
             job.step += 1
             if job.current is None:
                 self._finish(job)
+            elif stopping:  # the step ended just as Stop was pressed: the next one waits for Resume
+                job.state, job.ended = STOPPED, time.time()
+                job.message = f"Stopped after {step.title.lower()}; Resume starts {job.current.title.lower()}."
+                self._changed(job)
             else:
                 job.state, job.message = QUEUED, ""
                 self._changed(job)
@@ -820,18 +823,6 @@ class TrainingJobQueue(QObject):
             job.message = f"{step.title} failed: {reason}\nLast log lines:\n{last}"
             self._changed(job)
         self._start_next()
-
-    def _tail_final(self, job: TrainingJob) -> None:
-        if self._tail is None:
-            return
-        events = self._tail.read()
-        if events:
-            prog = job.progress_of(job.current.kind)
-            for ev in events:
-                prog.feed(ev)
-            self._run_events.extend(events)
-            self.job_progress.emit(job.id)
-        self._tail = None
 
     def _finish(self, job: TrainingJob) -> None:
         job.state, job.ended = FINISHED, time.time()
