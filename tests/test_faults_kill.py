@@ -2,7 +2,8 @@
 several times over. After each kill the results database must open and pass SQLite's integrity
 check, every part the run reported (its CSV rows, written after the commit) must be in it, at
 most the one part in flight may be logged but not yet reported, nothing is logged twice, and
-`--resume` continues where the killed run stopped until every file has exactly one row.
+`--resume` continues where the killed run stopped until every file has exactly one row. The test
+reads the database (polling, a CSV export) from its own process while the runs write.
 
 Each run is a separate process running `main.main(["inspect", ...])`, exactly what
 `python main.py inspect ...` runs; they are forked from one interpreter that has already
@@ -26,6 +27,7 @@ import pytest
 from PIL import Image
 
 from engine.imageio import list_images
+from inspector.results_log import export_csv
 
 REPO = Path(__file__).resolve().parents[1]
 KILLS = 5
@@ -149,6 +151,7 @@ def test_kill_9_at_random_moments_loses_no_committed_row(tmp_path, tiny_model):
             deadline = time.monotonic() + 120
             while len(_logged(db)) < target and runner.running(pid) and time.monotonic() < deadline:
                 time.sleep(0.01)
+            exported = export_csv(db, tmp_path / "export.csv")  # a reader in this process, the writer in that one
             time.sleep(pick.uniform(0.0, 0.2))  # somewhere inside the next part's inspect/commit/report
             assert runner.running(pid), f"run {run} ended before it was killed: {_tail(tmp_path / f'run_{run}.log')}"
             os.kill(pid, signal.SIGKILL)
@@ -163,6 +166,7 @@ def test_kill_9_at_random_moments_loses_no_committed_row(tmp_path, tiny_model):
             assert logged == files[:len(logged)], "rows are not the files in order (a gap or a stranger)"
             assert set(reported) <= set(new), "a reported part is missing from the database"
             assert 0 <= len(new) - len(reported) <= 1, (len(new), len(reported))
+            assert len(before) < exported <= len(logged)
             kills.append((len(before), len(new), len(reported)))
 
         runner.start(_argv(folder, tiny_model, db, tmp_path / "final.csv"), tmp_path / "final.log")
