@@ -273,6 +273,53 @@ def _shoot(widget, shots: Path, name: str) -> None:
     assert image.std() > 10, f"{name} is blank"
 
 
+def test_data_page_counts_an_mvtec_root_and_names_a_wrong_layout(qtbot, tmp_path):
+    """The bundled demo data as an MVTec AD root: one row per category, thumbnails, the classifier
+    offered for all categories; a wrong layout or a single category folder is refused with a reason."""
+    from inspector.app import apply_style
+    from inspector.paths import DEMO_DATA_DIR
+    from inspector.training_wizard import TrainingWizard
+    from PySide6.QtWidgets import QApplication
+    from training.datasets import describe_dataset
+
+    apply_style(QApplication.instance())
+    wiz = TrainingWizard(tmp_path / "runs")
+    qtbot.addWidget(wiz)
+    wiz.show()
+    data = wiz.data_page
+    data.set_kind("mvtec")
+    data.data_edit.setText(str(DEMO_DATA_DIR))
+    qtbot.waitUntil(data.isComplete, timeout=30000)
+    cats = describe_dataset(DEMO_DATA_DIR)["categories"]
+    assert len(cats) >= 2 and data.table.rowCount() == len(cats)
+    assert [data.table.item(r, 0).text() for r in range(len(cats))] == list(cats)
+    assert data.thumbs.count() == 8 + 1 and not data.test_edit.isEnabled()
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    _shoot(wiz, shots, "1b-data-mvtec.png")
+    wiz.next()
+    assert wiz.model_page.category.count() == len(cats) + 1  # all, then each category
+    wiz.next()
+    wiz.next()
+    assert wiz.vae_page.classifier.isEnabled() and wiz.vae_page.classifier.isChecked()
+    _shoot(wiz, shots, "4b-vae-classifier.png")
+    wiz.back()
+    wiz.back()
+    wiz.model_page.category.setCurrentIndex(1)  # one category: no classifier
+    wiz.next()
+    wiz.next()
+    assert not wiz.vae_page.classifier.isEnabled() and not wiz.vae_page.classifier.isChecked()
+    wiz.back()
+    wiz.back()
+    wiz.back()
+    for kind, folder, reason in (("visa", DEMO_DATA_DIR, "looks like a mvtec dataset, not visa"),
+                                 ("mvtec", DEMO_DATA_DIR / list(cats)[0], "looks like a single MVTec category")):
+        data.set_kind(kind)
+        data.data_edit.setText(str(folder))
+        qtbot.waitUntil(lambda: bool(data.error), timeout=30000)
+        assert reason in data.error and reason in data.status.text() and not data.isComplete()
+
+
 @pytest.mark.slow
 def test_wizard_end_to_end_train_stop_resume_evaluate_use(qtbot, home, tmp_path):
     from engine.vae import create_vae, save_vae
