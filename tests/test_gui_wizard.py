@@ -165,6 +165,23 @@ def test_a_job_running_when_the_app_closed_comes_back_resumable(tmp_path):
     assert jobs == [] and "could not be read" in problem and not (tmp_path / "jobs.json").exists()
 
 
+def test_register_model_copies_with_the_threshold_and_never_overwrites(tmp_path):
+    from engine.checkpoint import read_model_json, write_model_json
+    from inspector.training_jobs import register_model
+
+    model = tmp_path / "run" / "model"
+    (model / "vae").mkdir(parents=True)
+    (model / "vae" / "config.json").write_text("{}")
+    write_model_json(model, {"unet": {"size": "UNet_T"}, "settings": {"threshold": 0.3, "reverse_steps": 5}})
+    first = register_model(model, tmp_path / "models", "line3", 0.4125)
+    second = register_model(model, tmp_path / "models", "line3", None)
+    assert (first.name, second.name) == ("line3", "line3-2") and (first / "vae" / "config.json").is_file()
+    assert read_model_json(first)["settings"] == {"threshold": 0.4125, "reverse_steps": 5}
+    assert read_model_json(second)["settings"]["threshold"] == 0.3
+    assert read_model_json(first)["registered"]["from"] == str(model)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["line3", "line3-2"]
+
+
 FAKE_STEP = r"""
 import json, signal, sys, time
 events, mode = sys.argv[1], sys.argv[2]
