@@ -51,6 +51,9 @@ def scan_dataset(kind: str, root: str, test_dir: str = "") -> dict:
     from training.datasets import FOLDER_LAYOUT, MVTEC_LAYOUT, VISA_LAYOUT, DatasetLayoutError, build_dataset
     from training.datasets import describe_dataset
 
+    if test_dir and Path(test_dir).resolve().is_relative_to(Path(root).resolve()):
+        raise DatasetLayoutError(f"the test folder {test_dir} is inside the folder of good images {root}: its "
+                                 "defective images would be trained on; keep the two folders apart")
     desc = describe_dataset(root, test_dir or None)
     if desc["layout"] != kind:
         expected = {"mvtec": MVTEC_LAYOUT, "visa": VISA_LAYOUT, "folder": FOLDER_LAYOUT}[kind]
@@ -694,6 +697,8 @@ class JobMonitor(QWidget):
         self.plot.setMenuEnabled(False)
         self.plot.hideButtons()
         self.plot.setMinimumHeight(180)
+        self.plot.setDownsampling(auto=True, mode="mean")
+        self.plot.setClipToView(True)
         self.plot.addLegend(offset=(-10, 10))
         self.loss_line = self.plot.plot([], [], pen=pg.mkPen("#58a6ff", width=1.5), name="loss (steps)")
         self.epoch_dots = self.plot.plot([], [], pen=None, symbol="o", symbolSize=6, symbolBrush="#f2a900",
@@ -1064,6 +1069,7 @@ class TrainingCenter(QObject):
         super().__init__(controller)
         self.controller = controller
         self.models_root = Path(controller.data_dir) / "models"
+        self._tasks: set[BackgroundTask] = set()
         self.queue = TrainingJobQueue(Path(controller.data_dir) / "training" / "jobs.json", parent=self)
         if self.queue.load_problem:
             controller.message(self.queue.load_problem, "warning")
@@ -1098,22 +1104,31 @@ class TrainingCenter(QObject):
         elif job.state == FINISHED and not job.registered:
             self.controller.message(f"Training job {job.plan.name} finished: {job.message}", "ok")
 
-    def use_model(self, job_id: str, threshold: float) -> Path | None:
-        """Copy the job's model into the model picker with `threshold` and open it."""
+    def use_model(self, job_id: str, threshold: float) -> None:
+        """Copy the job's model into the model picker with `threshold` (in the background: a large
+        model takes a while), then open it."""
         job = self.queue.job(job_id)
         if job is None or not job.model_ready:
-            return None
-        try:
-            path = register_model(job.plan.model_dir, self.models_root, job.plan.name, threshold)
-        except Exception as e:  # noqa: BLE001 - reported to the operator
-            self.controller.message(f"Cannot register the model of {job.plan.name}: {e}", "error")
-            return None
+            return
+        name = job.plan.name
+        self.controller.message(f"Registering the model of {name}…")
+        task = BackgroundTask(lambda: register_model(job.plan.model_dir, self.models_root, name, threshold), self)
+        self._tasks.add(task)
+        task.done.connect(lambda path, t=task: self._registered(t, job_id, path, threshold))
+        task.failed.connect(lambda msg, t=task: self._register_failed(t, name, msg))
+        task.start()
+
+    def _registered(self, task, job_id: str, path: Path, threshold: float) -> None:
+        self._tasks.discard(task)
         self.queue.set_registered(job_id, path, threshold)
         self.controller._show_models()
         self.controller.open_model(str(path))
         self.controller.message(f"Model {path.name} registered (threshold {threshold:.4g}) and opening", "ok")
         self.model_registered.emit(str(path))
-        return path
+
+    def _register_failed(self, task, name: str, message: str) -> None:
+        self._tasks.discard(task)
+        self.controller.message(f"Cannot register the model of {name}: {message}", "error")
 
     def shutdown(self) -> None:
         if self.queue.busy():

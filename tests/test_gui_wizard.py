@@ -357,8 +357,11 @@ def test_wizard_end_to_end_train_stop_resume_evaluate_use(qtbot, home, tmp_path)
 
     data = wiz.data_page
     data.set_kind("folder")
-    data.data_edit.setText(str(good))
+    data.data_edit.setText(str(tmp_path / "data"))  # the test folder inside the good images: refused
     data.test_edit.setText(str(test))
+    qtbot.waitUntil(lambda: bool(data.error), timeout=20000)
+    assert "inside the folder of good images" in data.error and not data.isComplete()
+    data.data_edit.setText(str(good))
     qtbot.waitUntil(data.isComplete, timeout=20000)
     assert data.table.rowCount() == 1 and [data.table.item(0, c).text() for c in (1, 2, 3)] == ["6", "2", "2"]
     assert data.thumbs.count() == 6 + 1  # six thumbnails and the stretch
