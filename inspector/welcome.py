@@ -63,7 +63,7 @@ class WelcomeDialog(QDialog):
         super().__init__(parent)
         self.setObjectName("WelcomeDialog")
         self.setWindowTitle("Welcome to DeCo Inspector")
-        self.setMinimumSize(640, 560)
+        self.setMinimumSize(720, 660)
         self.chosen = "close"
         icon = QLabel()
         icon.setPixmap(app_icon().pixmap(64, 64))

@@ -28,12 +28,26 @@ def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+def write_desktop_entry(bundle: Path, install_dir: str) -> Path:
+    """A Linux menu entry (freedesktop .desktop file) for the bundle once copied to `install_dir`:
+    copy it to ~/.local/share/applications/ or /usr/share/applications/."""
+    path = bundle / f"{APP}.desktop"
+    path.write_text("[Desktop Entry]\nType=Application\nName=DeCo Inspector\n"
+                    "Comment=Visual quality inspection with diffusion anomaly detectors\n"
+                    f"Exec={install_dir}/{APP} gui\n"
+                    f"Icon={install_dir}/_internal/resources/icons/{APP}-256.png\n"
+                    "Terminal=false\nCategories=Graphics;Science;Engineering;\n", encoding="utf-8")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dist", type=Path, default=ROOT / "dist", help="output folder (default: dist/)")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "pyinstaller",
                         help="PyInstaller's work folder (default: build/pyinstaller/)")
     parser.add_argument("--nice", type=int, default=10, help="CPU niceness of the build (default: 10)")
+    parser.add_argument("--install-dir", default="/opt/deco-inspector",
+                        help="where the bundle will be installed, for its Linux menu entry (default: /opt/deco-inspector)")
     args = parser.parse_args(argv)
 
     if importlib.util.find_spec("PyInstaller") is None:
@@ -56,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     if not executable.is_file():
         print(f"PyInstaller finished but {executable} is missing", file=sys.stderr)
         return 1
+    if sys.platform.startswith("linux"):
+        entry = write_desktop_entry(bundle, args.install_dir.rstrip("/"))
+        print(f"menu entry for {args.install_dir}: {entry}")
     print(f"built {bundle} in {minutes:.1f} min: {folder_size(bundle) / 2**20:.0f} MiB; "
           f"run {executable} --version, or python scripts/check_bundle.py")
     return 0
