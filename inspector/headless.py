@@ -176,6 +176,9 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
     err = err or sys.stderr
     from tqdm import tqdm
 
+    if args.resume and not args.log:
+        print("error: --resume needs --log FILE (the results log to continue)", file=err)
+        return 2
     detector = _load_detector(args, err)
     if detector is None:
         return 2
@@ -190,18 +193,16 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
     if not entries:
         print(f"error: no images or videos found in {', '.join(paths)}", file=err)
         return 2
-    if args.resume and not args.log:
-        print("error: --resume needs --log FILE (the results log to continue)", file=err)
-        return 2
     results_log, done = None, set()
     if args.log:
         results_log = ResultsLog(args.log)
         try:
-            logged = results_log.frame_ids(LOG_SOURCE)
+            results_log.schema_version()  # opens (or creates) the database now, not at the first part
+            if args.resume:
+                done = results_log.frame_ids(LOG_SOURCE)
         except ResultsLogError as e:
             print(f"error: cannot open the results log: {e}", file=err)
             return 2
-        done = logged if args.resume else set()
     skipped = len(entries)
     entries = [(path, kind) for path, kind in entries if kind == "video" or str(path) not in done]
     skipped -= len(entries)
@@ -213,6 +214,7 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
                 skipped += 1
             else:
                 yield it
+
     if args.save_overlays:
         args.save_overlays.mkdir(parents=True, exist_ok=True)
     csv_file = writer = None
@@ -310,7 +312,8 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
     inspected = counts["pass"] + counts["fail"]
     summary = {
         "inputs": len(rows), "inspected": inspected, "pass": counts["pass"], "fail": counts["fail"],
-        "error": counts["error"], "skipped": skipped, "not_logged": counts["not_logged"], "yield_percent": round(100.0 * counts["pass"] / inspected, 2) if inspected else None,
+        "error": counts["error"], "skipped": skipped, "not_logged": counts["not_logged"],
+        "yield_percent": round(100.0 * counts["pass"] / inspected, 2) if inspected else None,
         "median_latency_ms": round(float(np.median(latencies)), 2) if latencies else None,
         "seconds": round(elapsed, 2), "model_id": detector.model_id, "model": detector.source,
         "threshold": detector.settings.threshold, "device": detector.describe()["device"],
