@@ -365,7 +365,9 @@ def load_vae(
     model = _build_model(_read_config(folder), str(config_file))
     state, weights_file = _read_state_dict(folder)
     _load_weights(model, state, weights_file, config_file)
-    model.to(device=device, dtype=dtype)
+    model.to(device=device)
+    if dtype is not None and dtype != next(model.parameters()).dtype:
+        model.to(dtype=dtype)  # (diffusers warns on any dtype cast, so only cast when it changes something)
     return VAE(model, source=str(folder.absolute()), channels_last=channels_last)
 
 
