@@ -8,7 +8,9 @@ the checkout. Checks, each reported with its figures:
 
   size         the bundle folder is under --max-size-mib
   version      `deco-inspector --version` prints pyproject.toml's version
-  inspect      `deco-inspector inspect` on demo images: exit code 0/1, one CSV row per image, no errors
+  inspect      `deco-inspector inspect` on demo images: exit code 0/1, one CSV row per image, no errors,
+               rows in the results log stamped with the version; with --compare the same scores as
+               `python main.py inspect` from this checkout
   commands     the training and evaluation entry points answer --help
   torchrun     (--torchrun) a one-epoch DeCo-Diff training through torch.distributed.run started from the
                bundle, which writes a model folder stamped with the version
@@ -122,41 +124,73 @@ def check_version(exe: Path, box: Sandbox) -> Check:
     return Check("version", ok, detail, time.monotonic() - start)
 
 
-def check_inspect(exe: Path, box: Sandbox, per_category: int) -> Check:
+def read_csv_rows(path: Path) -> list[dict]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def inspect_with_python(inputs: Path, out_csv: Path) -> list[dict]:
+    """The same inspection with this checkout's Python (the reference for --compare)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "QT_QPA_PLATFORM": "offscreen"}
+    subprocess.run([sys.executable, str(ROOT / "main.py"), "inspect", str(inputs), "--csv", str(out_csv), "--quiet",
+                    "--device", "cpu"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    return read_csv_rows(out_csv) if out_csv.is_file() else []
+
+
+def check_inspect(exe: Path, box: Sandbox, per_category: int, compare: bool) -> Check:
     start = time.monotonic()
     images = demo_sample(per_category)
     if not images:
         return Check("inspect", False, f"no demo test images under {DEMO_DATA}", 0.0)
     inputs = box.work / "inspect-input"
     shutil.rmtree(inputs, ignore_errors=True)
-    for image in images:  # a flat copy: the bundle reads from a folder that is not the checkout
+    for image in images:  # a copy: the bundle reads from a folder that is not the checkout
         target = inputs / image.relative_to(DEMO_DATA)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(image, target)
     out_csv, out_json = box.work / "inspect.csv", box.work / "inspect.json"
+    log = box.work / "inspect-log.sqlite"
     proc = box.run([str(exe), "inspect", str(inputs), "--csv", str(out_csv), "--json", str(out_json), "--quiet",
-                    "--device", "cpu"], timeout=1800)
+                    "--device", "cpu", "--log", str(log)], timeout=1800)
     seconds = time.monotonic() - start
     problems = []
     if proc.returncode not in (0, 1):
         problems.append(f"exit code {proc.returncode} (0: all pass, 1: some fail, 2: errors)")
-    rows = []
-    if out_csv.is_file():
-        with out_csv.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    else:
+    rows = read_csv_rows(out_csv) if out_csv.is_file() else []
+    if not out_csv.is_file():
         problems.append(f"{out_csv} was not written")
     if len(rows) != len(images):
         problems.append(f"{len(rows)} CSV rows for {len(images)} images")
-    verdicts = {v: sum(r.get("verdict") == v for r in rows) for v in ("pass", "review", "fail", "error")}
-    if verdicts["error"]:
-        problems.append(f"{verdicts['error']} error rows")
+    errors = [r for r in rows if r.get("verdict") == "error"]
+    if errors:
+        problems.append(f"{len(errors)} error rows, e.g. {errors[0].get('file')}: {errors[0].get('error')}")
     if not out_json.is_file():
         problems.append(f"{out_json} was not written")
-    versions = {r.get("app_version") for r in rows if "app_version" in r}
+    good = [r for r in rows if Path(r["file"]).parent.name == "good"]
+    bad = [r for r in rows if Path(r["file"]).parent.name != "good"]
     detail = (f"{len(images)} demo images in {seconds:.0f} s ({1000 * seconds / len(images):.0f} ms/image incl. "
-              f"start-up), exit code {proc.returncode}, verdicts {verdicts}"
-              + (f", app_version {sorted(versions)}" if versions else ""))
+              f"start-up), exit code {proc.returncode}; good parts passed {sum(r['verdict'] == 'pass' for r in good)}"
+              f"/{len(good)}, defective parts not passed {sum(r['verdict'] != 'pass' for r in bad)}/{len(bad)}")
+    versions: set[str] = set()
+    if log.is_file():
+        import sqlite3
+
+        with sqlite3.connect(str(log)) as conn:
+            versions = {v for (v,) in conn.execute("SELECT DISTINCT app_version FROM parts")}
+        detail += f"; results log app_version {sorted(versions)}"
+    if versions != {pyproject_version()}:
+        problems.append(f"results log app_version {sorted(versions)} != {pyproject_version()!r}")
+    if compare and rows:
+        reference = {Path(r["file"]).relative_to(inputs): r for r in inspect_with_python(inputs, box.work / "py.csv")}
+        mine = {Path(r["file"]).relative_to(inputs): r for r in rows}
+        if set(reference) != set(mine):
+            problems.append(f"the Python install inspected {len(reference)} files, the bundle {len(mine)}")
+        else:
+            diff = max(abs(float(mine[k]["score"]) - float(reference[k]["score"])) for k in mine)
+            same = sum(mine[k]["verdict"] == reference[k]["verdict"] for k in mine)
+            detail += f"; against this checkout's Python: max score difference {diff:.2e}, {same}/{len(mine)} same verdicts"
+            if diff > 1e-4 or same != len(mine):
+                problems.append("the bundle's scores differ from the Python install's (is the demo model the same?)")
     if problems:
         detail += "; " + "; ".join(problems) + "\n" + tail(proc.stdout + proc.stderr)
     return Check("inspect", not problems, detail, seconds)
@@ -303,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-size-mib", type=float, default=2048.0, help="size limit of the bundle folder")
     parser.add_argument("--images-per-category", type=int, default=4,
                         help="demo test images per category for the inspect check (0: all; default 4)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also inspect the same images with this checkout's Python and compare the scores")
     parser.add_argument("--torchrun", action="store_true", help="also train one epoch through torchrun (minutes)")
     parser.add_argument("--no-gui", action="store_true", help="skip the window check")
     parser.add_argument("--screenshot", type=Path, default=None, help="save the window's screenshot here (PNG)")
@@ -319,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="deco-bundle-check-") as tmp:
         box = Sandbox(Path(tmp))
         steps = [lambda: check_size(bundle, args.max_size_mib), lambda: check_version(exe, box),
-                 lambda: check_inspect(exe, box, args.images_per_category), lambda: check_commands(exe, box)]
+                 lambda: check_inspect(exe, box, args.images_per_category, args.compare), lambda: check_commands(exe, box)]
         if args.torchrun:
             steps.append(lambda: check_torchrun(exe, box, bundle))
         if not args.no_gui:
