@@ -1,9 +1,14 @@
-"""The one version number of DeCo Inspector, read from the installed package or pyproject.toml."""
+"""The one version number of DeCo Inspector: `[project] version` in pyproject.toml.
+
+Read from the pyproject.toml beside the packages (a checkout, an editable install, or the PyInstaller
+bundle, which carries the file: installer.spec), else from the installed package's metadata."""
 
 from __future__ import annotations
 
 from importlib import metadata
 from pathlib import Path
+
+PACKAGE = "deco-inspector"
 
 
 def _read_version() -> str:
@@ -11,9 +16,14 @@ def _read_version() -> str:
     if pyproject.is_file():
         import tomllib
 
-        return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+        try:
+            project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            project = {}
+        if project.get("name") == PACKAGE and project.get("version"):
+            return str(project["version"])
     try:
-        return metadata.version("deco-inspector")
+        return metadata.version(PACKAGE)
     except metadata.PackageNotFoundError:
         return "0+unknown"
 

@@ -67,6 +67,18 @@ def test_version_is_read_from_the_pyproject_beside_the_engine_as_in_the_bundle(t
     assert module.__version__ == "9.8.7"
 
 
+def test_a_foreign_pyproject_beside_the_packages_is_not_taken_for_ours(tmp_path):
+    """A pip install puts engine/ into site-packages, where another project's pyproject.toml may lie."""
+    (tmp_path / "engine").mkdir()
+    (tmp_path / "engine" / "version.py").write_bytes((REPO / "engine" / "version.py").read_bytes())
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "something-else"\nversion = "5.5.5"\n')
+    spec = importlib.util.spec_from_file_location("site_version", tmp_path / "engine" / "version.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.__version__ != "5.5.5"
+    assert module.__version__ in (pyproject_version(), "0+unknown")  # the installed metadata, if any
+
+
 def test_installer_spec_bundles_the_pyproject_and_the_resources():
     text = (REPO / "installer.spec").read_text(encoding="utf-8")
     assert '(str(ROOT / "pyproject.toml"), ".")' in text
