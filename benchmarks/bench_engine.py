@@ -1,22 +1,34 @@
-"""Engine benchmark: per-stage timings and images/s per model size, batch and precision, peak
-memory, and a same-process baseline computed the straightforward way the reference does.
+"""Engine benchmark: per-stage timings, images/s, FLOPs and achieved GFLOP/s per model size,
+batch, precision and engine variant; peak memory; and a same-process baseline computed the
+straightforward way the reference does, with the maps checked equal.
 
-    python benchmarks/bench_engine.py                      # T and XS, batches 1/8, fp32 (+ bf16), CPU
-    python benchmarks/bench_engine.py --sizes all --batches 1,8,32 --device cuda
-    python benchmarks/bench_engine.py --update-readme      # regenerate the README performance table
+    python benchmarks/bench_engine.py --update-readme      # the README set, then rewrite the README table
+    python benchmarks/bench_engine.py --sizes UNet_XS --batches 8 --variants plain,default,compile
+    python benchmarks/bench_engine.py --sizes all --batches 1,8,32 --precisions fp32,fp16 --device cuda
 
-Each configuration runs in a fresh subprocess (so its peak resident memory is its own), with
-warm-up runs, then the median of --repeats timed runs. The baseline (UNet_XS by default, batch
---baseline-batch) processes one image at a time: VAE encode, five UNet forwards with explicit
-softmax attention (the reference's formulation, full cross-attention), two separate decodes,
-maps with scipy.ndimage.gaussian_filter and skimage.transform.resize on the CPU in numpy. It
-runs on the same weights and inputs as the engine; the maps must agree within 1e-4.
-Writes benchmarks/results/<name>.json and .md.
+Engine variants: `plain` (NCHW UNet, eager), `default` (channels-last UNet, eager: what the
+app runs), `compile` (channels-last + torch.compile). Each configuration runs in a fresh
+subprocess (so its peak resident memory is its own), with warm-up runs, then the median of
+--repeats timed runs. Frames are real photographs; the category comes from a compact
+classifier (its time is the `classify` stage).
+
+Baseline (UNet_XS, batch 8, by default): one image at a time with the same weights and inputs,
+as the reference does it: classifier, VAE encode, five UNet forwards with explicit-softmax
+attention (full cross-attention on the class token) in the default NCHW layout, two separate
+VAE decodes, then numpy maps with scipy.ndimage.gaussian_filter and skimage resize. Its maps
+must agree with the engine's within 1e-4 (max abs difference). Every other configuration
+reports its map difference against the plain float32 engine on the same inputs, so reduced
+precision shows what it costs.
+
+FLOPs are counted with torch.utils.flop_counter (convolutions, matmuls, attention) for one
+image; achieved GFLOP/s = FLOPs/image x images/s, compared with this machine's measured large
+matrix-multiply rate. Writes benchmarks/results/<name>.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -32,6 +44,26 @@ sys.path.insert(0, str(REPO))
 
 README_BEGIN = "<!-- performance-table:begin -->"
 README_END = "<!-- performance-table:end -->"
+MAP_TOLERANCE = 1e-4
+VARIANTS = {"plain": {"channels_last": False, "compile": False},
+            "default": {"channels_last": True, "compile": False},
+            "compile": {"channels_last": True, "compile": True}}
+# The configurations behind the README table: (size, batch, precision, variant).
+README_SET = ([(s, b, "fp32", "default") for s in ("UNet_T", "UNet_XS") for b in (1, 8, 32)]
+              + [(s, 8, "bf16", "default") for s in ("UNet_T", "UNet_XS")]
+              + [("UNet_XS", 8, "fp32", "plain"), ("UNet_XS", 8, "fp32", "compile")])
+
+
+def write_readme_section(begin: str, end: str, text: str) -> None:
+    """Replace what lies between the `begin` and `end` marker lines of README.md with `text`."""
+    readme = REPO / "README.md"
+    content = readme.read_text()
+    if begin not in content or end not in content:
+        raise SystemExit(f"{readme}: no {begin} ... {end} markers to put the table between")
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(head + begin + "\n" + text + end + tail)
+    print(f"updated {readme}", file=sys.stderr)
 
 
 def _frames(n: int, seed: int = 0):
@@ -50,55 +82,91 @@ def _frames(n: int, seed: int = 0):
     return out
 
 
-def _detector(size: str, precision: str, device: str, batch: int, vae_spec: str | None):
+def _detector(size: str, device: str, batch: int, vae_spec: str | None, precision: str = "fp32",
+              variant: str = "plain"):
+    """The same seeded weights every call: UNet `size` (15 classes), compact VAE, compact classifier."""
     import torch
 
+    from engine.classifier import CategoryClassifier, ClassifierConfig
     from engine.detector import Detector, DetectorSettings
     from engine.preprocess import PreprocessConfig
     from engine.unet import create_unet
     from engine.vae import compact_vae_config, create_vae, load_vae
 
     torch.manual_seed(0)
+    names = [f"class_{i}" for i in range(15)]
     unet = create_unet(size, ncls=15)
     with torch.no_grad():  # non-trivial weights everywhere (a fresh model outputs exactly zero)
         for p in unet.parameters():
             if p.ndim > 1 and p.abs().max() == 0:
                 p.normal_(0, 0.02)
     vae = load_vae(vae_spec) if vae_spec else create_vae(compact_vae_config())
-    names = [f"class_{i}" for i in range(15)]
-    return Detector(unet, vae, names, PreprocessConfig(), settings=DetectorSettings(
-        batch_size=batch, precision=precision), device=device)
+    classifier = CategoryClassifier(ClassifierConfig(arch="compact", class_names=names, image_size=128))
+    settings = DetectorSettings(batch_size=batch, precision=precision, **VARIANTS[variant])
+    return Detector(unet, vae, names, PreprocessConfig(), classifier=classifier, settings=settings, device=device)
 
 
-def _baseline(det, frames, class_id: int):
-    """One image at a time, reference style: numpy/scipy/skimage maps, naive attention."""
+def _baseline(det, frames):
+    """One image at a time, reference style (see the module docstring). Returns the maps [S,S]."""
     import numpy as np
     import torch
     from scipy.ndimage import gaussian_filter
     from skimage.transform import resize
 
+    from engine.acceleration import set_memory_format
     from engine.diffusion import reconstruct_latents
     from engine.preprocess import preprocess_frames
 
-    det.unet.set_attention_impl("naive")
+    unet = set_memory_format(copy.deepcopy(det.unet), False).set_attention_impl("naive")
+    vae = copy.deepcopy(det.vae)
+    vae.channels_last = False
+    set_memory_format(vae.model, False)
     maps = []
-    try:
-        with torch.no_grad():
-            for f in frames:
-                x = preprocess_frames([f], det.preprocess).to(det.device)
-                z = det.vae.encode(x)
-                zr = reconstruct_latents(det.unet, z, torch.tensor([class_id]), schedule=det._schedule)
-                x0 = det.vae.decode(z).cpu().numpy()[0]
-                xr = det.vae.decode(zr).cpu().numpy()[0]
-                z, zr = z.cpu().numpy()[0], zr.cpu().numpy()[0]
-                img = np.clip(np.abs(xr - x0).max(axis=0), 0, 0.4) * 2.5
-                img = gaussian_filter(img, sigma=3)
-                lat = np.clip(np.abs(zr - z).mean(axis=0), 0, 0.2) * 5
-                lat = resize(gaussian_filter(lat, sigma=1), (256, 256))
-                maps.append(np.sqrt(img * lat).astype(np.float32))
-    finally:
-        det.unet.set_attention_impl("fast")
+    with torch.no_grad():
+        for f in frames:
+            name, _ = det.classifier.predict([f])[0]
+            class_id = det.class_names.index(name)
+            x = preprocess_frames([f], det.preprocess).to(det.device)
+            z = vae.encode(x)
+            zr = reconstruct_latents(unet, z, torch.tensor([class_id]), schedule=det._schedule)
+            x0 = vae.decode(z).cpu().numpy()[0]
+            xr = vae.decode(zr).cpu().numpy()[0]
+            z, zr = z.cpu().numpy()[0], zr.cpu().numpy()[0]
+            img = np.clip(np.abs(xr - x0).max(axis=0), 0, 0.4) * 2.5
+            img = gaussian_filter(img, sigma=3)
+            lat = np.clip(np.abs(zr - z).mean(axis=0), 0, 0.2) * 5
+            lat = resize(gaussian_filter(lat, sigma=1), (256, 256))
+            maps.append(np.sqrt(img * lat).astype(np.float32))
     return maps
+
+
+def _flops_per_image(det, frames, naive: bool = False) -> dict:
+    """GFLOP per image of each network stage (counted on one image, fast or naive attention)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from engine.diffusion import reconstruct_latents
+    from engine.preprocess import preprocess_frames
+
+    x = preprocess_frames(frames[:1], det.preprocess).to(det.device)
+    ids = torch.zeros(1, dtype=torch.long, device=det.device)
+    out = {}
+    unet = copy.deepcopy(det.unet).set_attention_impl("naive") if naive else det.unet
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as fc:
+            z = det.vae.encode(x)
+        out["encode"] = fc.get_total_flops() / 1e9
+        with FlopCounterMode(display=False) as fc:
+            zr = reconstruct_latents(unet, z, ids, start_t=det.settings.start_t, schedule=det._schedule)
+        out["unet"] = fc.get_total_flops() / 1e9
+        with FlopCounterMode(display=False) as fc:
+            det.vae.decode(torch.cat([z, zr]))
+        out["decode"] = fc.get_total_flops() / 1e9
+        with FlopCounterMode(display=False) as fc:
+            det.classifier.logits(det.classifier.preprocess(frames[:1]))
+        out["classify"] = fc.get_total_flops() / 1e9
+    out["total"] = sum(out.values())
+    return out
 
 
 def _sync(device: str) -> None:
@@ -108,95 +176,170 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _max_diff(a, b) -> float:
+    import numpy as np
+
+    return float(max(np.abs(x - y).max() for x, y in zip(a, b)))
+
+
 def run_single(cfg: dict) -> dict:
     """One configuration, in this process."""
-    import numpy as np
     import torch
 
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
-    det = _detector(cfg["size"], cfg["precision"], cfg["device"], cfg["batch"], cfg.get("vae"))
+    det = _detector(cfg["size"], cfg["device"], cfg["batch"], cfg.get("vae"), cfg["precision"], cfg["variant"])
     frames = _frames(cfg["batch"])
     if cfg["device"].startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
     for _ in range(cfg["warmup"]):
-        det.predict(frames, category=0)
+        det.predict(frames)
+    warmup_s = time.perf_counter() - t0
     times, stages = [], []
     for _ in range(cfg["repeats"]):
         _sync(cfg["device"])
         t0 = time.perf_counter()
-        results = det.predict(frames, category=0)
+        results = det.predict(frames)
         _sync(cfg["device"])
         times.append(time.perf_counter() - t0)
         stages.append({k: sum(r.timings[k] for r in results) / len(results) for k in results[0].timings})
     median = statistics.median(times)
     out = {**cfg, "seconds_per_batch": median, "images_per_s": cfg["batch"] / median,
-           "ms_per_image": 1000 * median / cfg["batch"],
+           "ms_per_image": 1000 * median / cfg["batch"], "warmup_s": warmup_s,
            "stages_ms_per_image": {k: statistics.median(s[k] for s in stages) for k in stages[0]},
            "unet_parameters": det.unet.num_parameters, "vae_parameters": det.vae.num_parameters,
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "threads": torch.get_num_threads()}
     if cfg["device"].startswith("cuda"):
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
         out["device_name"] = torch.cuda.get_device_name()
+    if cfg["variant"] == "compile":
+        out["compiled"] = all(getattr(f, "compiled", False) for f in (det._unet_fn, det._encode, det._decode))
+    ours = [r.crop_map for r in results]
+    flops = _flops_per_image(det, frames)
+    out["gflop_per_image"] = flops
+    out["achieved_gflop_per_s"] = flops["total"] * out["images_per_s"]
+    if cfg["precision"] != "fp32" or cfg["variant"] != "plain":
+        plain = _detector(cfg["size"], cfg["device"], cfg["batch"], cfg.get("vae"))
+        out["map_diff_vs_plain_fp32"] = _max_diff(ours, [r.crop_map for r in plain.predict(frames)])
+        del plain
     if cfg.get("baseline"):
-        ours = [r.crop_map for r in det.predict(frames, category=0)]
         base_times = []
         for _ in range(max(1, cfg["repeats"] // 2)):
             t0 = time.perf_counter()
-            base = _baseline(det, frames, 0)
+            base = _baseline(det, frames)
             base_times.append(time.perf_counter() - t0)
         bmed = statistics.median(base_times)
+        base_flops = _flops_per_image(det, frames, naive=True)["total"]
         out["baseline"] = {"seconds_per_batch": bmed, "images_per_s": cfg["batch"] / bmed,
-                           "speedup": bmed / median,
-                           "max_abs_map_diff": float(max(np.abs(a - b).max() for a, b in zip(ours, base)))}
+                           "speedup": bmed / median, "max_abs_map_diff": _max_diff(ours, base),
+                           "gflop_per_image": base_flops, "achieved_gflop_per_s": base_flops * cfg["batch"] / bmed}
     return out
 
 
-def _spawn(cfg: dict) -> dict:
+def matmul_peak(device: str, precision: str, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n x n matrix multiply (median of `repeats`): the practical peak here."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def _spawn(args: list[str]) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, __file__, "--single", json.dumps(cfg)], capture_output=True, text=True,
-                          env=env, cwd=REPO)
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env, cwd=REPO)
     if proc.returncode != 0:
-        return {**cfg, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+        lines = proc.stderr.strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit status {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def markdown(results: list[dict], machine: str) -> str:
-    lines = [f"Measured on {machine} by `python benchmarks/bench_engine.py` "
-             f"({time.strftime('%Y-%m-%d')}); compact VAE unless noted; median of the timed runs.", "",
-             "| model | device | precision | batch | images/s | ms/image | encode | UNet (5 steps) | decode x2 | maps "
-             "| peak memory MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+def _ms(s: dict, *keys: str) -> str:
+    return f"{sum(s.get(k, 0.0) for k in keys):.0f}"
+
+
+def markdown(results: list[dict], machine: str, peaks: dict) -> str:
+    peak_text = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
+    lines = [f"Measured on {machine} by `python benchmarks/bench_engine.py --update-readme` "
+             f"({time.strftime('%Y-%m-%d %H:%M %Z')}); compact VAE and compact classifier, 256 px crops, "
+             f"5 DDIM steps; median of the timed runs; milliseconds per image. Measured {peak_text} on "
+             "a 2048^3 matrix multiply (the practical arithmetic peak here).", "",
+             "| model | precision | variant | batch | images/s | ms/image | preprocess + classify | encode "
+             "| UNet (5 steps) | decode x2 | maps | GFLOP/image | GFLOP/s (% of matmul peak) | peak MB "
+             "| map diff vs fp32 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        head = f"| {r['size']} | {r['precision']} | {r['variant']} | {r['batch']} "
         if "error" in r:
-            lines.append(f"| {r['size']} | {r['device']} | {r['precision']} | {r['batch']} | error: {r['error']} "
-                         "| | | | | | |")
+            lines.append(head + f"| error: {r['error']} |" + " |" * 10)
             continue
         s = r["stages_ms_per_image"]
         mem = r.get("peak_cuda_mb", r["peak_rss_mb"])
-        lines.append(f"| {r['size']} | {r.get('device_name', r['device'])} | {r['precision']} | {r['batch']} "
-                     f"| {r['images_per_s']:.2f} | {r['ms_per_image']:.0f} | {s['encode']:.0f} | {s['unet']:.0f} "
-                     f"| {s['decode']:.0f} | {s['maps']:.1f} | {mem:.0f} |")
+        peak = peaks.get(r["precision"]) if r["device"] == "cpu" else None
+        rate = r["achieved_gflop_per_s"]
+        rate_text = f"{rate:.0f} ({100 * rate / peak:.0f}%)" if peak else f"{rate:.0f}"
+        diff = r.get("map_diff_vs_plain_fp32")
+        lines.append(head + f"| {r['images_per_s']:.2f} | {r['ms_per_image']:.0f} "
+                     f"| {_ms(s, 'preprocess', 'classify')} | {_ms(s, 'encode')} | {_ms(s, 'unet')} "
+                     f"| {_ms(s, 'decode')} | {s.get('maps', 0):.1f} | {r['gflop_per_image']['total']:.1f} "
+                     f"| {rate_text} | {mem:.0f} | {'-' if diff is None else f'{diff:.1e}'} |")
     base = [r for r in results if r.get("baseline")]
     if base:
-        lines += ["", "Baseline (reference-style: one image at a time, explicit attention, two decodes, "
-                      "scipy/skimage maps) on the same weights and inputs:", "",
-                  "| model | batch | baseline images/s | engine images/s | speed-up | max map difference |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "Baseline (reference style: one image at a time, explicit attention, NCHW, two decodes, "
+                      "scipy/skimage maps) against the app's engine, in the same process on the same weights "
+                      f"and inputs (maps must agree within {MAP_TOLERANCE:.0e}):", "",
+                  "| model | batch | baseline images/s | engine images/s | speed-up | max map difference "
+                  "| baseline GFLOP/image | baseline GFLOP/s |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in base:
             b = r["baseline"]
+            ok = "" if b["max_abs_map_diff"] <= MAP_TOLERANCE else " (over the tolerance)"
             lines.append(f"| {r['size']} | {r['batch']} | {b['images_per_s']:.2f} | {r['images_per_s']:.2f} "
-                         f"| **{b['speedup']:.2f}x** | {b['max_abs_map_diff']:.1e} |")
+                         f"| **{b['speedup']:.2f}x** | {b['max_abs_map_diff']:.1e}{ok} | {b['gflop_per_image']:.1f} "
+                         f"| {b['achieved_gflop_per_s']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def _configs(args, device: str) -> list[dict]:
+    from engine.unet import UNET_SIZES
+
+    if args.readme_set:
+        combos = list(README_SET)
+    else:
+        sizes = list(UNET_SIZES) if args.sizes == "all" else args.sizes.split(",")
+        combos = [(s, int(b), p, v) for s in sizes for b in args.batches.split(",")
+                  for p in args.precisions.split(",") for v in args.variants.split(",")]
+    unknown = sorted({v for *_, v in combos} - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    return [{"size": s, "batch": b, "precision": p, "variant": v, "device": device, "repeats": args.repeats,
+             "warmup": args.warmup, "threads": args.threads, "vae": args.vae,
+             "baseline": (not args.no_baseline and s == args.baseline_size and b == args.baseline_batch
+                          and p == "fp32" and v == "default")}
+            for s, b, p, v in combos]
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--single", help=argparse.SUPPRESS)
+    p.add_argument("--peak", help=argparse.SUPPRESS)
     p.add_argument("--sizes", default="UNet_T,UNet_XS", help="comma list or 'all'")
-    p.add_argument("--batches", default="1,8")
-    p.add_argument("--precisions", default="fp32")
+    p.add_argument("--batches", default="1,8,32")
+    p.add_argument("--precisions", default="fp32", help="comma list of fp32, bf16, fp16")
+    p.add_argument("--variants", default="default", help=f"comma list of {', '.join(VARIANTS)}")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--vae", default=None, help="VAE folder / cached id (default: a compact VAE)")
@@ -204,26 +347,30 @@ def main() -> int:
     p.add_argument("--baseline-batch", type=int, default=8)
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--name", default=None, help="results file name (default: cpu or cuda)")
-    p.add_argument("--update-readme", action="store_true", help="write the table into README.md")
+    p.add_argument("--update-readme", action="store_true",
+                   help="run the README set (unless --sizes/--batches/... say otherwise) and write the table")
     args = p.parse_args()
     if args.single:
         print(json.dumps(run_single(json.loads(args.single))))
         return 0
+    if args.peak:
+        device, precision = args.peak.split(":")
+        print(json.dumps({"gflop_per_s": matmul_peak(device, precision)}))
+        return 0
     import torch
 
-    from engine.unet import UNET_SIZES
-
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    sizes = list(UNET_SIZES) if args.sizes == "all" else args.sizes.split(",")
-    configs = [{"size": s, "batch": int(b), "precision": prec, "device": device, "repeats": args.repeats,
-                "warmup": args.warmup, "threads": args.threads, "vae": args.vae,
-                "baseline": (not args.no_baseline and s == args.baseline_size and int(b) == args.baseline_batch
-                             and prec == "fp32")}
-               for s in sizes for b in args.batches.split(",") for prec in args.precisions.split(",")]
+    explicit = any(a.startswith(("--sizes", "--batches", "--precisions", "--variants")) for a in sys.argv[1:])
+    args.readme_set = args.update_readme and not explicit
+    configs = _configs(args, device)
+    precisions = sorted({c["precision"] for c in configs})
+    peaks = {prec: _spawn(["--peak", f"{device}:{prec}"]).get("gflop_per_s", 0.0) for prec in precisions}
+    print(f"matrix-multiply peak: {peaks}", file=sys.stderr, flush=True)
     results = []
     for cfg in configs:
-        print(f"running {cfg['size']} batch {cfg['batch']} {cfg['precision']} on {device} ...", file=sys.stderr, flush=True)
-        r = _spawn(cfg)
+        print(f"running {cfg['size']} batch {cfg['batch']} {cfg['precision']} {cfg['variant']} on {device} ...",
+              file=sys.stderr, flush=True)
+        r = {**cfg, **_spawn(["--single", json.dumps(cfg)])}
         results.append(r)
         print(json.dumps({k: v for k, v in r.items() if k not in ("vae",)}), file=sys.stderr, flush=True)
     machine = (torch.cuda.get_device_name() if device == "cuda" else
@@ -232,20 +379,14 @@ def main() -> int:
     out_dir = REPO / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     name = args.name or device
-    (out_dir / f"{name}.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
-    table = markdown(results, machine)
+    (out_dir / f"{name}.json").write_text(json.dumps({"machine": machine, "matmul_peak_gflop_per_s": peaks,
+                                                      "load_average": os.getloadavg(), "results": results},
+                                                     indent=2))
+    table = markdown(results, machine, peaks)
     (out_dir / f"{name}.md").write_text(table)
     print(table)
     if args.update_readme:
-        readme = REPO / "README.md"
-        text = readme.read_text()
-        if README_BEGIN in text and README_END in text:
-            head, rest = text.split(README_BEGIN, 1)
-            _, tail = rest.split(README_END, 1)
-            readme.write_text(head + README_BEGIN + "\n" + table + README_END + tail)
-            print(f"updated {readme}", file=sys.stderr)
-        else:
-            print(f"README.md has no {README_BEGIN} ... {README_END} markers", file=sys.stderr)
+        write_readme_section(README_BEGIN, README_END, table)
     return 0
 
 

@@ -367,6 +367,8 @@ class GatedUNet(nn.Module):
         index i is used by output block i and comes from skip gate N-1-i)."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         emb = self.time_embed(timestep_embedding(t.to(x.device), self.config.model_channels).to(x.dtype))
         context = self.cond_stage_model(class_ids.to(x.device)).to(x.dtype)
         skips = []
@@ -404,6 +406,13 @@ class GatedUNet(nn.Module):
             if isinstance(m, Attention):
                 m.impl = impl
         return self
+
+    @property
+    def channels_last(self) -> bool:
+        """True when the convolution weights are stored channels-last (see
+        `engine.acceleration.set_memory_format`); inputs are then converted to match, which also
+        makes the token reshapes of the spatial transformers free views instead of copies."""
+        return self.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
 
     @property
     def num_parameters(self) -> int:

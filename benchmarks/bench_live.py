@@ -1,0 +1,233 @@
+"""Live-mode budget: the inspector's real engine worker with the demo model on a fake 30 fps
+camera, under offscreen Qt. Measures inspected frames/s, frame age (capture -> verdict ready),
+engine latency per frame, and the displayed frames/s (repaints of the live view) while the
+engine is busy.
+
+    python benchmarks/bench_live.py                      # default settings and the faster settings
+    python benchmarks/bench_live.py --configs default --seconds 20 --runs 5
+    python benchmarks/bench_live.py --update-readme      # rewrite the README live-mode table
+
+Each configuration runs `--runs` times, each in a fresh subprocess (its own Qt application,
+engine thread and results log in a temporary folder); the table gives the median of the runs.
+A configuration is a set of engine settings applied when the model is loaded (what the
+settings panel would change) plus the engine thread count (the app's default keeps one core
+free for the display: `inspector.worker.engine_threads`). Writes benchmarks/results/live.json
+and live.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_engine import write_readme_section  # noqa: E402
+
+README_BEGIN = "<!-- live-table:begin -->"
+README_END = "<!-- live-table:end -->"
+DEMO_MODEL = REPO / "resources" / "demo_model"
+
+# name -> (settings overrides for the loaded model, engine threads or None for the app's default)
+CONFIGS: dict[str, tuple[dict, int | None]] = {
+    "default": ({}, None),
+    "2 threads": ({}, 2),
+    "bf16": ({"precision": "bf16"}, None),
+    "3 steps": ({"reverse_steps": 3, "start_t": 3}, None),
+    "2 steps": ({"reverse_steps": 2, "start_t": 2}, None),
+    "1 step": ({"reverse_steps": 1, "start_t": 1}, None),
+    "1 step bf16": ({"reverse_steps": 1, "start_t": 1, "precision": "bf16"}, None),
+}
+
+
+def _textured_frame(h: int, w: int, seed: int = 0):
+    """A brick-like photograph-sized test pattern (the engine's cost does not depend on content)."""
+    import numpy as np
+    from skimage import data
+
+    brick = data.brick()
+    reps = (-(-h // brick.shape[0]), -(-w // brick.shape[1]))
+    gray = np.tile(brick, reps)[:h, :w]
+    return np.repeat(gray[..., None], 3, axis=2).astype(np.uint8)
+
+
+def run_single(cfg: dict) -> dict:
+    """One measurement in this process: open the window, load the model, stream, measure."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    if cfg.get("threads"):
+        os.environ["DECO_INSPECTOR_THREADS"] = str(cfg["threads"])
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    from inspector.app import app_settings, create_inspector
+    from inspector.sources import SourceSpec
+    from inspector.worker import engine_threads
+    from tests.gui_helpers import FakeCamera
+
+    camera = FakeCamera(fps=cfg["camera_fps"], size=(cfg["height"], cfg["width"]))
+    pattern = _textured_frame(cfg["height"], cfg["width"])
+    plain_read = camera.read
+
+    def textured_read(cap):  # the fake camera's timing, a textured picture with a moving bright column
+        ok, img = plain_read(cap)
+        if ok and img is not None and img.size:
+            img = pattern.copy()
+            img[:, (camera.frames * 3) % img.shape[1]] = 255
+        return ok, img
+
+    camera.read = textured_read
+
+    def run_until(condition, timeout_s: float) -> bool:
+        loop = QEventLoop()
+        poll = QTimer()
+        poll.timeout.connect(lambda: condition() and loop.quit())
+        poll.start(20)
+        QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+        loop.exec()
+        poll.stop()
+        return condition()
+
+    with tempfile.TemporaryDirectory() as home:
+        window, ctl = create_inspector(capture_factory=camera.factory, data_dir=Path(home),
+                                       settings=app_settings(Path(home)))
+        window.show()
+        t0 = time.monotonic()
+        ctl.open_model(str(cfg["model"]), dict(cfg["overrides"]))
+        if not run_until(lambda: ctl.model_info is not None and not ctl.model_loading, 300):
+            raise RuntimeError(f"the model {cfg['model']} did not load within 300 s")
+        load_s = time.monotonic() - t0
+        results = []
+        ctl.worker.inspected.connect(results.append)
+        ctl.open_source(SourceSpec("camera", "0"))
+        if not run_until(lambda: len(results) >= cfg["warmup_frames"], 300):
+            raise RuntimeError("no frames were inspected within 300 s")
+        first, painted, shown, read = len(results), window.live_view.paint_count, ctl.display_frames, \
+            ctl.reader.frames_read
+        started = time.monotonic()
+        run_until(lambda: False, cfg["seconds"])
+        elapsed = time.monotonic() - started
+        measured = [r for r in results[first:] if r.score is not None]
+        errors = [r.error for r in results[first:] if r.score is None]
+        out = {
+            **cfg, "model": str(cfg["model"]), "load_s": load_s, "seconds_measured": elapsed,
+            "inspected_per_s": len(measured) / elapsed,
+            "displayed_per_s": (ctl.display_frames - shown) / elapsed,
+            "repaints_per_s": (window.live_view.paint_count - painted) / elapsed,
+            "camera_frames_per_s": (ctl.reader.frames_read - read) / elapsed,
+            "age_ms_median": statistics.median(r.age_ms for r in measured) if measured else None,
+            "age_ms_max": max(r.age_ms for r in measured) if measured else None,
+            "engine_ms_median": statistics.median(r.latency_ms for r in measured) if measured else None,
+            "stages_ms_median": ({k: statistics.median(r.timings.get(k, 0.0) for r in measured)
+                                  for k in measured[0].timings} if measured else {}),
+            "errors": errors[:3], "dropped_frames": ctl.frames.dropped,
+            "engine_threads": engine_threads(),
+        }
+        ctl.stop()
+        window.close()
+    return out
+
+
+def _spawn(cfg: dict) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO), QT_QPA_PLATFORM="offscreen")
+    proc = subprocess.run([sys.executable, __file__, "--single", json.dumps(cfg)], capture_output=True, text=True,
+                          env=env, cwd=REPO)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        return {**cfg, "error": lines[-1] if lines else f"exit status {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _median(runs: list[dict], key: str):
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(name: str, runs: list[dict]) -> dict:
+    ok = [r for r in runs if "error" not in r]
+    out = {"config": name, "runs": len(runs), "failed": len(runs) - len(ok),
+           "errors": sorted({r["error"] for r in runs if "error" in r})}
+    for key in ("inspected_per_s", "displayed_per_s", "repaints_per_s", "camera_frames_per_s", "age_ms_median",
+                "age_ms_max", "engine_ms_median", "load_s"):
+        out[key] = _median(ok, key)
+    if ok:
+        out["overrides"], out["threads"] = ok[0]["overrides"], ok[0]["threads"]
+    return out
+
+
+def markdown(summaries: list[dict], machine: str, args) -> str:
+    lines = [f"Measured on {machine} by `python benchmarks/bench_live.py --update-readme` "
+             f"({time.strftime('%Y-%m-%d %H:%M %Z')}): the demo model in the real engine worker, a fake "
+             f"{args.camera_fps:g} fps {args.width}x{args.height} camera, offscreen Qt, {args.seconds:g} s per run, "
+             f"median of {args.runs} runs.", "",
+             "| settings | inspected frames/s | displayed frames/s | frame age ms (median / max) "
+             "| engine ms/frame | camera frames/s |",
+             "|---|---|---|---|---|---|"]
+    for s in summaries:
+        if s.get("inspected_per_s") is None:
+            lines.append(f"| {s['config']} | error: {'; '.join(s['errors'])} | | | | |")
+            continue
+        age = "-" if s["age_ms_median"] is None else f"{s['age_ms_median']:.0f} / {s['age_ms_max']:.0f}"
+        engine = "-" if s["engine_ms_median"] is None else f"{s['engine_ms_median']:.0f}"
+        lines.append(f"| {s['config']} | {s['inspected_per_s']:.2f} | {s['displayed_per_s']:.1f} | {age} | {engine} "
+                     f"| {s['camera_frames_per_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--single", help=argparse.SUPPRESS)
+    p.add_argument("--model", type=Path, default=DEMO_MODEL)
+    p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of: {', '.join(CONFIGS)}")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=15.0, help="measured seconds per run")
+    p.add_argument("--warmup-frames", type=int, default=3, help="inspected frames before measuring")
+    p.add_argument("--camera-fps", type=float, default=30.0)
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--name", default="live")
+    p.add_argument("--update-readme", action="store_true")
+    args = p.parse_args()
+    if args.single:
+        print(json.dumps(run_single(json.loads(args.single))))
+        return 0
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        p.error(f"unknown config(s) {unknown}; choose from {', '.join(CONFIGS)}")
+    summaries, all_runs = [], {}
+    for name in names:
+        overrides, threads = CONFIGS[name]
+        cfg = {"model": str(args.model), "overrides": overrides, "threads": threads, "seconds": args.seconds,
+               "warmup_frames": args.warmup_frames, "camera_fps": args.camera_fps, "width": args.width,
+               "height": args.height}
+        runs = []
+        for k in range(args.runs):
+            print(f"{name}: run {k + 1}/{args.runs} ...", file=sys.stderr, flush=True)
+            runs.append(_spawn(cfg))
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+        all_runs[name] = runs
+        summaries.append(summarize(name, runs))
+    import platform
+
+    machine = f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+    out_dir = REPO / "benchmarks" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{args.name}.json").write_text(json.dumps(
+        {"machine": machine, "load_average": os.getloadavg(), "summaries": summaries, "runs": all_runs}, indent=2))
+    table = markdown(summaries, machine, args)
+    (out_dir / f"{args.name}.md").write_text(table)
+    print(table)
+    if args.update_readme:
+        write_readme_section(README_BEGIN, README_END, table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

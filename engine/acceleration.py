@@ -1,0 +1,67 @@
+"""Inference speed-ups that keep results the same: channels-last memory layout for the UNet and
+an opt-in `torch.compile` (inductor) with a fallback to eager execution.
+
+What each one gives on the 2-core development CPU is measured by benchmarks/bench_engine.py
+(`--variants plain,default,compile`); the README performance section has the figures.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["CompiledOrEager", "set_memory_format"]
+
+log = logging.getLogger(__name__)
+
+
+def set_memory_format(module: nn.Module, channels_last: bool) -> nn.Module:
+    """Store the 4-D (convolution) weights of `module` in channels-last (NHWC) or the default
+    contiguous (NCHW) layout, in place. Values are unchanged; only the strides differ."""
+    return module.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+class CompiledOrEager:
+    """`fn` run through `torch.compile(fn, dynamic=False)` (inductor: fused elementwise and norm
+    kernels; one compilation per input shape, the first call of each shape takes long).
+
+    If compiling fails (no C++ compiler, an unsupported operation, ...) the reason is logged,
+    passed once to `on_fallback(text)`, and `fn` itself runs from then on, so inspection goes
+    on at eager speed. Other errors (bad inputs, out of memory) propagate unchanged."""
+
+    def __init__(self, fn: Callable, name: str, on_fallback: Callable[[str], None] | None = None):
+        self.fn = fn
+        self.name = name
+        self.on_fallback = on_fallback
+        self.failure = ""
+        self._compiled: Callable | None = None
+        try:
+            self._compiled = torch.compile(fn, dynamic=False)
+        except Exception as e:  # noqa: BLE001 - torch.compile refuses on unsupported Python/platforms
+            self._give_up(e)
+
+    @property
+    def compiled(self) -> bool:
+        """True while the compiled path is in use (False after a fallback)."""
+        return self._compiled is not None
+
+    def _give_up(self, error: BaseException) -> None:
+        self._compiled = None
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        self.failure = f"{type(error).__name__}: {first_line}"
+        text = f"torch.compile of the {self.name} failed ({self.failure}); running it uncompiled"
+        log.warning("%s", text)
+        if self.on_fallback is not None:
+            self.on_fallback(text)
+
+    def __call__(self, *args, **kwargs):
+        if self._compiled is None:
+            return self.fn(*args, **kwargs)
+        try:
+            return self._compiled(*args, **kwargs)
+        except torch._dynamo.exc.TorchDynamoException as e:
+            self._give_up(e)
+            return self.fn(*args, **kwargs)
