@@ -320,6 +320,9 @@ class ModelPage(QWizardPage):
             w.setMinimumWidth(160)
         self.cpu_defaults = QPushButton("CPU defaults")
         self.cuda_defaults = QPushButton("CUDA defaults")
+        if not available_devices()["gpus"]:
+            self.cuda_defaults.setEnabled(False)
+            self.cuda_defaults.setToolTip("No CUDA device found on this machine")
         form = _form()
         form.addRow("Detector", self.detector)
         form.addRow("Category", self.category)
