@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -225,3 +226,106 @@ def write_args(exp_dir: Path, args: argparse.Namespace) -> None:
     (exp_dir / "args.txt").write_text(
         json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, indent=2),
         encoding="utf-8")
+
+
+def ctx_any(ctx: DistContext, flag: bool) -> bool:
+    """True on every rank when any rank asked to stop (so all ranks stop at the same step)."""
+    if not ctx.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def run_epochs(args: argparse.Namespace, ctx: DistContext, model: torch.nn.Module, opt, scheduler, loader, sampler,
+               start_epoch: int, events: EventLog, batch_loss, save_checkpoint, exp_dir: Path, ckpt_dir: Path) -> int:
+    """The epoch loop every trainer shares: per-epoch seeding, gradient accumulation, step/epoch
+    events, checkpoints every `args.ckpt_every` epochs and at the end, and a graceful stop on
+    SIGTERM/SIGINT (or `args.max_steps`) that writes a checkpoint first.
+
+    batch_loss(batch, generator) -> (loss tensor, number of samples) for one loader batch;
+    save_checkpoint(epoch, numbered) writes last.pt (+ epoch-N.pt when numbered) and the model
+    folder, on rank 0. Uses args.epochs, accumulation_steps, log_every, ckpt_every, max_steps and
+    global_seed. A stop asked for on an epoch's last step still completes that epoch. Returns 0."""
+    import numpy as np
+    from tqdm import tqdm
+
+    stop = {"requested": False}
+
+    def request_stop(signum, frame):
+        stop["requested"] = True
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    steps_per_epoch = math.ceil(len(loader) / args.accumulation_steps)
+    global_step = start_epoch * steps_per_epoch
+    epoch = start_epoch
+    last_saved = start_epoch
+    try:
+        for epoch in range(start_epoch, args.epochs):
+            sampler.set_epoch(epoch)
+            model.train()
+            # Every epoch's randomness (dropout included) comes from its own seed, so a resumed run
+            # continues exactly as an uninterrupted one would.
+            torch.manual_seed(seed_for(args.global_seed, ctx, epoch))
+            gen = torch.Generator().manual_seed(seed_for(args.global_seed, ctx, epoch))
+            t0 = time.perf_counter()
+            window_t, window_n = time.perf_counter(), 0
+            losses = []
+            completed = False
+            opt.zero_grad(set_to_none=True)
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not ctx.is_main, leave=False,
+                       file=sys.stderr)
+            for i, batch in enumerate(bar):
+                loss, count = batch_loss(batch, gen)
+                (loss / args.accumulation_steps).backward()
+                losses.append(loss.item())
+                window_n += count
+                last_in_epoch = completed = i + 1 == len(loader)
+                if (i + 1) % args.accumulation_steps == 0 or last_in_epoch:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    global_step += 1
+                    if global_step % args.log_every == 0 or last_in_epoch:
+                        rate = window_n * ctx.world_size / max(time.perf_counter() - window_t, 1e-9)
+                        mean_loss = ctx.all_reduce_mean(
+                            float(np.mean(losses[-args.accumulation_steps * args.log_every:])))
+                        events.emit("step", epoch=epoch + 1, step=global_step, loss=mean_loss,
+                                    images_per_s=rate, images_per_s_per_rank=rate / ctx.world_size,
+                                    lr=opt.param_groups[0]["lr"])
+                        if ctx.is_main:
+                            bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.1f}")
+                        window_t, window_n = time.perf_counter(), 0
+                    if args.max_steps and global_step >= args.max_steps:
+                        stop["requested"] = True
+                if stop["requested"]:
+                    break
+            bar.close()
+            finished_epoch = completed
+            if finished_epoch:
+                scheduler.step()
+            epoch_loss = ctx.all_reduce_mean(float(np.mean(losses)) if losses else float("nan"))
+            seconds = time.perf_counter() - t0
+            done = epoch + 1 if finished_epoch else epoch
+            events.emit("epoch", epoch=epoch + 1, epochs=args.epochs, loss=epoch_loss, seconds=seconds,
+                        eta_s=seconds * (args.epochs - epoch - 1), lr=opt.param_groups[0]["lr"],
+                        complete=finished_epoch)
+            if ctx.is_main:
+                print(f"epoch {epoch + 1}/{args.epochs}  loss {epoch_loss:.5f}  {seconds:.1f}s", file=sys.stderr)
+            want_ckpt = finished_epoch and ((epoch + 1) % args.ckpt_every == 0 or epoch + 1 == args.epochs)
+            stopping = ctx_any(ctx, stop["requested"])
+            if want_ckpt or stopping:
+                if ctx.is_main:
+                    save_checkpoint(done, numbered=want_ckpt)
+                last_saved = done
+                ctx.barrier()
+            if stopping:
+                events.emit("stopped", epoch=done, checkpoint=str(ckpt_dir / "last.pt"))
+                return 0
+        if last_saved != args.epochs and ctx.is_main and epoch + 1 == args.epochs:
+            save_checkpoint(args.epochs, numbered=True)
+        events.emit("finished", epoch=args.epochs, model_dir=str(exp_dir / "model"),
+                    checkpoint=str(ckpt_dir / "last.pt"))
+        return 0
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
@@ -38,8 +35,8 @@ from engine.vae import LATENT_SCALE, VAE, load_vae
 from engine.version import __version__
 
 from .common import (EventLog, cleanup_distributed, make_lr_scheduler, next_experiment_dir,
-                     restore_training_state, resume_checkpoint_path, save_training_checkpoint, seed_for,
-                     setup_distributed, shared_experiment_dir, str2bool, wrap_ddp, write_args)
+                     restore_training_state, resume_checkpoint_path, run_epochs, save_training_checkpoint,
+                     seed_for, setup_distributed, shared_experiment_dir, str2bool, wrap_ddp, write_args)
 from .datasets import build_dataset
 
 __all__ = ["build_arg_parser", "main", "LatentCache", "encode_latent_cache"]
@@ -104,6 +101,14 @@ class LatentCache(Dataset):
 
     def __getitem__(self, i: int):
         return i
+
+    def sample(self, indices: torch.Tensor, generator: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents [B,4,L,L] drawn from the cached posteriors of `indices` (one augmentation
+        variant each, chosen with its odds) and their class ids [B], on `device`."""
+        v = torch.multinomial(self.variant_probs, indices.shape[0], replacement=True, generator=generator)
+        mean, std = self.mean[indices, v], self.std[indices, v]
+        x0 = mean + std * torch.randn(mean.shape, generator=generator)
+        return x0.to(device), self.class_ids[indices].to(device)
 
 
 def augmentation_variants(dataset, augmentation: bool) -> tuple[list[tuple[bool, bool]], list[float]]:
@@ -236,110 +241,28 @@ def _train(args, ctx) -> int:
                 device=str(ctx.device), per_rank_batch=per_rank_batch, steps_per_epoch=steps_per_epoch,
                 parameters=unet.num_parameters, version=__version__)
 
-    stop = {"requested": False}
+    def batch_loss(batch, gen):
+        if cache is not None:
+            x0, ids = cache.sample(batch, gen, ctx.device)
+        else:
+            with torch.no_grad():
+                x0 = vae.encode_sample(batch["image"].to(ctx.device), generator=None)
+            ids = batch["class_id"].to(ctx.device)
+        if args.latent_crop:
+            x0 = random_latent_crops(x0, args.latent_crop, gen)
+        x_t, t, target = corrupt_for_training(x0, schedule, x0.shape[-1] * 8, args.mask_ratio,
+                                              args.patch_shuffle_ratio, args.mask_random_ratio, gen)
+        return deviation_loss(model(x_t, t.to(ctx.device), ids), target), x0.shape[0]
 
-    def request_stop(signum, frame):
-        stop["requested"] = True
+    def save_checkpoint(epoch: int, numbered: bool) -> None:
+        _checkpoint(args, unet, opt, scheduler, epoch, ckpt_dir, exp_dir, class_names, preprocess, vae, vae_ref,
+                    events, numbered=numbered)
 
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    from tqdm import tqdm
-
-    global_step = start_epoch * steps_per_epoch
-    epoch = start_epoch
-    last_saved = start_epoch
     try:
-        for epoch in range(start_epoch, args.epochs):
-            sampler.set_epoch(epoch)
-            model.train()
-            # Every epoch's randomness (dropout included) comes from its own seed, so a resumed run
-            # continues exactly as an uninterrupted one would.
-            torch.manual_seed(seed_for(args.global_seed, ctx, epoch))
-            gen = torch.Generator().manual_seed(seed_for(args.global_seed, ctx, epoch))
-            t0 = time.perf_counter()
-            window_t, window_n = time.perf_counter(), 0
-            losses = []
-            opt.zero_grad(set_to_none=True)
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not ctx.is_main, leave=False,
-                       file=sys.stderr)
-            for i, batch in enumerate(bar):
-                if cache is not None:
-                    v = torch.multinomial(cache.variant_probs, batch.shape[0], replacement=True, generator=gen)
-                    mean, std = cache.mean[batch, v], cache.std[batch, v]
-                    x0 = (mean + std * torch.randn(mean.shape, generator=gen)).to(ctx.device)
-                    ids = cache.class_ids[batch].to(ctx.device)
-                else:
-                    images = batch["image"].to(ctx.device)
-                    with torch.no_grad():
-                        x0 = vae.encode_sample(images, generator=None)
-                    ids = batch["class_id"].to(ctx.device)
-                if args.latent_crop:
-                    x0 = random_latent_crops(x0, args.latent_crop, gen)
-                x_t, t, target = corrupt_for_training(x0, schedule, x0.shape[-1] * 8, args.mask_ratio,
-                                                      args.patch_shuffle_ratio, args.mask_random_ratio, gen)
-                pred = model(x_t, t.to(ctx.device), ids)
-                loss = deviation_loss(pred, target) / args.accumulation_steps
-                loss.backward()
-                losses.append(loss.item() * args.accumulation_steps)
-                window_n += x0.shape[0]
-                last_in_epoch = i + 1 == len(loader)
-                if (i + 1) % args.accumulation_steps == 0 or last_in_epoch:
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                    global_step += 1
-                    if global_step % args.log_every == 0 or last_in_epoch:
-                        rate = window_n * ctx.world_size / max(time.perf_counter() - window_t, 1e-9)
-                        mean_loss = ctx.all_reduce_mean(float(np.mean(losses[-args.accumulation_steps * args.log_every:])))
-                        events.emit("step", epoch=epoch + 1, step=global_step, loss=mean_loss,
-                                    images_per_s=rate, images_per_s_per_rank=rate / ctx.world_size,
-                                    lr=opt.param_groups[0]["lr"])
-                        if ctx.is_main:
-                            bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.1f}")
-                        window_t, window_n = time.perf_counter(), 0
-                    if args.max_steps and global_step >= args.max_steps:
-                        stop["requested"] = True
-                if stop["requested"]:
-                    break
-            bar.close()
-            finished_epoch = not stop["requested"]
-            if finished_epoch:
-                scheduler.step()
-            epoch_loss = ctx.all_reduce_mean(float(np.mean(losses)) if losses else float("nan"))
-            seconds = time.perf_counter() - t0
-            done = epoch + 1 if finished_epoch else epoch
-            events.emit("epoch", epoch=epoch + 1, epochs=args.epochs, loss=epoch_loss, seconds=seconds,
-                        eta_s=seconds * (args.epochs - epoch - 1), lr=opt.param_groups[0]["lr"], complete=finished_epoch)
-            if ctx.is_main:
-                print(f"epoch {epoch + 1}/{args.epochs}  loss {epoch_loss:.5f}  {seconds:.1f}s", file=sys.stderr)
-            want_ckpt = finished_epoch and ((epoch + 1) % args.ckpt_every == 0 or epoch + 1 == args.epochs)
-            stopping = ctx_any(ctx, stop["requested"])
-            if want_ckpt or stopping:
-                if ctx.is_main:
-                    _checkpoint(args, unet, opt, scheduler, done, ckpt_dir, exp_dir, class_names, preprocess,
-                                vae, vae_ref, events, numbered=want_ckpt)
-                last_saved = done
-                ctx.barrier()
-            if stopping:
-                events.emit("stopped", epoch=done, checkpoint=str(ckpt_dir / "last.pt"))
-                return 0
-        if last_saved != args.epochs and ctx.is_main and epoch + 1 == args.epochs:
-            _checkpoint(args, unet, opt, scheduler, args.epochs, ckpt_dir, exp_dir, class_names, preprocess,
-                        vae, vae_ref, events, numbered=True)
-        events.emit("finished", epoch=args.epochs, model_dir=str(exp_dir / "model"),
-                    checkpoint=str(ckpt_dir / "last.pt"))
-        return 0
+        return run_epochs(args, ctx, model, opt, scheduler, loader, sampler, start_epoch, events, batch_loss,
+                          save_checkpoint, exp_dir, ckpt_dir)
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         events.close()
-
-
-def ctx_any(ctx, flag: bool) -> bool:
-    """True on every rank when any rank asked to stop (so all ranks stop at the same step)."""
-    if not ctx.distributed:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0])
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item() > 0)
 
 
 def _checkpoint(args, unet, opt, scheduler, epoch, ckpt_dir, exp_dir, class_names, preprocess, vae, vae_ref,
