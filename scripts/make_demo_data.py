@@ -1,8 +1,9 @@
 """Write the offline demo dataset (MVTec AD layout) from photographs bundled with scikit-image.
 
-Categories: brick (a brick pavement texture), gravel (a stone-chip texture) and coin (one
-ancient coin on a tray). Good images vary like real captures (position, small rotation,
-brightness/contrast, lighting, blur, sensor noise); defective ones carry synthetic defects. A
+Categories: brick (a brick pavement texture), coin (one ancient coin on a tray) and label (a
+printed sticker on cardboard); gravel (a stone-chip texture) can be added with --categories.
+Good images vary like real captures (position, small rotation, brightness/contrast, lighting,
+blur, sensor noise); defective ones carry synthetic defects. A
 mask is the defect's drawn core plus every pixel of its footprint that the defect changed by more
 than DIFF_TOLERANCE grey levels, enclosed holes filled. Deterministic: every image has its own
 seed derived from --seed, the category, the folder and its index, so two runs write
@@ -35,7 +36,7 @@ from skimage import data as skdata
 from tqdm import tqdm
 
 GENERATOR = "scripts/make_demo_data.py"
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "resources" / "demo_data"
 DEFAULT_SEED = 2024
 SIZE = 288
@@ -45,6 +46,7 @@ DIFF_TOLERANCE = 6.0
 MIN_DEFECT_PIXELS = 40
 JPEG_QUALITY = 87
 UNSEEN_KINDS = ("burn", "dent")
+SOURCES = {"brick": "brick", "gravel": "gravel", "coin": "coins", "label": "logo"}
 
 
 @dataclass
@@ -432,6 +434,8 @@ class CoinCategory:
     source_centre = (347, 186)
     source_half = 36
     upscale = 3.0
+    max_rotation = 10.0
+    shadow = (0.55, 3.0, 5.0, 5.0)  # strength, x and y offset (px), blur sigma
 
     def __init__(self, stops, tray_rgb, style: dict, kinds: tuple[str, ...]):
         self.stops, self.tray_rgb, self.style, self.kinds = stops, tray_rgb, style, kinds
@@ -470,25 +474,49 @@ class CoinCategory:
         side = alpha.shape[0]
         centre = np.array([SIZE / 2, SIZE / 2]) + rng.uniform(-8, 8, size=2)
         scale = rng.uniform(0.98, 1.02)
-        m = cv2.getRotationMatrix2D((side / 2, side / 2), rng.uniform(-10, 10), scale)
+        m = cv2.getRotationMatrix2D((side / 2, side / 2), rng.uniform(-self.max_rotation, self.max_rotation), scale)
         m[:, 2] += centre - side / 2
         coin = cv2.warpAffine(colour, m, (SIZE, SIZE), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         a = cv2.warpAffine(alpha, m, (SIZE, SIZE), flags=cv2.INTER_LINEAR)
         tray = np.array(self.tray_rgb, dtype=np.float32) * (1 + _smooth_field(rng, 5, 0.04))[..., None]
         tray = tray * _lighting(rng)[..., None]
         bc = _bc_factors(rng)
-        shadow_shift = np.float32([[1, 0, 3.0], [0, 1, 5.0]])
+        strength, dx, dy, blur = self.shadow
+        shadow_shift = np.float32([[1, 0, dx], [0, 1, dy]])
 
         def compose(cut: np.ndarray | None = None) -> np.ndarray:
             alpha_now = a if cut is None else a * (1 - cut)
-            shadow = cv2.GaussianBlur(cv2.warpAffine(alpha_now, shadow_shift, (SIZE, SIZE)), (0, 0), 5.0)
-            under = tray * (1 - 0.55 * shadow)[..., None]
+            shadow = cv2.GaussianBlur(cv2.warpAffine(alpha_now, shadow_shift, (SIZE, SIZE)), (0, 0), blur)
+            under = tray * (1 - strength * shadow)[..., None]
             img = under * (1 - alpha_now[..., None]) + coin * alpha_now[..., None]
             return _brightness_contrast(img, *bc).astype(np.float32)
 
         support = np.clip((a - 0.5) * 2, 0, 1).astype(np.float32)
         support = cv2.erode(support, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
         return Scene(compose(), support, tray, a, compose, tuple(centre), radius * scale, self.style)
+
+
+class LabelCategory(CoinCategory):
+    """A round printed sticker (the scikit-image logo) on kraft cardboard: print inspection."""
+
+    side = 216
+    max_rotation = 8.0
+    shadow = (0.12, 1.0, 1.5, 1.5)
+
+    def __init__(self, paper_rgb, tray_rgb, style: dict, kinds: tuple[str, ...]):
+        super().__init__(stops=None, tray_rgb=tray_rgb, style=style, kinds=kinds)
+        self.paper_rgb = paper_rgb
+
+    @functools.cached_property
+    def sprite(self) -> tuple[np.ndarray, np.ndarray, float]:
+        logo = skdata.logo().astype(np.float32)
+        big = cv2.resize(logo, (self.side, self.side), interpolation=cv2.INTER_AREA)
+        alpha = np.clip((big[..., 3] / 255.0 - 0.5) * 3.0 + 0.5, 0, 1)
+        alpha = cv2.erode(alpha, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+        # printed ink on paper: a little of the paper shows through every colour
+        colour = 0.9 * big[..., :3] + 0.1 * np.array(self.paper_rgb, dtype=np.float32)
+        # the printed disc inscribed in the square sticker: where defects are placed
+        return colour.astype(np.float32), alpha.astype(np.float32), self.side / 2
 
 
 CATEGORIES = {
@@ -520,7 +548,16 @@ CATEGORIES = {
                "stains": [(95, 150, 110), (150, 95, 55), (70, 62, 55)]},
         kinds=("scratch", "stain", "hole", "missing", "contamination"),
     ),
+    "label": LabelCategory(
+        paper_rgb=(246, 242, 232),
+        tray_rgb=(172, 136, 96),
+        style={"scratch_bright": (248, 246, 240), "scratch_dark": (48, 42, 36), "crack": (30, 26, 22),
+               "stains": [(120, 80, 45), (95, 95, 72), (70, 90, 160)]},
+        kinds=("scratch", "stain", "hole", "missing", "contamination"),
+    ),
 }
+# what the bundled demo data holds; gravel stays available (--categories) as a harder texture
+DEFAULT_CATEGORIES = ("brick", "coin", "label")
 
 
 # ---------------------------------------------------------------- writing
@@ -605,8 +642,8 @@ def manifest(categories, seed, train_count, test_good, per_defect, unseen: bool)
         "mask_format": "PNG, 0 background / 255 defect",
         "categories": cats,
         "unseen_kinds": list(UNSEEN_KINDS),
-        "sources": "scikit-image data: brick, gravel, coins (texture/object); coffee, chelsea, astronaut, rocket "
-        "(contamination patches)",
+        "sources": "scikit-image data: " + ", ".join(SOURCES[c] for c in categories)
+        + " (textures/objects); coffee, chelsea, astronaut, rocket (contamination patches)",
     }
 
 
@@ -632,7 +669,9 @@ Built only from images bundled with scikit-image (`skimage.data`), whose notes s
 `brick` and `gravel` come from CC0Textures under CC0; `coins` (Brooklyn Museum collection) has no
 known copyright restrictions; the contamination patches are cut from `coffee` (CC0, Rachel
 Michetti), `chelsea` (CC0, Stefan van der Walt), `astronaut` (NASA, public domain) and `rocket`
-(SpaceX, public domain). This derived data set is released under CC0 as well.
+(SpaceX, public domain). The `label` sticker prints the scikit-image logo (`logo`, (c) the
+scikit-image team, BSD-3-Clause, as scikit-image itself). The rest of this derived data set is
+released under CC0.
 
 ## Regenerating
 
@@ -648,6 +687,7 @@ def write_readme(out: Path, categories, seed: int) -> None:
         "brick": "brick pavement (texture)",
         "gravel": "stone chips (texture)",
         "coin": "coin on a tray (object)",
+        "label": "printed round sticker on cardboard (object)",
     }
     rows = "\n".join(f"| {c} | {products.get(c, c)} | {', '.join(CATEGORIES[c].kinds)} |" for c in categories)
     text = README.format(rows=rows, quality=JPEG_QUALITY, tol=DIFF_TOLERANCE, seed=seed, unseen=", ".join(UNSEEN_KINDS))
@@ -668,7 +708,7 @@ def _prepare_out(out: Path, categories) -> None:
 
 def generate(
     out: Path,
-    categories=tuple(CATEGORIES),
+    categories=DEFAULT_CATEGORIES,
     seed: int = DEFAULT_SEED,
     train_count: int = 60,
     test_good: int = 20,
@@ -701,7 +741,8 @@ def main(argv=None) -> int:
     p.add_argument("--train-count", type=int, default=60, help="train/good images per category")
     p.add_argument("--test-good", type=int, default=20, help="test/good images per category")
     p.add_argument("--per-defect", type=int, default=7, help="test images per defect kind")
-    p.add_argument("--categories", default=",".join(CATEGORIES), help="comma-separated subset")
+    p.add_argument("--categories", default=",".join(DEFAULT_CATEGORIES),
+                   help=f"comma-separated, from {', '.join(CATEGORIES)}")
     args = p.parse_args(argv)
     cats = [c.strip() for c in args.categories.split(",") if c.strip()]
     for name in ("train_count", "test_good", "per_defect"):

@@ -3,10 +3,13 @@
     python scripts/make_demo_model.py [--data resources/demo_data] [--out resources/demo_model] [--work /tmp/demo]
 
 Stages (each one the public entry point a user would run; pass --nproc 2 to use torchrun):
- 1. training.train_vae         the compact VAE on the demo train images
+ 1. training.train_vae         the compact VAE on the demo train images (--vae-init DIR fine-tunes
+                               an earlier VAE instead of starting from random weights)
  2. training.train_classifier  the category classifier
- 3. training.train_deco_diff   a gated UNet_T on cached latents of the train images
+ 3. training.train_deco_diff   a gated UNet_T on cached latents of the train images: first on
+                               random 16x16 latent windows, then on whole 32x32 latents
  4. training.evaluate          on the demo test split, recorded into the model folder
+ 5. training.train_diad        with --diad-out: the DiAD demo model on the same VAE, evaluated too
 The result is copied to --out (unet.safetensors, vae/, classifier/, model.json with the
 evaluation and the exact commands used).
 """
@@ -41,16 +44,39 @@ def module_cmd(module: str, nproc: int) -> list[str]:
     return [sys.executable, "-m", module]
 
 
+def publish(model_dir: Path, out: Path, data: Path, eval_dir: Path, detector: str, log: list[dict]) -> None:
+    """Copy a trained model folder to `out`, evaluate it on the demo test split (recorded in its
+    model.json), set its threshold to the F1-optimal one and record how it was made."""
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(model_dir, out)
+    run([sys.executable, "-m", "training.evaluate", "--model", str(out), "--detector", detector,
+         "--dataset", "mvtec", "--data-dir", str(data), "--out", str(eval_dir), "--record"], log)
+    meta_path = out / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["model_id"] = "demo-" + meta.get("model_id", "model")
+    suggested = json.loads((eval_dir / "metrics.json").read_text())["suggested_threshold"]
+    if suggested.get("f1_optimal") is not None:
+        meta["settings"]["threshold"] = round(float(suggested["f1_optimal"]), 4)
+    meta["reproduce"] = {"script": "scripts/make_demo_model.py", "commands": list(log)}
+    meta_path.write_text(json.dumps(meta, indent=2))
+    print(f"demo model written to {out}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=REPO / "resources" / "demo_data")
     p.add_argument("--out", type=Path, default=REPO / "resources" / "demo_model")
     p.add_argument("--work", type=Path, default=Path("/tmp/deco_demo_model"))
     p.add_argument("--nproc", type=int, default=1)
-    p.add_argument("--vae-epochs", type=int, default=20)
+    p.add_argument("--vae-epochs", type=int, default=50)
+    p.add_argument("--vae-init", type=Path, default=None, help="fine-tune this VAE folder instead of a new one")
     p.add_argument("--classifier-epochs", type=int, default=30)
-    p.add_argument("--unet-epochs", type=int, default=200)
-    p.add_argument("--full-latent-epochs", type=int, default=25)
+    p.add_argument("--unet-epochs", type=int, default=150, help="epochs on 16x16 latent windows")
+    p.add_argument("--full-latent-epochs", type=int, default=40, help="then epochs on whole latents")
+    p.add_argument("--diad-out", type=Path, default=None, help="also train the DiAD demo model into this folder")
+    p.add_argument("--diad-epochs", type=int, default=250)
+    p.add_argument("--skip-unet", action="store_true", help="reuse WORK/unet (e.g. to add the DiAD model)")
     p.add_argument("--model-size", default="UNet_T")
     p.add_argument("--skip-vae", action="store_true", help="reuse WORK/vae")
     p.add_argument("--skip-classifier", action="store_true", help="reuse WORK/classifier")
@@ -62,42 +88,39 @@ def main() -> int:
     if not args.skip_vae:
         run(module_cmd("training.train_vae", args.nproc) + [
             "--data-dir", str(args.data), "--out", str(work / "vae"), "--epochs", str(args.vae_epochs),
-            "--batch-size", "16", "--crop", "128", "--events", str(work / "vae_events.jsonl")], log)
+            "--batch-size", "16", "--crop", "128", "--events", str(work / "vae_events.jsonl")]
+            + (["--init", str(args.vae_init)] if args.vae_init else []), log)
     if not args.skip_classifier:
         run(module_cmd("training.train_classifier", args.nproc) + [
             "--data-dir", str(args.data), "--out", str(work / "classifier"), "--epochs", str(args.classifier_epochs),
             "--batch-size", "32", "--image-size", "128", "--events", str(work / "classifier_events.jsonl")], log)
     exp = work / "unet"
-    if exp.exists():
-        shutil.rmtree(exp)
-    run(module_cmd("training.train_deco_diff", args.nproc) + [
-        "--dataset", "mvtec", "--data-dir", str(args.data), "--model-size", args.model_size,
-        "--vae", str(work / "vae"), "--classifier", str(work / "classifier"), "--epochs", str(args.unet_epochs),
-        "--warmup-epochs", "5", "--global-batch-size", "32", "--accumulation-steps", "1", "--lr", "5e-4",
-        "--latent-crop", "16", "--ckpt-every", "20", "--log-every", "5", "--experiment-dir", str(exp),
-        "--events", str(work / "unet_events.jsonl")], log)
-    # then a short fine-tune on whole 32x32 latents (the windows alone leave seams and miss context)
-    run(module_cmd("training.train_deco_diff", args.nproc) + [
-        "--dataset", "mvtec", "--data-dir", str(args.data), "--model-size", args.model_size,
-        "--vae", str(work / "vae"), "--classifier", str(work / "classifier"),
-        "--epochs", str(args.unet_epochs + args.full_latent_epochs), "--warmup-epochs", "5",
-        "--global-batch-size", "32", "--accumulation-steps", "1", "--lr", "5e-4", "--ckpt-every", "5",
-        "--log-every", "5", "--experiment-dir", str(exp), "--resume", "auto",
-        "--events", str(work / "unet_events.jsonl")], log)
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    shutil.copytree(exp / "model", args.out)
-    run([sys.executable, "-m", "training.evaluate", "--model", str(args.out), "--dataset", "mvtec",
-         "--data-dir", str(args.data), "--out", str(work / "evaluation"), "--record"], log)
-    meta_path = args.out / "model.json"
-    meta = json.loads(meta_path.read_text())
-    meta["model_id"] = "demo-" + meta.get("model_id", "model")
-    suggested = json.loads((work / "evaluation" / "metrics.json").read_text())["suggested_threshold"]
-    if suggested.get("f1_optimal") is not None:
-        meta["settings"]["threshold"] = round(float(suggested["f1_optimal"]), 4)
-    meta["reproduce"] = {"script": "scripts/make_demo_model.py", "commands": log}
-    meta_path.write_text(json.dumps(meta, indent=2))
-    print(f"demo model written to {args.out}")
+    common = ["--dataset", "mvtec", "--data-dir", str(args.data), "--vae", str(work / "vae"),
+              "--classifier", str(work / "classifier"), "--warmup-epochs", "5", "--global-batch-size", "32",
+              "--accumulation-steps", "1", "--lr", "5e-4", "--log-every", "5", "--experiment-dir", str(exp),
+              "--events", str(work / "unet_events.jsonl")]
+    if not args.skip_unet:
+        if exp.exists():
+            shutil.rmtree(exp)
+        run(module_cmd("training.train_deco_diff", args.nproc) + common + [
+            "--model-size", args.model_size, "--epochs", str(args.unet_epochs), "--latent-crop", "16",
+            "--ckpt-every", "20"], log)
+        # then whole 32x32 latents (the windows alone leave seams and miss the object's context)
+        run(module_cmd("training.train_deco_diff", args.nproc) + common + [
+            "--model-size", args.model_size, "--epochs", str(args.unet_epochs + args.full_latent_epochs),
+            "--ckpt-every", "5", "--resume", "auto"], log)
+    publish(exp / "model", args.out, args.data, work / "evaluation", "deco-diff", log)
+    if args.diad_out is not None:
+        diad = work / "diad"
+        if diad.exists():
+            shutil.rmtree(diad)
+        run(module_cmd("training.train_diad", args.nproc) + [
+            "--dataset", "mvtec", "--data-dir", str(args.data), "--model-size", "DiAD_T",
+            "--vae", str(work / "vae"), "--classifier", str(work / "classifier"), "--epochs", str(args.diad_epochs),
+            "--warmup-epochs", "5", "--global-batch-size", "32", "--lr", "5e-4", "--latent-crop", "16",
+            "--ckpt-every", "25", "--log-every", "6", "--experiment-dir", str(diad),
+            "--events", str(work / "diad_events.jsonl")], log)
+        publish(diad / "model", args.diad_out, args.data, work / "evaluation_diad", "diad", log)
     return 0
 
 

@@ -93,9 +93,10 @@ def test_generator_is_deterministic(generator, tmp_path):
     assert _files(tmp_path / "a") == a
 
 
-def test_generator_reproduces_committed_files(generator, tmp_path):
+@pytest.mark.parametrize("category", ["brick", "label"])
+def test_generator_reproduces_committed_files(generator, tmp_path, category):
     manifest = json.loads((DEMO / "manifest.json").read_text())
-    category = "brick"
+    assert sorted(manifest["categories"]) == sorted(generator.DEFAULT_CATEGORIES)
     kind = generator.CATEGORIES[category].kinds[0]
     generator.generate(tmp_path, [category], manifest["seed"], 1, 0, 1, progress=False)
     for rel in (f"{category}/train/good/000.jpg", f"{category}/test/{kind}/000.jpg"):

@@ -114,3 +114,35 @@ def test_help_and_version(args, capsys):
     out = capsys.readouterr().out
     assert e.value.code == 0
     assert out.startswith("DeCo Inspector ") if args == ["--version"] else "usage" in out.lower()
+
+
+DEMO = REPO / "resources" / "demo_data"
+
+
+@pytest.mark.slow
+def test_inspect_the_demo_images_with_the_bundled_model(tmp_path):
+    """The README's first inspect command on real demo images with the default (bundled) model: one
+    clean part and one clearly defective part per product, plus a corrupt file."""
+    parts = tmp_path / "demo parts"
+    parts.mkdir()
+    chosen = {"brick_good.jpg": "brick/test/good/017.jpg", "coin_good.jpg": "coin/test/good/015.jpg",
+              "label_good.jpg": "label/test/good/017.jpg", "brick_stain.jpg": "brick/test/stain/001.jpg",
+              "coin_stain.jpg": "coin/test/stain/004.jpg", "label_hole.jpg": "label/test/hole/006.jpg"}
+    for name, rel in chosen.items():
+        (parts / name).write_bytes((DEMO / rel).read_bytes())
+    (parts / "zz_cut_off.jpg").write_bytes((DEMO / "coin/test/good/000.jpg").read_bytes()[:900])
+    csv_path, overlays = tmp_path / "out.csv", tmp_path / "overlays"
+    result = run(parts, "--csv", csv_path, "--save-overlays", overlays)
+    assert result.returncode == 2, result.stderr  # a file could not be inspected
+    rows = {Path(r["file"]).name: r for r in csv.DictReader(csv_path.open(encoding="utf-8"))}
+    assert set(rows) == set(chosen) | {"zz_cut_off.jpg"}
+    for name in chosen:
+        product, state = Path(name).stem.split("_")
+        assert rows[name]["category"] == product, rows[name]
+        assert rows[name]["verdict"] == ("pass" if state == "good" else "fail"), rows[name]
+    assert rows["zz_cut_off.jpg"]["verdict"] == "error" and rows["zz_cut_off.jpg"]["error"]
+    assert "zz_cut_off.jpg" in result.stderr + result.stdout
+    saved = sorted(p.name for p in overlays.rglob("*.png"))
+    assert len(saved) >= 3 and all(cv2.imread(str(p)) is not None for p in overlays.rglob("*.png"))
+    good_only = run(*(parts / n for n in chosen if "good" in n), "--csv", tmp_path / "good.csv")
+    assert good_only.returncode == 0, good_only.stdout + good_only.stderr
