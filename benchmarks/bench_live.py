@@ -40,11 +40,10 @@ DEMO_MODEL = REPO / "resources" / "demo_model"
 CONFIGS: dict[str, tuple[dict, int | None]] = {
     "default": ({}, None),
     "2 threads": ({}, 2),
-    "bf16": ({"precision": "bf16"}, None),
-    "3 steps": ({"reverse_steps": 3, "start_t": 3}, None),
-    "2 steps": ({"reverse_steps": 2, "start_t": 2}, None),
-    "1 step": ({"reverse_steps": 1, "start_t": 1}, None),
-    "1 step bf16": ({"reverse_steps": 1, "start_t": 1, "precision": "bf16"}, None),
+    "bf16, 2 threads": ({"precision": "bf16"}, 2),
+    "2 steps, 2 threads": ({"reverse_steps": 2, "start_t": 2}, 2),
+    "1 step, 2 threads": ({"reverse_steps": 1, "start_t": 1}, 2),
+    "1 step, bf16, 2 threads": ({"reverse_steps": 1, "start_t": 1, "precision": "bf16"}, 2),
 }
 
 
@@ -154,7 +153,7 @@ def summarize(name: str, runs: list[dict]) -> dict:
     out = {"config": name, "runs": len(runs), "failed": len(runs) - len(ok),
            "errors": sorted({r["error"] for r in runs if "error" in r})}
     for key in ("inspected_per_s", "displayed_per_s", "repaints_per_s", "camera_frames_per_s", "age_ms_median",
-                "age_ms_max", "engine_ms_median", "load_s"):
+                "age_ms_max", "engine_ms_median", "load_s", "engine_threads"):
         out[key] = _median(ok, key)
     if ok:
         out["overrides"], out["threads"] = ok[0]["overrides"], ok[0]["threads"]
@@ -166,16 +165,17 @@ def markdown(summaries: list[dict], machine: str, args) -> str:
              f"({time.strftime('%Y-%m-%d %H:%M %Z')}): the demo model in the real engine worker, a fake "
              f"{args.camera_fps:g} fps {args.width}x{args.height} camera, offscreen Qt, {args.seconds:g} s per run, "
              f"median of {args.runs} runs.", "",
-             "| settings | inspected frames/s | displayed frames/s | frame age ms (median / max) "
+             "| settings | engine threads | inspected frames/s | displayed frames/s | frame age ms (median / max) "
              "| engine ms/frame | camera frames/s |",
-             "|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|"]
     for s in summaries:
         if s.get("inspected_per_s") is None:
-            lines.append(f"| {s['config']} | error: {'; '.join(s['errors'])} | | | | |")
+            lines.append(f"| {s['config']} | | error: {'; '.join(s['errors'])} | | | | |")
             continue
         age = "-" if s["age_ms_median"] is None else f"{s['age_ms_median']:.0f} / {s['age_ms_max']:.0f}"
         engine = "-" if s["engine_ms_median"] is None else f"{s['engine_ms_median']:.0f}"
-        lines.append(f"| {s['config']} | {s['inspected_per_s']:.2f} | {s['displayed_per_s']:.1f} | {age} | {engine} "
+        threads = "-" if s["engine_threads"] is None else f"{s['engine_threads']:.0f}"
+        lines.append(f"| {s['config']} | {threads} | {s['inspected_per_s']:.2f} | {s['displayed_per_s']:.1f} | {age} | {engine} "
                      f"| {s['camera_frames_per_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
@@ -184,9 +184,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--single", help=argparse.SUPPRESS)
     p.add_argument("--model", type=Path, default=DEMO_MODEL)
-    p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of: {', '.join(CONFIGS)}")
+    p.add_argument("--configs", default=";".join(CONFIGS), help=f"semicolon list of: {'; '.join(CONFIGS)}")
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--seconds", type=float, default=15.0, help="measured seconds per run")
+    p.add_argument("--seconds", type=float, default=12.0, help="measured seconds per run")
     p.add_argument("--warmup-frames", type=int, default=3, help="inspected frames before measuring")
     p.add_argument("--camera-fps", type=float, default=30.0)
     p.add_argument("--width", type=int, default=640)
@@ -197,7 +197,7 @@ def main() -> int:
     if args.single:
         print(json.dumps(run_single(json.loads(args.single))))
         return 0
-    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    names = [n.strip() for n in args.configs.split(";") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         p.error(f"unknown config(s) {unknown}; choose from {', '.join(CONFIGS)}")
