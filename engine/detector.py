@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .acceleration import CompiledOrEager, set_memory_format
+from .acceleration import CompiledOrEager, in_chunks, set_memory_format
 from .categories import dataset_categories
 from .checkpoint import (CheckpointError, read_model_json, read_reference_checkpoint, save_unet_weights,
                          write_model_json, _load_strict)
@@ -35,6 +35,9 @@ __all__ = ["AnomalyResult", "DetectorSettings", "Detector", "default_device", "s
 log = logging.getLogger(__name__)
 
 STAGES = ("preprocess", "classify", "encode", "unet", "decode", "maps", "postprocess")
+
+# Images per VAE call on a CPU (None: the whole batch at once, as on CUDA); see `in_chunks`.
+CPU_VAE_CHUNK = 1
 
 
 def default_device() -> torch.device:
@@ -371,14 +374,15 @@ class Detector:
         clock = clock or _StageClock(self.device)
         x = images.to(self.device, non_blocking=True)
         ids = class_ids.to(self.device).long()
+        chunk = CPU_VAE_CHUNK if self.device.type == "cpu" else None
         with self._autocast():
-            latents = self._encode(x).float()
+            latents = in_chunks(self._encode, x, chunk).float()
             clock.lap("encode")
             recon_latents = reconstruct_latents(self._unet_fn, latents, ids, start_t=self.settings.start_t,
                                                 schedule=self._schedule).float()
             gates = dod_gate(self.unet, latents, ids).float() if self.settings.gate_fusion else None
             clock.lap("unet")
-            decoded = self._decode(torch.cat([latents, recon_latents])).float()
+            decoded = in_chunks(self._decode, torch.cat([latents, recon_latents]), chunk).float()
             clock.lap("decode")
         b = x.shape[0]
         maps = compute_anomaly_maps(decoded[:b], decoded[b:], latents, recon_latents, gates=gates)
