@@ -9,6 +9,7 @@ import csv
 import errno
 import os
 import pickle
+import re
 import sqlite3
 from pathlib import Path
 
@@ -117,10 +118,13 @@ def test_the_window_says_when_the_engine_runs_out_of_memory(qtbot, tmp_path, mon
     qtbot.waitUntil(lambda: ctl.run_reported, timeout=60000)
     rows = db_rows(home)
     assert len(rows) == 6 and all(r["verdict"] != "error" for r in rows)
-    lines = window.log_lines()
-    assert any("Engine: CPU out of memory at batch 4: continuing with batch 2" in line for line in lines)
-    assert any("Engine: CPU out of memory at batch 2: continuing with batch 1" in line for line in lines)
-    assert ctl.worker.detector.settings.batch_size == 1
+    # the worker batches what is queued when it drains (up to 4 here), so the first batch that runs
+    # out of memory may be 2, 3 or 4 frames; each halving is reported until batch 1 works
+    halvings = [tuple(map(int, m.groups())) for line in window.log_lines()
+                for m in [re.search(r"Engine: CPU out of memory at batch (\d+): continuing with batch (\d+)", line)]
+                if m]
+    assert halvings and all(after == before // 2 for before, after in halvings)
+    assert halvings[-1][1] == 1 and ctl.worker.detector.settings.batch_size == 1
 
 
 def test_worker_reports_unexpected_exceptions_and_keeps_serving(qtbot, tmp_path, monkeypatch):
