@@ -274,13 +274,16 @@ class LiveCaptureSource(FrameSource):
             raise SourceError(f"{self.name}: {problem}")
         self._status(f"{self.name}: connected", "info")
 
-    def _drop_capture(self, why: str) -> None:
+    def _release_capture(self) -> None:
         if self._cap is not None:
             try:
                 self._cap.release()
             except cv2.error:
                 pass
-        self._cap = None
+            self._cap = None
+
+    def _drop_capture(self, why: str) -> None:
+        self._release_capture()
         self._lost = True
         self._attempt = 0
         self._delay = self.backoff_start
@@ -330,12 +333,7 @@ class LiveCaptureSource(FrameSource):
         return None
 
     def close(self) -> None:
-        if self._cap is not None:
-            try:
-                self._cap.release()
-            except cv2.error:
-                pass
-            self._cap = None
+        self._release_capture()
 
 
 class VideoFileSource(FrameSource):
