@@ -6,8 +6,10 @@ straightforward way the reference does, with the maps checked equal.
     python benchmarks/bench_engine.py --sizes UNet_XS --batches 8 --variants plain,default,compile
     python benchmarks/bench_engine.py --sizes all --batches 1,8,32 --precisions fp32,fp16 --device cuda
 
-Engine variants: `plain` (NCHW UNet, eager), `default` (channels-last UNet, eager: what the
-app runs), `compile` (channels-last + torch.compile). Each configuration runs in a fresh
+Engine variants: `plain` (NCHW UNet, eager, one lane), `one-lane` (channels-last, the batch in
+one piece with every operator split over the threads), `default` (channels-last, the batch split
+over one single-threaded lane per thread: what the app runs), `compile` (channels-last +
+torch.compile). Each configuration runs in a fresh
 subprocess (so its peak resident memory is its own), with warm-up runs, then the median of
 --repeats timed runs. Frames are real photographs; the VAE is the demo model's trained
 compact VAE; the category comes from a compact classifier (its time is the `classify` stage).
@@ -46,13 +48,15 @@ DEMO_VAE = REPO / "resources" / "demo_model" / "vae"
 README_BEGIN = "<!-- performance-table:begin -->"
 README_END = "<!-- performance-table:end -->"
 MAP_TOLERANCE = 1e-4
-VARIANTS = {"plain": {"channels_last": False, "compile": False},
+VARIANTS = {"plain": {"channels_last": False, "compile": False, "lanes": 1},
+            "one-lane": {"channels_last": True, "compile": False, "lanes": 1},
             "default": {"channels_last": True, "compile": False},
             "compile": {"channels_last": True, "compile": True}}
 # The configurations behind the README table: (size, batch, precision, variant).
 README_SET = ([(s, b, "fp32", "default") for s in ("UNet_T", "UNet_XS") for b in (1, 8, 32)]
               + [(s, 8, "bf16", "default") for s in ("UNet_T", "UNet_XS")]
-              + [("UNet_XS", 8, "fp32", "plain"), ("UNet_XS", 8, "fp32", "compile")])
+              + [("UNet_XS", 8, "fp32", "plain"), ("UNet_XS", 8, "fp32", "one-lane"),
+                 ("UNet_XS", 8, "fp32", "compile")])
 
 
 def write_readme_section(begin: str, end: str, text: str) -> None:

@@ -18,12 +18,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .acceleration import CompiledOrEager, in_chunks, set_memory_format
+from .acceleration import CompiledOrEager, CpuLanes, in_chunks, set_memory_format
 from .categories import dataset_categories
 from .checkpoint import (CheckpointError, read_model_json, read_reference_checkpoint, save_unet_weights,
                          write_model_json, _load_strict)
 from .diffusion import dod_gate, make_schedule, reconstruct_latents
-from .maps import compute_anomaly_maps
+from .maps import compute_anomaly_maps, concat_maps
 from .preprocess import PreprocessConfig, map_to_frame, preprocess_frames, to_rgb_uint8
 from .unet import GatedUNet
 from .vae import VAE, load_vae, save_vae
@@ -56,7 +56,11 @@ class DetectorSettings:
     channels_last: UNet convolutions in NHWC layout (same results, faster on CPU);
     compile: run the UNet and the VAE through torch.compile (same results within float32
     rounding; the first batch of each size compiles, which takes a minute or more on a small CPU;
-    falls back to uncompiled code with a notice if compiling fails)."""
+    falls back to uncompiled code with a notice if compiling fails);
+    lanes: on a CPU, split each batch over this many threads that each run the whole pipeline
+    (encode, UNet steps, decode, maps) on their share with one intra-op thread; 0 (default) = one
+    lane per intra-op thread of the calling thread (`torch.get_num_threads()`); 1 = no split.
+    Same results (every sample is computed on its own); see `engine.acceleration.CpuLanes`."""
 
     threshold: float = 0.3
     start_t: int = 5
@@ -66,6 +70,7 @@ class DetectorSettings:
     precision: str = "fp32"
     channels_last: bool = True
     compile: bool = False
+    lanes: int = 0
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "fp16", "bf16"):
@@ -74,6 +79,8 @@ class DetectorSettings:
             raise ValueError(f"start_t must be in 1..reverse_steps ({self.reverse_steps}), got {self.start_t}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.lanes < 0:
+            raise ValueError(f"lanes must be 0 (automatic) or more, got {self.lanes}")
 
 
 @dataclass
@@ -230,6 +237,19 @@ class _StageClock:
         self.ms[stage] = self.ms.get(stage, 0.0) + (now - self._t) * 1000.0
         self._t = now
 
+    def add_parallel(self, lanes: list["_StageClock"]) -> None:
+        """Book the wall time since the last lap over the stages of clocks that ran side by side,
+        in proportion to their summed stage times."""
+        now = time.perf_counter()
+        total = {}
+        for lane in lanes:
+            for stage, ms in lane.ms.items():
+                total[stage] = total.get(stage, 0.0) + ms
+        wall, spent = (now - self._t) * 1000.0, sum(total.values()) or 1.0
+        for stage, ms in total.items():
+            self.ms[stage] = self.ms.get(stage, 0.0) + wall * ms / spent
+        self._t = now
+
 
 class Detector:
     """Gated DeCo-Diff detector for a batch of frames. Owns its networks; not thread-safe
@@ -256,6 +276,7 @@ class Detector:
         self.source = source
         self.on_notice: Callable[[str], None] | None = None
         self._schedule = make_schedule(10, f"ddim{self.settings.reverse_steps}")
+        self._lanes: CpuLanes | None = None
         self._configure_speed()
 
     def _configure_speed(self) -> None:
@@ -367,11 +388,32 @@ class Detector:
     def _autocast(self):
         return autocast_for(self.device, self.settings.precision)
 
-    @torch.inference_mode()
+    def lane_count(self, batch: int) -> int:
+        """Lanes a batch of `batch` frames is split over (1 on CUDA, with compile, or for one frame)."""
+        if self.device.type != "cpu" or self.settings.compile or batch < 2:
+            return 1
+        lanes = self.settings.lanes or torch.get_num_threads()
+        return max(1, min(lanes, batch))
+
     def score_latents(self, images: torch.Tensor, class_ids: torch.Tensor, clock: _StageClock | None = None):
         """Core math on a preprocessed batch: images [B,3,S,S] in [-1,1] on any device,
         class_ids [B]. Returns (AnomalyMaps, reconstructions [B,3,S,S])."""
         clock = clock or _StageClock(self.device)
+        lanes = self.lane_count(images.shape[0])
+        if lanes == 1:
+            return self._score_lane(images, class_ids, clock)
+        if self._lanes is None or self._lanes.size != lanes:
+            if self._lanes is not None:
+                self._lanes.close()
+            self._lanes = CpuLanes(lanes)
+        parts = list(zip(images.tensor_split(lanes), class_ids.tensor_split(lanes)))
+        clocks = [_StageClock(self.device) for _ in parts]
+        outputs = self._lanes.map(lambda k: self._score_lane(*parts[k], clocks[k]), range(len(parts)))
+        clock.add_parallel(clocks)
+        return concat_maps([m for m, _ in outputs]), torch.cat([r for _, r in outputs])
+
+    @torch.inference_mode()
+    def _score_lane(self, images: torch.Tensor, class_ids: torch.Tensor, clock: _StageClock):
         x = images.to(self.device, non_blocking=True)
         ids = class_ids.to(self.device).long()
         chunk = CPU_VAE_CHUNK if self.device.type == "cpu" else None

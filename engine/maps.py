@@ -21,6 +21,7 @@ __all__ = [
     "gaussian_blur",
     "resize_bilinear",
     "compute_anomaly_maps",
+    "concat_maps",
     "anomaly_maps",
     "gate_map",
     "gate_fused_maps",
@@ -105,6 +106,16 @@ class AnomalyMaps:
     @property
     def scores(self) -> torch.Tensor:
         return self.final.amax(dim=(1, 2))
+
+
+def concat_maps(parts: list[AnomalyMaps]) -> AnomalyMaps:
+    """The AnomalyMaps of consecutive sub-batches joined into one (batch order kept)."""
+    def cat(name: str):
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else torch.cat(values)
+
+    return AnomalyMaps(**{f: cat(f) for f in ("geometric", "arithmetic", "image_discrepancy",
+                                              "latent_discrepancy", "gate_map", "gate_fused")})
 
 
 def _as_tensor(x, device=None) -> torch.Tensor:

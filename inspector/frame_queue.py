@@ -1,9 +1,10 @@
 """The hand-off between a source reader thread and the engine worker (Qt-free).
 
 Two policies:
-- 'latest' (cameras, streams): holds one frame; a newer frame replaces an older one that the
-  engine has not started on, so the engine always works on the newest frame and latency
-  stays bounded (replaced frames are counted in `dropped`).
+- 'latest' (cameras, streams): holds the newest `keep` frames (1 by default; the engine's lane
+  count, so that each CPU lane gets a frame); a newer frame pushes out the oldest one that the
+  engine has not started on, so the engine always works on the newest frames and latency stays
+  bounded (pushed-out frames are counted in `dropped`).
 - 'every' (folders, videos, watched folders): a bounded FIFO; `put` waits while it is full,
   so every frame is inspected and the reader never runs far ahead of the engine.
 """
@@ -28,6 +29,7 @@ class FrameQueue:
         self._items: deque = deque()
         self._policy = "latest"
         self.capacity = max(1, capacity)
+        self.keep = 1
         self.dropped = 0
         self.on_put: Callable[[], None] | None = None
         self.set_policy(policy)
@@ -36,13 +38,16 @@ class FrameQueue:
     def policy(self) -> str:
         return self._policy
 
-    def set_policy(self, policy: str, capacity: int | None = None) -> None:
+    def set_policy(self, policy: str, capacity: int | None = None, keep: int | None = None) -> None:
+        """capacity: the 'every' FIFO's size; keep: how many newest frames 'latest' holds."""
         if policy not in POLICIES:
             raise ValueError(f"unknown frame queue policy {policy!r}; expected one of {POLICIES}")
         with self._cond:
             self._policy = policy
             if capacity is not None:
                 self.capacity = max(1, capacity)
+            if keep is not None:
+                self.keep = max(1, keep)
             self._items.clear()
             self.dropped = 0
             self._cond.notify_all()
@@ -52,8 +57,9 @@ class FrameQueue:
         Returns False when the frame was not queued because of `stop`."""
         with self._cond:
             if self._policy == "latest":
-                self.dropped += len(self._items)
-                self._items.clear()
+                while len(self._items) >= self.keep:
+                    self._items.popleft()
+                    self.dropped += 1
             else:
                 while len(self._items) >= self.capacity:
                     if stop is not None and stop.is_set():

@@ -479,7 +479,7 @@ class VaePage(QWizardPage):
         super().__init__(parent)
         self.setTitle("Image encoder (VAE) and category classifier")
         self.setSubTitle("The detector works on VAE latents. A Stable-Diffusion VAE folder gives the best maps; "
-                         "without one, the wizard trains the compact VAE (~1 M parameters) first.")
+                         "without one, the wizard trains the compact VAE (~2.7 M parameters) first.")
         self.use_folder = QRadioButton("Use a VAE folder I have (Stable-Diffusion VAE or a compact VAE trained before)")
         self.train = QRadioButton("Train the compact VAE first")
         self.train.setChecked(True)

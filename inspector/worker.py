@@ -29,7 +29,7 @@ from .inspection import (ERROR, Inspection, InspectionContext, apply_roi, calibr
 from .results_log import Archiver, ArchiveJob, ArchiveQueue, ResultsLog, ResultsLogError, now_text
 from .sources import Frame
 
-__all__ = ["EngineWorker", "default_loader", "model_disk_bytes", "engine_threads"]
+__all__ = ["EngineWorker", "default_loader", "model_disk_bytes", "engine_threads", "engine_lanes"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,23 @@ def engine_threads() -> int:
     if override.isdigit() and int(override) > 0:
         return int(override)
     return max(1, (os.cpu_count() or 2) - 1)
+
+
+def engine_lanes() -> int:
+    """CPU lanes for a model whose settings leave them automatic: one single-threaded lane per
+    core (see engine.acceleration.CpuLanes; a lane does not spin-wait for the other cores, so the
+    display thread can share them); $DECO_INSPECTOR_LANES overrides."""
+    override = os.environ.get("DECO_INSPECTOR_LANES", "")
+    if override.isdigit() and int(override) > 0:
+        return int(override)
+    return max(1, os.cpu_count() or 1)
+
+
+def _use_engine_lanes(detector) -> None:
+    """Give a CPU detector whose `lanes` setting is automatic (0) `engine_lanes()` lanes."""
+    settings = getattr(detector, "settings", None)
+    if getattr(settings, "lanes", None) == 0 and getattr(getattr(detector, "device", None), "type", "") == "cpu":
+        detector.with_settings(lanes=engine_lanes())
 
 
 def model_disk_bytes(path: str) -> int:
@@ -105,6 +122,7 @@ class EngineWorker(QObject):
         try:
             self.detector = self.loader(str(path), **(overrides or {}))
             self.detector.on_notice = self._engine_notice
+            _use_engine_lanes(self.detector)
             self.model_path = str(path)
             info = self.model_info()
         except Exception as e:  # noqa: BLE001 - any loading failure is reported, the old model stays
@@ -134,7 +152,9 @@ class EngineWorker(QObject):
         info.update({name: getattr(s, name, default) for name, default in (
             ("threshold", 0.3), ("reverse_steps", None), ("start_t", None), ("gate_fusion", False),
             ("batch_size", 1))})
-        info.update(path=self.model_path, disk_bytes=model_disk_bytes(self.model_path))
+        lanes = getattr(det, "lane_count", None)
+        info.update(path=self.model_path, disk_bytes=model_disk_bytes(self.model_path),
+                    lanes=lanes(max(1, int(info["batch_size"]))) if lanes else 1)
         return info
 
     @Slot(object)
@@ -212,7 +232,7 @@ class EngineWorker(QObject):
                 if dropped:
                     self._report("No model loaded: frames are not inspected (open a model first)")
                 return
-            n = self.detector.settings.batch_size if self.frames.policy == "every" else 1
+            n = self.detector.settings.batch_size if self.frames.policy == "every" else self.frames.keep
             batch = self.frames.take(max_items=n)
             if batch:
                 self._inspect(batch)

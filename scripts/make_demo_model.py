@@ -3,8 +3,9 @@
     python scripts/make_demo_model.py [--data resources/demo_data] [--out resources/demo_model] [--work /tmp/demo]
 
 Stages (each one the public entry point a user would run; pass --nproc 2 to use torchrun):
- 1. training.train_vae         the compact VAE on the demo train images (--vae-init DIR fine-tunes
-                               an earlier VAE instead of starting from random weights)
+ 1. training.train_vae         the compact VAE on the demo train images plus scikit-image's
+                               bundled photos and textures (a codec must reproduce defects too;
+                               --vae-init DIR fine-tunes an earlier VAE instead of starting anew)
  2. training.train_classifier  the category classifier
  3. training.train_deco_diff   a gated UNet_T on cached latents of the train images: first on
                                random 16x16 latent windows, then on whole 32x32 latents
@@ -69,7 +70,9 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=REPO / "resources" / "demo_model")
     p.add_argument("--work", type=Path, default=Path("/tmp/deco_demo_model"))
     p.add_argument("--nproc", type=int, default=1)
-    p.add_argument("--vae-epochs", type=int, default=50)
+    p.add_argument("--vae-epochs", type=int, default=80)
+    p.add_argument("--vae-extra-images", nargs="*", default=["skimage"],
+                   help="general images mixed into VAE training (training.train_vae --extra-images)")
     p.add_argument("--vae-init", type=Path, default=None, help="fine-tune this VAE folder instead of a new one")
     p.add_argument("--classifier-epochs", type=int, default=30)
     p.add_argument("--unet-epochs", type=int, default=180, help="epochs on 16x16 latent windows")
@@ -89,6 +92,7 @@ def main() -> int:
         run(module_cmd("training.train_vae", args.nproc) + [
             "--data-dir", str(args.data), "--out", str(work / "vae"), "--epochs", str(args.vae_epochs),
             "--batch-size", "16", "--crop", "128", "--events", str(work / "vae_events.jsonl")]
+            + (["--extra-images", *args.vae_extra_images] if args.vae_extra_images else [])
             + (["--init", str(args.vae_init)] if args.vae_init else []), log)
     if not args.skip_classifier:
         run(module_cmd("training.train_classifier", args.nproc) + [

@@ -57,6 +57,32 @@ def test_batching_does_not_change_results():
         np.testing.assert_allclose(x.crop_map, y.crop_map, atol=1e-5)
 
 
+def test_cpu_lanes_give_the_same_results_as_one_thread():
+    fs = frames(5)
+    one = make_detector(batch_size=5, lanes=1)
+    lanes = make_detector(batch_size=5, lanes=3, gate_fusion=True)
+    assert one.lane_count(5) == 1 and lanes.lane_count(5) == 3 and lanes.lane_count(2) == 2
+    assert lanes.lane_count(1) == 1
+    a = one.with_settings(gate_fusion=True).predict(fs, category=[0, 1, 2, 0, 1])
+    b = lanes.predict(fs, category=[0, 1, 2, 0, 1])
+    assert lanes._lanes is not None and lanes._lanes.size == 3
+    for x, y in zip(a, b):
+        assert x.category == y.category
+        assert abs(x.score - y.score) < 1e-5
+        np.testing.assert_allclose(x.crop_map, y.crop_map, atol=1e-5)
+        np.testing.assert_array_equal(x.reconstruction.shape, y.reconstruction.shape)
+        assert set(y.timings) == set(x.timings) and y.latency_ms > 0
+    maps, recons = lanes.score_latents(torch.zeros(4, 3, 64, 64), torch.tensor([0, 1, 2, 0]))
+    assert maps.geometric.shape == (4, 64, 64) and maps.gate_fused.shape == (4, 64, 64)
+    assert recons.shape == (4, 3, 64, 64)
+    auto = make_detector(batch_size=4)
+    threads = torch.get_num_threads()
+    assert auto.lane_count(4) == min(4, threads)
+    assert make_detector(batch_size=4, compile=False, lanes=2).with_settings(lanes=1).lane_count(4) == 1
+    with pytest.raises(ValueError, match="lanes"):
+        DetectorSettings(lanes=-1)
+
+
 def test_bgr_channel_order_is_explicit():
     det = make_detector()
     f = frames(1)[0]

@@ -80,3 +80,34 @@ def test_latest_frame_wins_keeps_latency_bounded(qtbot, home):
     assert ages[-1] < 3 * engine_period * 1000, ages
     assert dropped > 0 and cam.frames - read > 2 * len(inspected), \
         "frames arriving while the engine is busy are shown but not queued"
+
+
+class TwoLaneSleepyDetector(SleepyDetector):
+    """Reports two CPU lanes, so the window should hand it the two newest camera frames at once."""
+
+    def __init__(self, delay: float):
+        super().__init__(delay)
+        self.batches: list[int] = []
+
+    def lane_count(self, batch: int) -> int:
+        return min(2, batch)
+
+    def predict(self, frames, category=None, channel_order="rgb"):
+        self.batches.append(len(frames))
+        return super().predict(frames, category, channel_order)
+
+
+def test_live_frames_go_to_every_cpu_lane(qtbot, home):
+    detector = TwoLaneSleepyDetector(0.2)
+    cam = FakeCamera(fps=30)
+    window, ctl = open_inspector(qtbot, home, lambda path, **kw: detector, capture_factory=cam.factory)
+    load_model(qtbot, ctl)
+    assert ctl.model_info["lanes"] == 2 and ctl.frames.keep == 2
+    results = []
+    ctl.worker.inspected.connect(results.append)
+    ctl.open_source(SourceSpec("camera", "0"))
+    qtbot.waitUntil(lambda: len(results) >= 8, timeout=10000)
+    ctl.stop()
+    assert detector.batches.count(2) >= len(detector.batches) - 2, detector.batches
+    ages = sorted(r.age_ms for r in results[2:])
+    assert ages[len(ages) // 2] < 3 * 200, ages

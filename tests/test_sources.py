@@ -39,6 +39,17 @@ def test_latest_policy_keeps_only_the_newest_frame():
     assert q.take(1) == []
 
 
+def test_latest_policy_can_keep_the_newest_few_frames_for_parallel_lanes():
+    q = FrameQueue("latest")
+    q.set_policy("latest", keep=2)
+    for i in range(5):
+        assert q.put(i)
+    assert q.take(10) == [3, 4]
+    assert q.dropped == 3
+    q.set_policy("every", capacity=3)
+    assert q.keep == 2 and q.capacity == 3  # 'every' ignores keep
+
+
 def test_every_policy_blocks_when_full_and_stops_on_request():
     q = FrameQueue("every", capacity=2)
     assert q.put(1) and q.put(2)

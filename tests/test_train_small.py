@@ -41,6 +41,40 @@ def test_train_vae_compact_and_fine_tune(data, tmp_path):
     assert load_vae(tuned).config["block_out_channels"] == [8, 8, 8, 8]
 
 
+def test_train_vae_mixes_in_general_images(data, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from engine.vae import load_vae
+    from training import train_vae
+
+    photos = tmp_path / "photos" / "nested"
+    photos.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 90, 3), dtype=np.uint8)).save(photos / "small.png")
+    Image.fromarray(rng.integers(0, 255, (120, 100), dtype=np.uint8)).save(photos / "gray.jpg")
+    (photos / "broken.png").write_bytes(b"\x89PNG not really")
+    files = train_vae.extra_image_files([str(tmp_path / "photos"), "skimage"])
+    assert files[:3] == sorted(photos.iterdir())
+    assert any(f.name == "astronaut.png" for f in files) and all(f.suffix in (".png", ".jpg") for f in files)
+    images = train_vae.load_extra_images(files[:3], min_side=64)
+    assert len(images) == 2  # the broken file is reported and skipped
+    assert all(x.shape[0] == 3 and min(x.shape[1:]) >= 64 and -1 <= x.min() and x.max() <= 1 for x in images)
+    crops = train_vae._random_extra_crops(images, 5, 32, torch.Generator().manual_seed(0))
+    assert crops.shape == (5, 3, 32, 32)
+    out = tmp_path / "vae"
+    assert train_vae.main(["--data-dir", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "4",
+                           "--crop", "32", "--image-size", "72", "--center-size", "64", "--extra-images",
+                           str(tmp_path / "photos"), "--events", str(tmp_path / "ev.jsonl")]) == 0
+    assert _events(tmp_path / "ev.jsonl")[0]["extra_images"] == 2
+    assert load_vae(out).downsample_factor == 8
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        train_vae.main(["--data-dir", str(data), "--out", str(out), "--extra-images", str(tmp_path / "nope")])
+    with pytest.raises(ValueError, match="extra-fraction"):
+        train_vae.main(["--data-dir", str(data), "--out", str(out), "--extra-images", "skimage",
+                        "--extra-fraction", "1"])
+
+
 def test_train_classifier(data, tmp_path):
     from engine.classifier import load_classifier
     from engine.imageio import read_image

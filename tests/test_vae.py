@@ -272,9 +272,48 @@ def test_legacy_attention_key_names_are_converted(tiny_vae, image, tmp_path):
 def test_compact_config_size_and_latent_shape():
     torch.manual_seed(0)
     vae = create_vae(compact_vae_config())
-    assert 500_000 <= vae.num_parameters <= 2_000_000
-    assert vae.downsample_factor == 8
+    assert 1_000_000 <= vae.num_parameters <= 4_000_000
+    assert vae.patch_size == 4 and vae.downsample_factor == 8
     with torch.no_grad():
         z = vae.encode(torch.zeros(1, 3, 256, 256))
         assert z.shape == (1, 4, 32, 32)
         assert vae.decode(z).shape == (1, 3, 256, 256)
+
+
+PATCH_CONFIG = {**TINY_CONFIG, "deco_patch_size": 2, "in_channels": 12, "out_channels": 12,
+                "down_block_types": ["DownEncoderBlock2D"] * 3, "up_block_types": ["UpDecoderBlock2D"] * 3,
+                "block_out_channels": [8, 8, 8]}
+
+
+def test_patch_vae_folds_pixels_around_the_autoencoder(image, tmp_path):
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    vae = create_vae(PATCH_CONFIG)
+    assert vae.patch_size == 2 and vae.downsample_factor == 8 and vae.config["deco_patch_size"] == 2
+    with torch.no_grad():
+        z = vae.encode(image)
+        assert z.shape == (1, 4, 8, 8)
+        ref = vae.model.encode(F.pixel_unshuffle(image, 2)).latent_dist.mean * LATENT_SCALE
+        torch.testing.assert_close(z, ref, rtol=1e-5, atol=1e-6)
+        y = vae.decode(z)
+        assert y.shape == (1, 3, 64, 64)
+        torch.testing.assert_close(y, F.pixel_shuffle(vae.model.decode(z / LATENT_SCALE).sample, 2),
+                                   rtol=1e-5, atol=1e-6)
+        assert vae.encode_sample(image, torch.Generator().manual_seed(0)).shape == (1, 4, 8, 8)
+    folder = save_vae(vae, tmp_path / "patch_vae")
+    assert json.loads((folder / "config.json").read_text())["deco_patch_size"] == 2
+    loaded = load_vae(folder)
+    assert loaded.patch_size == 2
+    _same_outputs(vae, loaded, image)
+
+
+def test_patch_size_that_does_not_fit_the_channels_names_the_file(tiny_vae, tmp_path):
+    folder = save_vae(tiny_vae, tmp_path / "v")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "deco_patch_size": 2}))
+    with pytest.raises(ValueError, match=r"config\.json.*patch size 2 needs an AutoencoderKL with 12"):
+        load_vae(folder)
+    (folder / "config.json").write_text(json.dumps({**config, "deco_patch_size": "4"}))
+    with pytest.raises(ValueError, match="deco_patch_size must be a positive integer"):
+        load_vae(folder)

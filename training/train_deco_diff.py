@@ -136,7 +136,7 @@ def encode_latent_cache(dataset, vae: VAE, device, augmentation: bool, batch_siz
             for start in range(0, len(dataset), batch_size):
                 images = torch.stack([dataset.load(i, shift=variant[0], rotate=variant[1])["image"]
                                       for i in range(start, min(len(dataset), start + batch_size))])
-                dist = vae.model.encode(images.to(device)).latent_dist
+                dist = vae.posterior(images.to(device))
                 vm.append((dist.mean * LATENT_SCALE).cpu())
                 vs.append((dist.std * LATENT_SCALE).cpu())
                 bar.update(images.shape[0])

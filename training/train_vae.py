@@ -3,12 +3,19 @@
     python -m training.train_vae --dataset mvtec --data-dir DATA --out models/vae --epochs 60
     torchrun --nproc_per_node=2 -m training.train_vae ...
 
-The compact VAE is a diffusers AutoencoderKL with 4 latent channels and 8x downsampling
-(256 px -> 32x32 latents, ~1 M parameters, `engine.vae.compact_vae_config`). It is the fallback
+The compact VAE is a diffusers AutoencoderKL behind a 4x4 pixel-patch fold, 4 latent channels
+and 8x downsampling in all (256 px -> 32x32 latents, ~2.7 M parameters,
+`engine.vae.compact_vae_config`). It is the fallback
 whenever no Stable-Diffusion VAE is on disk. Loss: L1 + MSE on the pixels, an L1 on image
 gradients (keeps edges sharp), and a small KL term that keeps the posterior well scaled for
 the 0.18215 latent factor. Training uses random square crops (the model is fully
 convolutional) with flips; the reported PSNR is on whole held-out crops.
+
+The VAE is a codec, not a model of normality: it must reproduce whatever the camera shows,
+defects included, or the detector cannot see them (a VAE trained on good parts only learns to
+paint scratches away). `--extra-images skimage DIR...` mixes a general image corpus into every
+batch (scikit-image's bundled photos and textures, or any folders), at random scales and 90
+degree turns, the way Stable-Diffusion's VAE learnt from general photographs.
 """
 
 from __future__ import annotations
@@ -25,14 +32,16 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from engine.imageio import ImageReadError, read_image
 from engine.preprocess import PreprocessConfig
 from engine.vae import LATENT_SCALE, VAE, compact_vae_config, create_vae, load_vae, save_vae
 
 from .common import (EventLog, cleanup_distributed, load_training_checkpoint, make_lr_scheduler,
                      save_training_checkpoint, seed_for, setup_distributed)
-from .datasets import build_dataset
+from .datasets import IMAGE_EXTENSIONS, build_dataset
 
-__all__ = ["build_arg_parser", "main", "psnr", "VAEObjective", "evaluate_psnr"]
+__all__ = ["build_arg_parser", "main", "psnr", "VAEObjective", "evaluate_psnr", "extra_image_files",
+           "load_extra_images"]
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -53,6 +62,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-epochs", type=int, default=2)
     p.add_argument("--kl-weight", type=float, default=1e-6)
     p.add_argument("--grad-weight", type=float, default=0.5)
+    p.add_argument("--extra-images", nargs="*", default=[], metavar="SOURCE",
+                   help="general images mixed into training: folders (searched recursively) or 'skimage' "
+                        "(scikit-image's bundled photos and textures); never used for the held-out PSNR")
+    p.add_argument("--extra-fraction", type=float, default=0.5, help="share of each batch from --extra-images")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of the images for PSNR")
     p.add_argument("--global-seed", type=int, default=1000)
     p.add_argument("--resume", default="", help="checkpoint to continue from, or 'auto'")
@@ -77,16 +90,16 @@ def _grad_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class VAEObjective(torch.nn.Module):
     """The AutoencoderKL plus its training loss in one forward, so DDP can wrap it."""
 
-    def __init__(self, model, kl_weight: float, grad_weight: float):
+    def __init__(self, vae: VAE, kl_weight: float, grad_weight: float):
         super().__init__()
-        self.model = model
+        self.vae = vae
         self.kl_weight = kl_weight
         self.grad_weight = grad_weight
 
     def forward(self, images: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """images [B,3,H,W] in [-1,1], eps [B,4,H/8,W/8] standard normal -> scalar loss."""
-        posterior = self.model.encode(images).latent_dist
-        recon = self.model.decode(posterior.mean + posterior.std * eps).sample
+        posterior = self.vae.posterior(images)
+        recon = self.vae.decode_unscaled(posterior.mean + posterior.std * eps)
         rec = (recon - images).abs().mean() + F.mse_loss(recon, images)
         kl = posterior.kl().mean() / images[0].numel()
         return rec + self.grad_weight * _grad_l1(recon, images) + self.kl_weight * kl
@@ -110,6 +123,69 @@ def _random_crops(images: torch.Tensor, crop: int, gen: torch.Generator) -> torc
         if torch.rand(1, generator=gen) < 0.5:
             img = img.flip(-2)
         out.append(img)
+    return torch.stack(out)
+
+
+SKIMAGE_SOURCE = "skimage"
+
+
+def extra_image_files(sources: list[str]) -> list[Path]:
+    """Image files named by --extra-images: folders (recursive) or 'skimage' (the photos and
+    textures inside the installed scikit-image package; nothing is downloaded)."""
+    files: list[Path] = []
+    for source in sources:
+        if source == SKIMAGE_SOURCE:
+            import skimage
+
+            folder = Path(skimage.__file__).parent / "data"
+            files.extend(sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg")))
+            continue
+        folder = Path(source)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--extra-images: {folder} is not a folder (or use '{SKIMAGE_SOURCE}')")
+        found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not found:
+            raise FileNotFoundError(f"--extra-images: no images in {folder}")
+        files.extend(found)
+    return files
+
+
+def load_extra_images(files: list[Path], min_side: int, max_side: int = 1024) -> list[torch.Tensor]:
+    """Each readable file as a [3,H,W] tensor in [-1,1] with its shorter side >= `min_side`
+    (smaller images are scaled up) and its longer side <= `max_side`; unreadable files are
+    reported on stderr and skipped."""
+    out = []
+    for path in files:
+        try:
+            rgb = read_image(path, max_side=max_side)
+        except ImageReadError as e:
+            print(f"skipping {e}", file=sys.stderr)
+            continue
+        x = torch.from_numpy(rgb).permute(2, 0, 1).float() / 127.5 - 1
+        short = min(x.shape[1:])
+        if short < min_side:
+            size = [max(min_side, round(d * min_side / short)) for d in x.shape[1:]]
+            x = F.interpolate(x[None], size=size, mode="bicubic", align_corners=False)[0].clamp(-1, 1)
+        out.append(x)
+    return out
+
+
+def _random_extra_crops(images: list[torch.Tensor], n: int, crop: int, gen: torch.Generator) -> torch.Tensor:
+    """n random crops [n,3,crop,crop] from random images: a random square of side crop / scale
+    (scale in [1/2, 1]) resized to crop, with random flips and 90 degree turns."""
+    out = []
+    for _ in range(n):
+        img = images[int(torch.randint(0, len(images), (1,), generator=gen))]
+        side = min(min(img.shape[1:]), round(crop / (0.5 + 0.5 * float(torch.rand(1, generator=gen)))))
+        y = int(torch.randint(0, img.shape[1] - side + 1, (1,), generator=gen))
+        x = int(torch.randint(0, img.shape[2] - side + 1, (1,), generator=gen))
+        patch = img[:, y:y + side, x:x + side]
+        if side != crop:
+            patch = F.interpolate(patch[None], size=(crop, crop), mode="bilinear", align_corners=False,
+                                  antialias=True)[0]
+        if torch.rand(1, generator=gen) < 0.5:
+            patch = patch.flip(-1)
+        out.append(torch.rot90(patch, int(torch.randint(0, 4, (1,), generator=gen)), dims=(1, 2)))
     return torch.stack(out)
 
 
@@ -141,6 +217,8 @@ def _train(args, ctx) -> int:
 
     if args.crop % 8:
         raise ValueError(f"--crop must be a multiple of 8, got {args.crop}")
+    if not 0 <= args.extra_fraction < 1:
+        raise ValueError(f"--extra-fraction must be in [0, 1), got {args.extra_fraction}")
     if args.batch_size % ctx.world_size:
         raise ValueError(f"--batch-size {args.batch_size} is not divisible by {ctx.world_size} processes")
     per_rank = args.batch_size // ctx.world_size
@@ -153,11 +231,16 @@ def _train(args, ctx) -> int:
     order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(args.global_seed))
     n_val = max(1, int(round(images.shape[0] * args.val_fraction))) if images.shape[0] > 4 else 0
     val, train = images[order[:n_val]], images[order[n_val:]]
+    crop = args.crop or args.center_size
+    extra = load_extra_images(extra_image_files(args.extra_images), crop) if args.extra_images else []
+    if args.extra_images and not extra:
+        raise ValueError("--extra-images: none of the files could be read")
+    n_extra = round(per_rank * args.extra_fraction) if extra else 0
 
     vae = load_vae(args.init) if args.init else create_vae(compact_vae_config())
     vae = vae.to(ctx.device)
     vae.model.train()
-    objective = VAEObjective(vae.model, args.kl_weight, args.grad_weight)
+    objective = VAEObjective(vae, args.kl_weight, args.grad_weight)
     model = DDP(objective) if ctx.distributed else objective
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     scheduler = make_lr_scheduler(opt, args.warmup_epochs, args.epochs)
@@ -170,13 +253,14 @@ def _train(args, ctx) -> int:
         opt.load_state_dict(state["opt"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = int(state["epoch"])
-    events.emit("started", images=int(train.shape[0]), held_out=int(val.shape[0]), epochs=args.epochs,
+    events.emit("started", images=int(train.shape[0]), held_out=int(val.shape[0]), extra_images=len(extra),
+                epochs=args.epochs,
                 start_epoch=start_epoch, parameters=vae.num_parameters, world_size=ctx.world_size,
                 device=str(ctx.device))
     stop = {"requested": False}
     previous = {s: signal.signal(s, lambda *_: stop.__setitem__("requested", True))
                 for s in (signal.SIGTERM, signal.SIGINT)}
-    steps_per_epoch = max(1, math.ceil(train.shape[0] / args.batch_size))
+    steps_per_epoch = max(1, math.ceil(train.shape[0] / max(1, args.batch_size - n_extra * ctx.world_size)))
     try:
         for epoch in range(start_epoch, args.epochs):
             gen = torch.Generator().manual_seed(seed_for(args.global_seed, ctx, epoch))
@@ -187,10 +271,14 @@ def _train(args, ctx) -> int:
             model.train()
             for s in tqdm(range(steps_per_epoch), desc=f"vae epoch {epoch + 1}/{args.epochs}", leave=False,
                           disable=not ctx.is_main, file=sys.stderr):
-                idx = mine[s * per_rank:(s + 1) * per_rank]
+                n_good = per_rank - n_extra
+                idx = mine[s * n_good:(s + 1) * n_good]
                 if idx.numel() == 0:
-                    idx = mine[:per_rank]
-                x = _random_crops(train[idx], args.crop, gen).to(ctx.device)
+                    idx = mine[:n_good]
+                x = _random_crops(train[idx], args.crop, gen)
+                if n_extra:
+                    x = torch.cat([x, _random_extra_crops(extra, n_extra, crop, gen)])
+                x = x.to(ctx.device)
                 x = x.contiguous(memory_format=torch.channels_last) if vae.channels_last else x
                 eps = torch.randn((x.shape[0], vae.latent_channels, x.shape[2] // 8, x.shape[3] // 8),
                                   generator=gen).to(ctx.device)
