@@ -10,8 +10,9 @@ engine is busy.
 Each configuration runs `--runs` times, each in a fresh subprocess (its own Qt application,
 engine thread and results log in a temporary folder); the table gives the median of the runs.
 A configuration is a set of engine settings applied when the model is loaded (what the
-settings panel would change) plus the engine thread count (the app's default keeps one core
-free for the display: `inspector.worker.engine_threads`). Writes benchmarks/results/live.json
+settings panel would change) plus the engine thread count. The app's default: one single-threaded
+CPU lane per core (`inspector.worker.engine_lanes`; the live queue then keeps the newest frame for
+each lane), and one intra-op thread for work outside the lanes (`engine_threads`, all cores but one). Writes benchmarks/results/live.json
 and live.md.
 """
 
@@ -39,11 +40,13 @@ DEMO_MODEL = REPO / "resources" / "demo_model"
 # name -> (settings overrides for the loaded model, engine threads or None for the app's default)
 CONFIGS: dict[str, tuple[dict, int | None]] = {
     "default": ({}, None),
-    "2 threads": ({}, 2),
-    "bf16, 2 threads": ({"precision": "bf16"}, 2),
-    "2 steps, 2 threads": ({"reverse_steps": 2, "start_t": 2}, 2),
-    "1 step, 2 threads": ({"reverse_steps": 1, "start_t": 1}, 2),
-    "1 step, bf16, 2 threads": ({"reverse_steps": 1, "start_t": 1, "precision": "bf16"}, 2),
+    "one lane": ({"lanes": 1}, None),
+    "one lane, 2 threads": ({"lanes": 1}, 2),
+    "bf16": ({"precision": "bf16"}, None),
+    "5 steps": ({"reverse_steps": 5, "start_t": 5}, None),
+    "3 steps": ({"reverse_steps": 3, "start_t": 3}, None),
+    "2 steps": ({"reverse_steps": 2, "start_t": 2}, None),
+    "1 step": ({"reverse_steps": 1, "start_t": 1}, None),
 }
 
 
@@ -126,7 +129,8 @@ def run_single(cfg: dict) -> dict:
             "stages_ms_median": ({k: statistics.median(r.timings.get(k, 0.0) for r in measured)
                                   for k in measured[0].timings} if measured else {}),
             "errors": errors[:3], "dropped_frames": ctl.frames.dropped,
-            "engine_threads": engine_threads(),
+            "engine_threads": engine_threads(), "engine_lanes": (ctl.model_info or {}).get("lanes", 1),
+            "steps": (ctl.model_info or {}).get("reverse_steps"),
         }
         ctl.stop()
         window.close()
@@ -153,7 +157,7 @@ def summarize(name: str, runs: list[dict]) -> dict:
     out = {"config": name, "runs": len(runs), "failed": len(runs) - len(ok),
            "errors": sorted({r["error"] for r in runs if "error" in r})}
     for key in ("inspected_per_s", "displayed_per_s", "repaints_per_s", "camera_frames_per_s", "age_ms_median",
-                "age_ms_max", "engine_ms_median", "load_s", "engine_threads"):
+                "age_ms_max", "engine_ms_median", "load_s", "engine_threads", "engine_lanes", "steps"):
         out[key] = _median(ok, key)
     if ok:
         out["overrides"], out["threads"] = ok[0]["overrides"], ok[0]["threads"]
@@ -165,18 +169,21 @@ def markdown(summaries: list[dict], machine: str, args) -> str:
              f"({time.strftime('%Y-%m-%d %H:%M %Z')}): the demo model in the real engine worker, a fake "
              f"{args.camera_fps:g} fps {args.width}x{args.height} camera, offscreen Qt, {args.seconds:g} s per run, "
              f"median of {args.runs} runs.", "",
-             "| settings | engine threads | inspected frames/s | displayed frames/s | frame age ms (median / max) "
-             "| engine ms/frame | camera frames/s |",
-             "|---|---|---|---|---|---|---|"]
+             "| settings | DDIM steps | engine lanes x threads | inspected frames/s | displayed frames/s "
+             "| frame age ms (median / max) | engine ms/frame | camera frames/s |",
+             "|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         if s.get("inspected_per_s") is None:
-            lines.append(f"| {s['config']} | | error: {'; '.join(s['errors'])} | | | | |")
+            lines.append(f"| {s['config']} | | | error: {'; '.join(s['errors'])} | | | | |")
             continue
         age = "-" if s["age_ms_median"] is None else f"{s['age_ms_median']:.0f} / {s['age_ms_max']:.0f}"
         engine = "-" if s["engine_ms_median"] is None else f"{s['engine_ms_median']:.0f}"
-        threads = "-" if s["engine_threads"] is None else f"{s['engine_threads']:.0f}"
-        lines.append(f"| {s['config']} | {threads} | {s['inspected_per_s']:.2f} | {s['displayed_per_s']:.1f} | {age} | {engine} "
-                     f"| {s['camera_frames_per_s']:.1f} |")
+        lanes = s.get("engine_lanes") or 1
+        threads = f"{lanes:.0f} x 1" if lanes > 1 else ("-" if s["engine_threads"] is None else
+                                                        f"1 x {s['engine_threads']:.0f}")
+        steps = "-" if s.get("steps") is None else f"{s['steps']:.0f}"
+        lines.append(f"| {s['config']} | {steps} | {threads} | {s['inspected_per_s']:.2f} | {s['displayed_per_s']:.1f} "
+                     f"| {age} | {engine} | {s['camera_frames_per_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -266,6 +266,9 @@ class Detector:
         self.vae = vae.eval().to(self.device)
         self.class_names = list(class_names)
         self.preprocess = preprocess or PreprocessConfig()
+        if vae.latent_channels != unet.config.in_channels:
+            raise ValueError(f"the VAE has {vae.latent_channels} latent channels, "
+                             f"the UNet expects {unet.config.in_channels}")
         expected_latent = self.preprocess.center_size // 8
         if expected_latent != unet.config.latent_size:
             raise ValueError(f"crop size {self.preprocess.center_size} gives {expected_latent}px latents, "

@@ -211,7 +211,7 @@ def build_steps(plan: TrainingPlan, classes: int | None = None,
         step("vae", "training.train_vae", [*data, *category, *sizes, "--out", str(out), "--epochs",
                                            str(plan.vae_epochs), "--batch-size", str(plan.batch_size),
                                            "--crop", str(min(128, plan.center_size)), "--resume", "auto",
-                                           "--extra-images", "skimage", *device], out)
+                                           "--extra-images", "skimage", "--line-augment", "0.5", *device], out)
         vae = str(out)
     classifier = None
     wants_classifier = plan.train_classifier and plan.dataset != "folder" and plan.category == "all"

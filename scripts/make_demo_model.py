@@ -4,8 +4,9 @@
 
 Stages (each one the public entry point a user would run; pass --nproc 2 to use torchrun):
  1. training.train_vae         the compact VAE on the demo train images plus scikit-image's
-                               bundled photos and textures (a codec must reproduce defects too;
-                               --vae-init DIR fine-tunes an earlier VAE instead of starting anew)
+                               bundled photos and textures, thin random curves drawn on half of
+                               the crops (a codec must reproduce defects too; --vae-init DIR
+                               fine-tunes an earlier VAE instead of starting anew)
  2. training.train_classifier  the category classifier
  3. training.train_deco_diff   a gated UNet_T on cached latents of the train images: first on
                                random 16x16 latent windows, then on whole 32x32 latents
@@ -73,6 +74,7 @@ def main() -> int:
     p.add_argument("--vae-epochs", type=int, default=80)
     p.add_argument("--vae-extra-images", nargs="*", default=["skimage"],
                    help="general images mixed into VAE training (training.train_vae --extra-images)")
+    p.add_argument("--vae-line-augment", type=float, default=0.5, help="training.train_vae --line-augment")
     p.add_argument("--vae-init", type=Path, default=None, help="fine-tune this VAE folder instead of a new one")
     p.add_argument("--classifier-epochs", type=int, default=30)
     p.add_argument("--unet-epochs", type=int, default=180, help="epochs on 16x16 latent windows")
@@ -93,6 +95,7 @@ def main() -> int:
             "--data-dir", str(args.data), "--out", str(work / "vae"), "--epochs", str(args.vae_epochs),
             "--batch-size", "16", "--crop", "128", "--events", str(work / "vae_events.jsonl")]
             + (["--extra-images", *args.vae_extra_images] if args.vae_extra_images else [])
+            + ["--line-augment", str(args.vae_line_augment)]
             + (["--init", str(args.vae_init)] if args.vae_init else []), log)
     if not args.skip_classifier:
         run(module_cmd("training.train_classifier", args.nproc) + [

@@ -57,6 +57,18 @@ def test_batching_does_not_change_results():
         np.testing.assert_allclose(x.crop_map, y.crop_map, atol=1e-5)
 
 
+def test_a_vae_with_other_latent_channels_than_the_unet_is_refused():
+    unet = GatedUNet(UNetConfig(model_channels=32, num_head_channels=16, context_dim=16, ncls=1, latent_size=8))
+    vae = create_vae({**TINY_VAE, "latent_channels": 8})
+    with pytest.raises(ValueError, match="VAE has 8 latent channels, the UNet expects 4"):
+        Detector(unet, vae, ["part"], PRE, device="cpu")
+    wide = GatedUNet(UNetConfig(model_channels=32, num_head_channels=16, context_dim=16, ncls=1, latent_size=8,
+                                in_channels=8, out_channels=8))
+    det = Detector(wide, vae, ["part"], PRE, device="cpu")
+    (r,) = det.predict(frames(1))
+    assert r.crop_map.shape == (64, 64)
+
+
 def test_cpu_lanes_give_the_same_results_as_one_thread():
     fs = frames(5)
     one = make_detector(batch_size=5, lanes=1)

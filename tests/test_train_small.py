@@ -26,7 +26,7 @@ def test_train_vae_compact_and_fine_tune(data, tmp_path):
                            "--crop", "32", "--image-size", "72", "--center-size", "64",
                            "--events", str(tmp_path / "ev.jsonl")]) == 0
     vae = load_vae(out)
-    assert vae.latent_channels == 4 and vae.downsample_factor == 8
+    assert vae.latent_channels == 8 and vae.downsample_factor == 8
     events = _events(tmp_path / "ev.jsonl")
     epochs = [e for e in events if e["event"] == "epoch"]
     assert len(epochs) == 2 and all(e["psnr"] > 0 for e in epochs)
@@ -63,13 +63,23 @@ def test_train_vae_mixes_in_general_images(data, tmp_path):
     crops = train_vae._random_extra_crops(images, 5, 32, torch.Generator().manual_seed(0))
     assert crops.shape == (5, 3, 32, 32)
     out = tmp_path / "vae"
+    gen = torch.Generator().manual_seed(0)
+    flat = torch.zeros(3, 32, 32)
+    drawn = [train_vae.draw_random_lines(flat, gen) for _ in range(20)]
+    changed = [(d != flat).any(0).float().mean().item() for d in drawn]
+    assert all(0 < c < 0.5 for c in changed), changed  # thin curves, never a flood
+    assert all(d.shape == flat.shape and -1 <= d.min() and d.max() <= 1 for d in drawn)
+    assert torch.equal(flat, torch.zeros(3, 32, 32))  # the input crop is left alone
     assert train_vae.main(["--data-dir", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "4",
                            "--crop", "32", "--image-size", "72", "--center-size", "64", "--extra-images",
-                           str(tmp_path / "photos"), "--events", str(tmp_path / "ev.jsonl")]) == 0
+                           str(tmp_path / "photos"), "--line-augment", "0.5",
+                           "--events", str(tmp_path / "ev.jsonl")]) == 0
     assert _events(tmp_path / "ev.jsonl")[0]["extra_images"] == 2
     assert load_vae(out).downsample_factor == 8
     with pytest.raises(FileNotFoundError, match="not a folder"):
         train_vae.main(["--data-dir", str(data), "--out", str(out), "--extra-images", str(tmp_path / "nope")])
+    with pytest.raises(ValueError, match="line-augment"):
+        train_vae.main(["--data-dir", str(data), "--out", str(out), "--line-augment", "2"])
     with pytest.raises(ValueError, match="extra-fraction"):
         train_vae.main(["--data-dir", str(data), "--out", str(out), "--extra-images", "skimage",
                         "--extra-fraction", "1"])

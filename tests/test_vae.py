@@ -273,10 +273,10 @@ def test_compact_config_size_and_latent_shape():
     torch.manual_seed(0)
     vae = create_vae(compact_vae_config())
     assert 1_000_000 <= vae.num_parameters <= 4_000_000
-    assert vae.patch_size == 4 and vae.downsample_factor == 8
+    assert vae.patch_size == 4 and vae.downsample_factor == 8 and vae.latent_channels == 8
     with torch.no_grad():
         z = vae.encode(torch.zeros(1, 3, 256, 256))
-        assert z.shape == (1, 4, 32, 32)
+        assert z.shape == (1, 8, 32, 32)
         assert vae.decode(z).shape == (1, 3, 256, 256)
 
 

@@ -217,7 +217,8 @@ def _train(args, ctx) -> int:
     vae = vae.to(ctx.device).eval()
     vae.requires_grad_(False)
     unet = create_unet(args.model_size, ncls=len(class_names), latent_size=args.center_size // 8,
-                       use_gating=args.use_gating).to(ctx.device)
+                       use_gating=args.use_gating, in_channels=vae.latent_channels,
+                       out_channels=vae.latent_channels).to(ctx.device)
     model = wrap_ddp(unet, ctx)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     total_sched_epochs = int(args.epochs * 1.5)

@@ -165,7 +165,9 @@ def _train(args, ctx) -> int:
         sample_size = args.center_size // vae.downsample_factor
     else:
         sample_size = args.center_size
-    unet = create_diad(args.model_size, ncls=len(class_names), sample_size=sample_size, space=args.space).to(ctx.device)
+    channels = {"in_channels": vae.latent_channels, "out_channels": vae.latent_channels} if vae is not None else {}
+    unet = create_diad(args.model_size, ncls=len(class_names), sample_size=sample_size, space=args.space,
+                       **channels).to(ctx.device)
     factor = 2 ** (len(unet.config.channel_mult) - 1)
     if args.latent_crop and (args.latent_crop % factor or args.latent_crop < 2 * factor):
         raise ValueError(f"--latent-crop must be a multiple of {factor} and at least {2 * factor}, "

@@ -15,7 +15,10 @@ The VAE is a codec, not a model of normality: it must reproduce whatever the cam
 defects included, or the detector cannot see them (a VAE trained on good parts only learns to
 paint scratches away). `--extra-images skimage DIR...` mixes a general image corpus into every
 batch (scikit-image's bundled photos and textures, or any folders), at random scales and 90
-degree turns, the way Stable-Diffusion's VAE learnt from general photographs.
+degree turns, the way Stable-Diffusion's VAE learnt from general photographs. `--line-augment P`
+draws 1-3 random thin curves (1-3 px, any colour, antialiased) on a share P of the training
+crops: fine lines (hairlines, wires, text strokes, scratches) are too rare in a small corpus for a
+small codec to learn to keep them, and a codec that drops them hides them from the detector.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from .common import (EventLog, cleanup_distributed, load_training_checkpoint, ma
 from .datasets import IMAGE_EXTENSIONS, build_dataset
 
 __all__ = ["build_arg_parser", "main", "psnr", "VAEObjective", "evaluate_psnr", "extra_image_files",
-           "load_extra_images"]
+           "load_extra_images", "draw_random_lines"]
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -66,6 +69,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="general images mixed into training: folders (searched recursively) or 'skimage' "
                         "(scikit-image's bundled photos and textures); never used for the held-out PSNR")
     p.add_argument("--extra-fraction", type=float, default=0.5, help="share of each batch from --extra-images")
+    p.add_argument("--line-augment", type=float, default=0.0,
+                   help="share of training crops with random thin curves drawn on them (see above)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of the images for PSNR")
     p.add_argument("--global-seed", type=int, default=1000)
     p.add_argument("--resume", default="", help="checkpoint to continue from, or 'auto'")
@@ -189,6 +194,26 @@ def _random_extra_crops(images: list[torch.Tensor], n: int, crop: int, gen: torc
     return torch.stack(out)
 
 
+def draw_random_lines(patch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A copy of one crop [3,H,W] in [-1,1] with 1-3 random antialiased quadratic curves drawn on
+    it, each 1-3 px wide in a random colour."""
+    import cv2
+
+    before = np.ascontiguousarray(((patch.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8))
+    img = before.copy()
+    h, w = img.shape[:2]
+    u = lambda: float(torch.rand(1, generator=gen))  # noqa: E731
+    for _ in range(int(torch.randint(1, 4, (1,), generator=gen))):
+        p0, p1, p2 = (np.array([u() * w, u() * h]) for _ in range(3))
+        s = np.linspace(0, 1, 40)[:, None]
+        curve = ((1 - s) ** 2 * p0 + 2 * s * (1 - s) * p1 + s ** 2 * p2)
+        colour = tuple(int(c) for c in torch.randint(0, 256, (3,), generator=gen))
+        width = int(torch.randint(1, 4, (1,), generator=gen))
+        cv2.polylines(img, [np.round(curve * 16).astype(np.int32)], False, colour, width, cv2.LINE_AA, shift=4)
+    touched = torch.from_numpy((img != before).any(axis=2))
+    return torch.where(touched, torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1, patch)
+
+
 @torch.no_grad()
 def evaluate_psnr(vae: VAE, images: torch.Tensor, device, batch_size: int = 8) -> float:
     """Mean PSNR (dB) of decode(encode(x)) over whole images [N,3,S,S]."""
@@ -219,6 +244,8 @@ def _train(args, ctx) -> int:
         raise ValueError(f"--crop must be a multiple of 8, got {args.crop}")
     if not 0 <= args.extra_fraction < 1:
         raise ValueError(f"--extra-fraction must be in [0, 1), got {args.extra_fraction}")
+    if not 0 <= args.line_augment <= 1:
+        raise ValueError(f"--line-augment must be in [0, 1], got {args.line_augment}")
     if args.batch_size % ctx.world_size:
         raise ValueError(f"--batch-size {args.batch_size} is not divisible by {ctx.world_size} processes")
     per_rank = args.batch_size // ctx.world_size
@@ -278,9 +305,13 @@ def _train(args, ctx) -> int:
                 x = _random_crops(train[idx], args.crop, gen)
                 if n_extra:
                     x = torch.cat([x, _random_extra_crops(extra, n_extra, crop, gen)])
+                if args.line_augment > 0:
+                    x = torch.stack([draw_random_lines(c, gen) if float(torch.rand(1, generator=gen)) < args.line_augment
+                                     else c for c in x])
                 x = x.to(ctx.device)
                 x = x.contiguous(memory_format=torch.channels_last) if vae.channels_last else x
-                eps = torch.randn((x.shape[0], vae.latent_channels, x.shape[2] // 8, x.shape[3] // 8),
+                eps = torch.randn((x.shape[0], vae.latent_channels, x.shape[2] // vae.downsample_factor,
+                                   x.shape[3] // vae.downsample_factor),
                                   generator=gen).to(ctx.device)
                 loss = model(x, eps)
                 opt.zero_grad(set_to_none=True)
