@@ -102,12 +102,12 @@ def _detector(size: str, device: str, batch: int, vae_spec: str | None, precisio
 
     torch.manual_seed(0)
     names = [f"class_{i}" for i in range(15)]
-    unet = create_unet(size, ncls=15)
+    vae = create_vae(compact_vae_config()) if vae_spec in (None, "random") else load_vae(vae_spec)
+    unet = create_unet(size, ncls=15, in_channels=vae.latent_channels, out_channels=vae.latent_channels)
     with torch.no_grad():  # non-trivial weights everywhere (a fresh model outputs exactly zero)
         for p in unet.parameters():
             if p.ndim > 1 and p.abs().max() == 0:
                 p.normal_(0, 0.02)
-    vae = create_vae(compact_vae_config()) if vae_spec in (None, "random") else load_vae(vae_spec)
     classifier = CategoryClassifier(ClassifierConfig(arch="compact", class_names=names, image_size=128))
     settings = DetectorSettings(batch_size=batch, precision=precision, **VARIANTS[variant])
     return Detector(unet, vae, names, PreprocessConfig(), classifier=classifier, settings=settings, device=device)

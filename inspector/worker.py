@@ -61,9 +61,10 @@ def engine_lanes() -> int:
 
 
 def _use_engine_lanes(detector) -> None:
-    """Give a CPU detector whose `lanes` setting is automatic (0) `engine_lanes()` lanes."""
+    """Give a detector whose `lanes` setting is automatic (0) and that prefers lanes (a small UNet on
+    a CPU) `engine_lanes()` lanes: the worker thread itself runs one intra-op thread."""
     settings = getattr(detector, "settings", None)
-    if getattr(settings, "lanes", None) == 0 and getattr(getattr(detector, "device", None), "type", "") == "cpu":
+    if getattr(settings, "lanes", None) == 0 and getattr(detector, "prefers_lanes", False):
         detector.with_settings(lanes=engine_lanes())
 
 

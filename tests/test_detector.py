@@ -87,9 +87,12 @@ def test_cpu_lanes_give_the_same_results_as_one_thread():
     maps, recons = lanes.score_latents(torch.zeros(4, 3, 64, 64), torch.tensor([0, 1, 2, 0]))
     assert maps.geometric.shape == (4, 64, 64) and maps.gate_fused.shape == (4, 64, 64)
     assert recons.shape == (4, 3, 64, 64)
-    auto = make_detector(batch_size=4)
-    threads = torch.get_num_threads()
-    assert auto.lane_count(4) == min(4, threads)
+    auto = make_detector(batch_size=4)  # 32 base channels: automatic lanes
+    assert auto.prefers_lanes and auto.lane_count(4) == min(4, torch.get_num_threads())
+    wide = Detector(GatedUNet(UNetConfig(model_channels=64, num_head_channels=16, context_dim=16, ncls=1,
+                                         latent_size=8)), create_vae(TINY_VAE), ["part"], PRE, device="cpu")
+    assert not wide.prefers_lanes and wide.lane_count(4) == 1
+    assert wide.with_settings(lanes=2).lane_count(4) == 2
     assert make_detector(batch_size=4, compile=False, lanes=2).with_settings(lanes=1).lane_count(4) == 1
     with pytest.raises(ValueError, match="lanes"):
         DetectorSettings(lanes=-1)
