@@ -398,15 +398,19 @@ class Detector:
         return autocast_for(self.device, self.settings.precision)
 
     @property
+    def _can_split(self) -> bool:
+        """Lanes are possible: on a CPU, without compile."""
+        return self.device.type == "cpu" and not self.settings.compile
+
+    @property
     def prefers_lanes(self) -> bool:
-        """True when automatic lanes split batches: a CPU, no compile, a UNet of up to
+        """True when automatic lanes split batches: lanes are possible and the UNet has at most
         LANE_MAX_CHANNELS base channels."""
-        return (self.device.type == "cpu" and not self.settings.compile
-                and self.unet.config.model_channels <= LANE_MAX_CHANNELS)
+        return self._can_split and self.unet.config.model_channels <= LANE_MAX_CHANNELS
 
     def lane_count(self, batch: int) -> int:
         """Lanes a batch of `batch` frames is split over (1 on CUDA, with compile, or for one frame)."""
-        if self.device.type != "cpu" or self.settings.compile or batch < 2:
+        if batch < 2 or not self._can_split:
             return 1
         lanes = self.settings.lanes or (torch.get_num_threads() if self.prefers_lanes else 1)
         return max(1, min(lanes, batch))

@@ -145,7 +145,7 @@ class VAE(nn.Module):
         return self.model.encode(x).latent_dist
 
     def decode_unscaled(self, latents: torch.Tensor, what: str = "decode_unscaled") -> torch.Tensor:
-        """`[B,4,h,w]` unscaled latents (the posterior's own units) -> `[B,3,8h,8w]` images."""
+        """`[B,C,h,w]` unscaled latents (the posterior's own units) -> `[B,3,8h,8w]` images."""
         z = self._prepare(latents, self.latent_channels, what)
         images = self.model.decode(z).sample
         if self.patch_size != 1:
@@ -153,15 +153,15 @@ class VAE(nn.Module):
         return images.contiguous()
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """`[B,3,H,W]` in [-1,1] -> posterior mean * 0.18215, `[B,4,H/8,W/8]` (evaluation/inference)."""
+        """`[B,3,H,W]` in [-1,1] -> posterior mean * 0.18215, `[B,C,H/8,W/8]` (evaluation/inference)."""
         return (self.posterior(images, "encode").mean * LATENT_SCALE).contiguous()
 
     def encode_sample(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """`[B,3,H,W]` in [-1,1] -> posterior sample * 0.18215, `[B,4,H/8,W/8]` (training)."""
+        """`[B,3,H,W]` in [-1,1] -> posterior sample * 0.18215, `[B,C,H/8,W/8]` (training)."""
         return (self.posterior(images, "encode_sample").sample(generator) * LATENT_SCALE).contiguous()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """`[B,4,h,w]` scaled latents -> `[B,3,8h,8w]` images in about [-1,1] (not clamped)."""
+        """`[B,C,h,w]` scaled latents -> `[B,3,8h,8w]` images in about [-1,1] (not clamped)."""
         return self.decode_unscaled(latents / LATENT_SCALE, "decode")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

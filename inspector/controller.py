@@ -400,8 +400,7 @@ class InspectorController(QObject):
     def _on_model_loaded(self, info: dict) -> None:
         self.model_loading = False
         previous = self.model_path
-        self.model_info = info
-        self.frames.keep = max(1, int(info.get("lanes", 1)))
+        self._adopt_model_info(info)
         self.model_path = info["path"]
         self.window.device_status.setText(f"device {info.get('device', '?')}")
         self._show_model_info(info)
@@ -451,9 +450,13 @@ class InspectorController(QObject):
             review = round(0.8 * fail, 4)
         self.set_thresholds(fail, review, mark_modified=False)
 
-    def _on_settings_applied(self, info: dict) -> None:
+    def _adopt_model_info(self, info: dict) -> None:
+        """Keep the worker's model description; a live queue holds one newest frame per engine lane."""
         self.model_info = info
         self.frames.keep = max(1, int(info.get("lanes", 1)))
+
+    def _on_settings_applied(self, info: dict) -> None:
+        self._adopt_model_info(info)
         self._show_model_info(info)
 
     def set_model_settings(self, **changes) -> None:
@@ -618,8 +621,7 @@ class InspectorController(QObject):
     def _new_reader(self, spec: SourceSpec, autostart: bool) -> None:
         source = open_source(spec, capture_factory=self.capture_factory, **self.live_source_options)
         batch = int((self.model_info or {}).get("batch_size", 8))
-        lanes = int((self.model_info or {}).get("lanes", 1))
-        self.frames.set_policy("latest" if spec.live else "every", capacity=2 * batch, keep=lanes)
+        self.frames.set_policy("latest" if spec.live else "every", capacity=2 * batch)
         reader = SourceReader(source, self.frames, self)
         reader.frame_read.connect(self._on_frame_read)
         reader.status.connect(lambda text, level, r=reader: self._on_source_status(r, text, level))

@@ -3,7 +3,7 @@
     python -m training.train_vae --dataset mvtec --data-dir DATA --out models/vae --epochs 60
     torchrun --nproc_per_node=2 -m training.train_vae ...
 
-The compact VAE is a diffusers AutoencoderKL behind a 4x4 pixel-patch fold, 4 latent channels
+The compact VAE is a diffusers AutoencoderKL behind a 4x4 pixel-patch fold, 8 latent channels
 and 8x downsampling in all (256 px -> 32x32 latents, ~2.7 M parameters,
 `engine.vae.compact_vae_config`). It is the fallback
 whenever no Stable-Diffusion VAE is on disk. Loss: L1 + MSE on the pixels, an L1 on image
@@ -35,13 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from engine.imageio import ImageReadError, read_image
+from engine.imageio import ImageReadError, list_images, read_image
 from engine.preprocess import PreprocessConfig
 from engine.vae import LATENT_SCALE, VAE, compact_vae_config, create_vae, load_vae, save_vae
 
 from .common import (EventLog, cleanup_distributed, load_training_checkpoint, make_lr_scheduler,
                      save_training_checkpoint, seed_for, setup_distributed)
-from .datasets import IMAGE_EXTENSIONS, build_dataset
+from .datasets import build_dataset
 
 __all__ = ["build_arg_parser", "main", "psnr", "VAEObjective", "evaluate_psnr", "extra_image_files",
            "load_extra_images", "draw_random_lines"]
@@ -148,7 +148,7 @@ def extra_image_files(sources: list[str]) -> list[Path]:
         folder = Path(source)
         if not folder.is_dir():
             raise FileNotFoundError(f"--extra-images: {folder} is not a folder (or use '{SKIMAGE_SOURCE}')")
-        found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        found = list_images(folder, recursive=True)
         if not found:
             raise FileNotFoundError(f"--extra-images: no images in {folder}")
         files.extend(found)
