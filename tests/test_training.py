@@ -162,3 +162,42 @@ def test_torchrun_train_kill_resume_evaluate_export(workspace):
     r = det.predict([img], category="wood")[0]
     assert r.anomaly_map.shape == (80, 80) and np.isfinite(r.score)
     shutil.rmtree(straight)
+
+
+def _single_process_args(ws: Path, exp: Path, extra=()):
+    return ["--dataset", "mvtec", "--data-dir", str(ws / "data"), "--model-size", "UNet_T", "--image-size", "72",
+            "--center-size", "64", "--epochs", "1", "--warmup-epochs", "0", "--global-batch-size", "4",
+            "--ckpt-every", "1", "--log-every", "1", "--vae", str(ws / "vae"), "--experiment-dir", str(exp),
+            "--device", "cpu", *extra]
+
+
+def test_init_starts_from_another_models_weights(workspace, monkeypatch):
+    from safetensors.torch import load_file
+
+    from engine.checkpoint import CheckpointError
+    from training import train_deco_diff
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    ws = workspace
+    assert train_deco_diff.main(_single_process_args(ws, ws / "first")) == 0
+    first = load_file(ws / "first" / "model" / "unet.safetensors")
+    # learning rate 0: the exported weights are exactly the ones --init loaded
+    assert train_deco_diff.main(_single_process_args(
+        ws, ws / "second", ("--init", str(ws / "first" / "model"), "--lr", "0"))) == 0
+    second = load_file(ws / "second" / "model" / "unet.safetensors")
+    assert first.keys() == second.keys()
+    for k in first:
+        torch.testing.assert_close(second[k], first[k], atol=0, rtol=0, msg=k)
+
+    # a model of other classes is refused with the file named
+    other = ws / "other_classes"
+    shutil.copytree(ws / "first" / "model", other)
+    meta = json.loads((other / "model.json").read_text())
+    meta["class_names"] = ["carpet", "grid"]
+    (other / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="other_classes.*carpet"):
+        train_deco_diff.main(_single_process_args(ws, ws / "third", ("--init", str(other))))
+    # and so is another size
+    with pytest.raises(CheckpointError, match="first.*UNet_T.*UNet_XS|first.*UNet_XS.*UNet_T"):
+        train_deco_diff.main(_single_process_args(ws, ws / "fourth", ("--init", str(ws / "first" / "model")))
+                             [:-2] + ["--model-size", "UNet_XS", "--init", str(ws / "first" / "model")])

@@ -79,6 +79,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="default: results/DeCo-Diff_{dataset}_{category}_{size}_{center}")
     p.add_argument("--experiment-dir", type=Path, default=None, help="exact output folder (no numbering)")
     p.add_argument("--resume", default="", help="a checkpoint to continue from, or 'auto' (last.pt of the experiment dir)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this UNet's weights (our model folder or a reference .pt; same size, classes "
+                        "and latent channels) with a new optimizer and schedule: longer training or new data")
     p.add_argument("--ckpt-every", type=int, default=10, help="epochs between checkpoints")
     p.add_argument("--log-every", type=int, default=20, help="steps between step events")
     p.add_argument("--num-workers", type=int, default=0)
@@ -159,6 +162,26 @@ def _collate_indices(batch):
     return torch.tensor(batch, dtype=torch.long)
 
 
+def init_unet_weights(unet, source: Path, size: str, class_names: list[str]) -> None:
+    """Copy the weights of the UNet at `source` (model folder or reference .pt) into `unet`.
+    Size, class count, latent channels and (for our folders) class names must match."""
+    from engine.checkpoint import CheckpointError, MODEL_JSON, load_unet, read_model_json
+
+    loaded = load_unet(source, size=size, ncls=len(class_names))
+    if loaded.config.in_channels != unet.config.in_channels:
+        raise CheckpointError(source, f"its UNet takes {loaded.config.in_channels} latent channels, "
+                                      f"this VAE gives {unet.config.in_channels}")
+    folder = source if source.is_dir() else source.parent
+    if (folder / MODEL_JSON).is_file():
+        names = read_model_json(folder).get("class_names")
+        if names and list(names) != list(class_names):
+            raise CheckpointError(source, f"it was trained on the classes {names}, this data has {class_names}")
+    try:
+        unet.load_state_dict(loaded.state_dict())
+    except RuntimeError as e:
+        raise CheckpointError(source, f"its weights do not fit this UNet (gating on one side only?): {e}") from None
+
+
 def _resolve_vae(args) -> tuple[VAE, str | None, bool]:
     """(vae, reference string for the exported model or None to copy it, is_compact)."""
     spec = args.vae if args.vae else args.vae_type
@@ -219,6 +242,8 @@ def _train(args, ctx) -> int:
     unet = create_unet(args.model_size, ncls=len(class_names), latent_size=args.center_size // 8,
                        use_gating=args.use_gating, in_channels=vae.latent_channels,
                        out_channels=vae.latent_channels).to(ctx.device)
+    if args.init is not None and resume_path is None:
+        init_unet_weights(unet, args.init, args.model_size, class_names)
     model = wrap_ddp(unet, ctx)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     total_sched_epochs = int(args.epochs * 1.5)
