@@ -9,7 +9,8 @@ Stages (each one the public entry point a user would run; pass --nproc 2 to use 
                                fine-tunes an earlier VAE instead of starting anew)
  2. training.train_classifier  the category classifier
  3. training.train_deco_diff   a gated UNet_T on cached latents of the train images: first on
-                               random 16x16 latent windows, then on whole 32x32 latents
+                               random 16x16 latent windows, then on whole 32x32 latents, then
+                               longer on whole latents (resumed under a longer cosine schedule)
  4. training.evaluate          on the demo test split, recorded into the model folder
  5. training.train_diad        with --diad-out: the DiAD demo model on the same VAE, evaluated too
 The result is copied to --out (unet.safetensors, vae/, classifier/, model.json with the
@@ -79,6 +80,9 @@ def main() -> int:
     p.add_argument("--classifier-epochs", type=int, default=30)
     p.add_argument("--unet-epochs", type=int, default=180, help="epochs on 16x16 latent windows")
     p.add_argument("--full-latent-epochs", type=int, default=60, help="then epochs on whole latents")
+    p.add_argument("--continue-epochs", type=int, default=160,
+                   help="then this many more whole-latent epochs under a longer cosine schedule (a third "
+                        "run resuming the second with a larger --epochs; 0 = none)")
     p.add_argument("--diad-out", type=Path, default=None, help="also train the DiAD demo model into this folder")
     p.add_argument("--diad-epochs", type=int, default=250)
     p.add_argument("--skip-unet", action="store_true", help="reuse WORK/unet (e.g. to add the DiAD model)")
@@ -116,6 +120,11 @@ def main() -> int:
         run(module_cmd("training.train_deco_diff", args.nproc) + common + [
             "--model-size", args.model_size, "--epochs", str(args.unet_epochs + args.full_latent_epochs),
             "--ckpt-every", "5", "--resume", "auto"], log)
+        if args.continue_epochs:
+            run(module_cmd("training.train_deco_diff", args.nproc) + common + [
+                "--model-size", args.model_size,
+                "--epochs", str(args.unet_epochs + args.full_latent_epochs + args.continue_epochs),
+                "--ckpt-every", "10", "--resume", "auto"], log)
     publish(exp / "model", args.out, args.data, work / "evaluation", "deco-diff", log)
     if args.diad_out is not None:
         diad = work / "diad"
