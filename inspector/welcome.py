@@ -32,7 +32,7 @@ good ones and ones with scratches, cracks, stains, holes and dirt.
 Press <b>Space</b> to start. Each part gets a verdict in the banner, <b style="color:#2ea043">PASS</b>,
 <b style="color:#d4a017">REVIEW</b> or <b style="color:#e5534b">FAIL</b>; the heatmap shows where it looks
 wrong, the trend plots the scores and the <b>Results</b> tab lists every part. The demo model is small and
-was trained in about an hour on a laptop-class CPU, so expect some wrong verdicts; the README lists how well it
+was trained in under two hours on a laptop-class CPU, so expect some wrong verdicts; the README lists how well it
 does per product.</p>
 <h3>Your own parts</h3>
 <ul>
