@@ -6,6 +6,7 @@
     python main.py train-vae ...        train the compact VAE
     python main.py train-classifier ... train the category classifier
     python main.py evaluate ...         measure a model on a test split (AUROC, AUPRO, ...)
+    python main.py calibrate-scores ... per-category score scales from good images
 
 Like the Python interpreter, `main.py -m MODULE ARGS...` runs a module as __main__: the
 PyInstaller bundle uses this to start `torch.distributed.run` and the training entry points
@@ -28,6 +29,7 @@ DELEGATED = {
     "train-vae": ("training.train_vae", "train the compact VAE (or fine-tune a Stable-Diffusion VAE)"),
     "train-classifier": ("training.train_classifier", "train the category classifier"),
     "evaluate": ("training.evaluate", "evaluate a model on a test split"),
+    "calibrate-scores": ("training.calibrate_scores", "per-category score scales from good images (one threshold for all)"),
 }
 
 

@@ -9,6 +9,7 @@ frame (HxWx3 uint8, RGB or BGR) -> resize + center crop -> VAE encode (mean x 0.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -66,7 +67,10 @@ class DetectorSettings:
     (`torch.get_num_threads()`) for UNets of up to `LANE_MAX_CHANNELS` base channels, whose small
     operators split badly over cores (UNet_T batch 8 on 2 cores: 5.4 vs 4.3 images/s), one lane
     for larger ones (UNet_XS: 1.77 vs 1.92). Same results (every sample is computed on its own);
-    see `engine.acceleration.CpuLanes`."""
+    see `engine.acceleration.CpuLanes`;
+    score_scale: optional {category name: factor} multiplying the score maps (and so the scores)
+    of that category's parts, so that one threshold fits products whose normal scores differ
+    (written by `python -m training.calibrate_scores`; None = raw scores, as the reference)."""
 
     threshold: float = 0.3
     start_t: int = 5
@@ -77,6 +81,7 @@ class DetectorSettings:
     channels_last: bool = True
     compile: bool = False
     lanes: int = 0
+    score_scale: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "fp16", "bf16"):
@@ -87,6 +92,13 @@ class DetectorSettings:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.lanes < 0:
             raise ValueError(f"lanes must be 0 (automatic) or more, got {self.lanes}")
+        if self.score_scale is not None:
+            if not isinstance(self.score_scale, dict):
+                raise ValueError(f"score_scale must map category names to factors, got {self.score_scale!r}")
+            bad = {k: v for k, v in self.score_scale.items()
+                   if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0}
+            if bad:
+                raise ValueError(f"score_scale factors must be positive numbers, got {bad}")
 
 
 @dataclass
@@ -287,6 +299,18 @@ class Detector:
         self._schedule = make_schedule(10, f"ddim{self.settings.reverse_steps}")
         self._lanes: CpuLanes | None = None
         self._configure_speed()
+        self._score_factors = self._resolve_score_scale()
+
+    def _resolve_score_scale(self) -> torch.Tensor | None:
+        """settings.score_scale as a [ncls] float32 tensor (1 for categories it leaves out)."""
+        scale = self.settings.score_scale
+        if not scale:
+            return None
+        unknown = sorted(set(scale) - set(self.class_names))
+        if unknown:
+            raise ValueError(f"score_scale names categories this model does not know: {unknown} "
+                             f"(it knows {self.class_names})")
+        return torch.tensor([float(scale.get(name, 1.0)) for name in self.class_names], dtype=torch.float32)
 
     def _configure_speed(self) -> None:
         """Apply the channels_last and compile settings: the UNet's weight layout and the
@@ -386,6 +410,7 @@ class Detector:
         self.settings = replace(self.settings, **changes)
         self._schedule = make_schedule(10, f"ddim{self.settings.reverse_steps}")
         self._configure_speed()
+        self._score_factors = self._resolve_score_scale()
         if self.settings.gate_fusion and not self.unet.config.use_gating:
             raise ValueError("gate fusion needs a model trained with gating")
         return self
@@ -418,7 +443,12 @@ class Detector:
     def score_latents(self, images: torch.Tensor, class_ids: torch.Tensor, clock: _StageClock | None = None):
         """Core math on a preprocessed batch: images [B,3,S,S] in [-1,1] on any device,
         class_ids [B]. Returns (AnomalyMaps, reconstructions [B,3,S,S])."""
-        clock = clock or _StageClock(self.device)
+        maps, recons = self._score_unscaled(images, class_ids, clock or _StageClock(self.device))
+        if self._score_factors is not None:
+            maps = maps.scaled(self._score_factors.to(maps.geometric.device)[class_ids.long().to(maps.geometric.device)])
+        return maps, recons
+
+    def _score_unscaled(self, images: torch.Tensor, class_ids: torch.Tensor, clock: _StageClock):
         lanes = self.lane_count(images.shape[0])
         if lanes == 1:
             return self._score_lane(images, class_ids, clock)
@@ -534,7 +564,8 @@ def save_model_folder(folder, unet: GatedUNet, class_names: Sequence[str], prepr
         "class_names": list(class_names),
         "preprocess": preprocess.to_dict(),
         "settings": {"threshold": s.threshold, "start_t": s.start_t, "reverse_steps": s.reverse_steps,
-                     "gate_fusion": s.gate_fusion},
+                     "gate_fusion": s.gate_fusion,
+                     **({"score_scale": dict(s.score_scale)} if s.score_scale else {})},
         **(extra or {}),
     }
     write_model_json(folder, meta)

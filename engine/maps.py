@@ -107,6 +107,15 @@ class AnomalyMaps:
     def scores(self) -> torch.Tensor:
         return self.final.amax(dim=(1, 2))
 
+    def scaled(self, factors: torch.Tensor) -> "AnomalyMaps":
+        """The score maps (geometric, arithmetic, gate-fused) of sample b multiplied by
+        factors[b] ([B]); the discrepancy and gate maps they are made of stay as they are."""
+        f = factors.to(self.geometric.dtype).view(-1, 1, 1)
+        return AnomalyMaps(geometric=self.geometric * f, arithmetic=self.arithmetic * f,
+                           image_discrepancy=self.image_discrepancy, latent_discrepancy=self.latent_discrepancy,
+                           gate_map=self.gate_map,
+                           gate_fused=None if self.gate_fused is None else self.gate_fused * f)
+
 
 def concat_maps(parts: list[AnomalyMaps]) -> AnomalyMaps:
     """The AnomalyMaps of consecutive sub-batches joined into one (batch order kept)."""

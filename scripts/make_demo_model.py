@@ -11,8 +11,10 @@ Stages (each one the public entry point a user would run; pass --nproc 2 to use 
  3. training.train_deco_diff   a gated UNet_T on cached latents of the train images: first on
                                random 16x16 latent windows, then on whole 32x32 latents, then
                                longer on whole latents (resumed under a longer cosine schedule)
- 4. training.evaluate          on the demo test split, recorded into the model folder
- 5. training.train_diad        with --diad-out: the DiAD demo model on the same VAE, evaluated too
+ 4. training.calibrate_scores  per-category score scales from good images written with another
+                               seed (one threshold then fits all three products)
+ 5. training.evaluate          on the demo test split, recorded into the model folder
+ 6. training.train_diad        with --diad-out: the DiAD demo model on the same VAE, evaluated too
 The result is copied to --out (unet.safetensors, vae/, classifier/, model.json with the
 evaluation and the exact commands used).
 """
@@ -47,19 +49,25 @@ def module_cmd(module: str, nproc: int) -> list[str]:
     return [sys.executable, "-m", module]
 
 
-def publish(model_dir: Path, out: Path, data: Path, eval_dir: Path, detector: str, log: list[dict]) -> None:
-    """Copy a trained model folder to `out`, evaluate it on the demo test split (recorded in its
-    model.json), set its threshold to the F1-optimal one and record how it was made."""
+def publish(model_dir: Path, out: Path, data: Path, eval_dir: Path, detector: str, log: list[dict],
+            calibration: Path | None = None) -> None:
+    """Copy a trained model folder to `out`; with `calibration` (good images in an MVTec test split)
+    give it per-category score scales and their common threshold (training.calibrate_scores);
+    evaluate it on the demo test split (recorded in its model.json); without calibration set its
+    threshold to the F1-optimal one; record how it was made."""
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(model_dir, out)
+    if calibration is not None:
+        run([sys.executable, "-m", "training.calibrate_scores", "--model", str(out), "--data-dir", str(calibration),
+             "--split", "test"], log)
     run([sys.executable, "-m", "training.evaluate", "--model", str(out), "--detector", detector,
          "--dataset", "mvtec", "--data-dir", str(data), "--out", str(eval_dir), "--record"], log)
     meta_path = out / "model.json"
     meta = json.loads(meta_path.read_text())
     meta["model_id"] = "demo-" + meta.get("model_id", "model")
     suggested = json.loads((eval_dir / "metrics.json").read_text())["suggested_threshold"]
-    if suggested.get("f1_optimal") is not None:
+    if calibration is None and suggested.get("f1_optimal") is not None:
         meta["settings"]["threshold"] = round(float(suggested["f1_optimal"]), 4)
     meta["reproduce"] = {"script": "scripts/make_demo_model.py", "commands": list(log)}
     meta_path.write_text(json.dumps(meta, indent=2))
@@ -125,7 +133,11 @@ def main() -> int:
                 "--model-size", args.model_size,
                 "--epochs", str(args.unet_epochs + args.full_latent_epochs + args.continue_epochs),
                 "--ckpt-every", "10", "--resume", "auto"], log)
-    publish(exp / "model", args.out, args.data, work / "evaluation", "deco-diff", log)
+    # good images of another seed for the per-category score scales (never the test split)
+    calibration = work / "calibration_data"
+    run([sys.executable, str(REPO / "scripts" / "make_demo_data.py"), "--out", str(calibration), "--seed", "101",
+         "--train-count", "1", "--test-good", "20", "--per-defect", "7"], log)
+    publish(exp / "model", args.out, args.data, work / "evaluation", "deco-diff", log, calibration=calibration)
     if args.diad_out is not None:
         diad = work / "diad"
         if diad.exists():

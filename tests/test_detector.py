@@ -1,5 +1,7 @@
 """The batched Detector on tiny models: shapes, categories, thresholds, save/load, determinism."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -227,3 +229,28 @@ def test_missing_vae_is_one_clear_message(tmp_path, reference_dir, monkeypatch):
     with pytest.raises(VAENotFoundError) as e:
         Detector.load(reference_dir / "reference_xs.pt", device="cpu")
     assert "sd-vae-ft-ema" in str(e.value) and str(tmp_path / "empty-cache") in str(e.value)
+
+
+def test_score_scale_multiplies_each_categorys_maps_and_scores(tmp_path):
+    from engine.checkpoint import CheckpointError
+
+    plain = make_detector()
+    scaled = make_detector(score_scale={"part0": 2.0, "part2": 0.5}, threshold=0.3)
+    for cat, factor in ((0, 2.0), (1, 1.0), (2, 0.5)):
+        a, b = plain.predict(frames(2), category=cat), scaled.predict(frames(2), category=cat)
+        for x, y in zip(a, b):
+            assert y.score == pytest.approx(factor * x.score, rel=1e-5)
+            np.testing.assert_allclose(y.crop_map, factor * x.crop_map, rtol=1e-5, atol=1e-7)
+            assert y.is_anomalous == (y.score > 0.3)
+    # saved and loaded with the model; unknown categories and bad factors are clear errors
+    scaled.save(tmp_path / "model")
+    assert Detector.load(tmp_path / "model", device="cpu").settings.score_scale == {"part0": 2.0, "part2": 0.5}
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    meta["settings"]["score_scale"] = {"part0": 2.0, "bolt": 1.5}
+    (tmp_path / "model" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="model.*bolt"):
+        Detector.load(tmp_path / "model", device="cpu")
+    with pytest.raises(ValueError, match="positive"):
+        DetectorSettings(score_scale={"part0": 0.0})
+    with pytest.raises(ValueError, match="positive"):
+        DetectorSettings(score_scale={"part0": float("nan")})

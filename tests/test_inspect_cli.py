@@ -105,7 +105,8 @@ def test_bad_model_and_category_are_exit_2(tiny_model, inputs, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("args", [["--help"], ["inspect", "--help"], ["train", "--help"], ["evaluate", "--help"],
-                                  ["train-vae", "--help"], ["train-classifier", "--help"], ["--version"]])
+                                  ["train-vae", "--help"], ["train-classifier", "--help"], ["calibrate-scores", "--help"],
+                                  ["--version"]])
 def test_help_and_version(args, capsys):
     import main
 
