@@ -47,7 +47,7 @@ DETECTORS = {
     "diad": ("training.train_diad", ("DiAD_T", "DiAD_S", "DiAD_M"), "DiAD_T", "DiAD_S"),
 }
 STEP_TITLES = {"vae": "Compact VAE", "classifier": "Category classifier", "detector": "Detector",
-               "evaluate": "Evaluation"}
+               "calibrate": "Score calibration", "evaluate": "Evaluation"}
 LOG_TAIL_LINES = 400
 STOP_GRACE_MS = 120_000  # a stopping step that has not exited by then is killed
 
@@ -145,7 +145,7 @@ class TrainingPlan:
 
 @dataclass
 class TrainingStep:
-    """One process of a job. kind: 'vae' | 'classifier' | 'detector' | 'evaluate'; argv: the
+    """One process of a job. kind: 'vae' | 'classifier' | 'detector' | 'calibrate' | 'evaluate'; argv: the
     exact command; events / log: where it reports; output: the folder it produces."""
 
     kind: str
@@ -200,9 +200,9 @@ def build_steps(plan: TrainingPlan, classes: int | None = None,
     device = ["--device", plan.device]
     steps: list[TrainingStep] = []
 
-    def step(kind: str, module: str, args: list[str], output: Path) -> None:
+    def step(kind: str, module: str, args: list[str], output: Path, nproc: int | None = None) -> None:
         events = job / "events" / f"{kind}.jsonl"
-        argv = python_module_command(module, [*args, "--events", str(events)], nproc=plan.nproc)
+        argv = python_module_command(module, [*args, "--events", str(events)], nproc=nproc or plan.nproc)
         steps.append(TrainingStep(kind, argv, events, job / "logs" / f"{kind}.log", output))
 
     vae = plan.vae
@@ -236,6 +236,11 @@ def build_steps(plan: TrainingPlan, classes: int | None = None,
              "--log-every", str(plan.log_every), *device]
     step("detector", module, args, plan.model_dir)
     run_eval = plan.evaluate if has_test_images is None else (plan.evaluate and has_test_images)
+    if run_eval and classifier is not None and plan.detector == "deco-diff":
+        # several products: scale each one's scores so that one threshold fits all, from the
+        # test split's good images (the UNet never trained on them); one process
+        step("calibrate", "training.calibrate_scores",
+             ["--model", str(plan.model_dir), *data, "--split", "test", *device], plan.model_dir, nproc=1)
     if run_eval:
         out = job / "evaluation"
         evaluate = ["--model", str(plan.model_dir), *data, *test, *category, "--out", str(out), "--record",

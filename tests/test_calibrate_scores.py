@@ -52,7 +52,18 @@ def test_scales_bring_every_categorys_good_quantile_to_the_target(tmp_path):
 def test_every_category_of_the_model_needs_good_images(tmp_path):
     data = make_tiny_mvtec(tmp_path / "data")
     model = _tiny_model(tmp_path / "model", ["tile", "wood"])
+    events = tmp_path / "events.jsonl"
     with pytest.raises(SystemExit, match="no good images of wood"):
         calibrate_scores.main(["--model", str(model), "--data-dir", str(data), "--object-category", "tile",
-                               "--device", "cpu"])
+                               "--device", "cpu", "--events", str(events)])
+    assert "score_scale" not in json.loads((model / "model.json").read_text())["settings"]
+    kinds = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [e["event"] for e in kinds] == ["started", "error"] and "wood" in kinds[-1]["message"]
+    # the wizard reads these events: a good run ends with the scales and 'finished'
+    events.unlink()
+    assert calibrate_scores.main(["--model", str(model), "--data-dir", str(data), "--device", "cpu",
+                                  "--events", str(events), "--dry-run"]) == 0
+    kinds = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [e["event"] for e in kinds] == ["started", "calibration", "finished"]
+    assert set(kinds[1]["score_scale"]) == {"tile", "wood"} and kinds[1]["written"] is False
     assert "score_scale" not in json.loads((model / "model.json").read_text())["settings"]

@@ -61,7 +61,7 @@ def test_command_lines_parse_with_the_trainers_own_parsers(tmp_path):
                         image_size=288, center_size=256, latent_crop=16, device="cpu", nproc=2, train_vae=True,
                         vae_epochs=5, train_classifier=True, classifier_epochs=3, output_dir=str(tmp_path / "out"))
     steps = build_steps(plan, classes=3, has_test_images=True)
-    assert [s.kind for s in steps] == ["vae", "classifier", "detector", "evaluate"]
+    assert [s.kind for s in steps] == ["vae", "classifier", "detector", "calibrate", "evaluate"]
     job = tmp_path / "out" / "m1"
     parsed = dict(_parse(s) for s in steps)
     vae, clf = parsed["training.train_vae"], parsed["training.train_classifier"]
@@ -72,9 +72,11 @@ def test_command_lines_parse_with_the_trainers_own_parsers(tmp_path):
     assert det.vae == str(job / "vae") and det.classifier == job / "classifier" and det.latent_crop == 16
     assert det.experiment_dir == job / "detector" and det.resume == "auto" and det.device == "cpu"
     assert det.events == job / "events" / "detector.jsonl" and det.warmup_epochs == 2
+    cal = parsed["training.calibrate_scores"]
+    assert cal.model == job / "detector" / "model" and cal.split == "test" and cal.dataset == "mvtec"
     ev = parsed["training.evaluate"]
     assert ev.record and ev.model == str(job / "detector" / "model") and ev.out == job / "evaluation"
-    assert all(s.argv[4] == "--nproc_per_node=2" for s in steps)
+    assert all(s.argv[4] == ("--nproc_per_node=1" if s.kind == "calibrate" else "--nproc_per_node=2") for s in steps)
 
     # DiAD on a VAE folder, one category of several: no classifier, no mask ratio, train_diad
     diad = TrainingPlan(**{**plan.to_dict(), "detector": "diad", "model_size": "DiAD_T", "vae": str(tmp_path / "vae"),

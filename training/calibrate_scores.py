@@ -25,6 +25,7 @@ import torch
 from engine.checkpoint import read_model_json, write_model_json
 from engine.detector import Detector
 
+from .common import EventLog
 from .datasets import build_dataset
 
 
@@ -42,6 +43,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default=None)
     p.add_argument("--dry-run", action="store_true", help="print the scales, write nothing")
+    p.add_argument("--events", type=Path, default=None, help="append JSON-line events here (for the wizard)")
     return p
 
 
@@ -67,6 +69,18 @@ def good_score_quantiles(detector: Detector, dataset, quantile: float, batch_siz
 
 def main(argv: list[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
+    events = EventLog(args.events)
+    try:
+        return _calibrate(args, events)
+    except (Exception, SystemExit) as e:
+        if not (isinstance(e, SystemExit) and e.code in (0, None)):
+            events.emit("error", message=str(e) if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        events.close()
+
+
+def _calibrate(args, events: EventLog) -> int:
     if not 0 < args.quantile <= 1:
         raise SystemExit(f"--quantile must be in (0, 1], got {args.quantile}")
     if args.target <= 0:
@@ -78,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     categories = "all" if args.object_category == "all" else args.object_category.split(",")
     dataset = build_dataset(args.dataset, args.data_dir, categories, args.split, detector.preprocess,
                             augment=False, class_names=detector.class_names)
+    events.emit("started", model=str(args.model), images=sum(int(s.label) == 0 for s in dataset.samples))
     quantiles = good_score_quantiles(detector, dataset, args.quantile, args.batch_size)
     missing = [c for c in detector.class_names if c not in quantiles]
     if missing:
@@ -90,16 +105,18 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{category}: the good images' {args.quantile:g} quantile score is {q}; cannot scale it")
         scale[category] = round(args.target / q, 6)
         print(f"{category:16s} {n:5d} good images  {args.quantile:g} quantile {q:.4f}  scale {scale[category]:.4f}")
-    if args.dry_run:
-        return 0
-    settings = dict(meta.get("settings", {}))
-    settings.update(score_scale=scale, threshold=args.target)
-    meta["settings"] = settings
-    meta.pop("format", None)
-    meta.pop("format_version", None)
-    write_model_json(args.model, meta)
-    print(f"wrote score_scale and threshold {args.target} to {args.model / 'model.json'}; "
-          f"run training.evaluate --record again")
+    events.emit("calibration", score_scale=scale, threshold=args.target,
+                quantiles={c: q for c, (q, _) in quantiles.items()}, written=not args.dry_run)
+    if not args.dry_run:
+        settings = dict(meta.get("settings", {}))
+        settings.update(score_scale=scale, threshold=args.target)
+        meta["settings"] = settings
+        meta.pop("format", None)
+        meta.pop("format_version", None)
+        write_model_json(args.model, meta)
+        print(f"wrote score_scale and threshold {args.target} to {args.model / 'model.json'}; "
+              f"run training.evaluate --record again")
+    events.emit("finished")
     return 0
 
 
