@@ -445,7 +445,9 @@ class Detector:
         class_ids [B]. Returns (AnomalyMaps, reconstructions [B,3,S,S])."""
         maps, recons = self._score_unscaled(images, class_ids, clock or _StageClock(self.device))
         if self._score_factors is not None:
-            maps = maps.scaled(self._score_factors.to(maps.geometric.device)[class_ids.long().to(maps.geometric.device)])
+            # the maps' device, not a cached one: the detector may have moved to the CPU after an OOM
+            factors = self._score_factors.to(maps.geometric.device)
+            maps = maps.scaled(factors[class_ids.long().to(factors.device)])
         return maps, recons
 
     def _score_unscaled(self, images: torch.Tensor, class_ids: torch.Tensor, clock: _StageClock):
