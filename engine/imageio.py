@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -22,6 +23,8 @@ __all__ = [
     "ImageReadError",
     "read_image",
     "list_images",
+    "natural_key",
+    "natural_path_key",
     "is_video",
     "write_image",
 ]
@@ -46,28 +49,41 @@ def is_video(path) -> bool:
 
 
 def list_images(folder, recursive: bool = True) -> list[Path]:
-    """Image files under `folder`, sorted by path (natural for numbered files). Links to
-    missing files are listed too, so that they are reported rather than silently skipped."""
+    """Image files under `folder`, in natural order (`natural_path_key`). Links to missing
+    files are listed too, so that they are reported rather than silently skipped."""
     folder = Path(folder)
     pattern = "**/*" if recursive else "*"
     files = [p for p in folder.glob(pattern)
              if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or (p.is_symlink() and not p.exists()))]
-    return sorted(files, key=lambda p: [int(s) if s.isdigit() else s.lower()
-                                        for s in _split_digits(str(p.relative_to(folder)))])
+    return sorted(files, key=lambda p: natural_path_key(p.relative_to(folder)))
 
 
-def _split_digits(text: str) -> list[str]:
-    out, cur, digit = [], "", None
-    for ch in text:
-        d = ch.isdigit()
-        if cur and d != digit:
-            out.append(cur)
-            cur = ""
-        cur += ch
-        digit = d
-    if cur:
-        out.append(cur)
-    return out
+_DIGIT_RUN = re.compile(r"([0-9]+)")
+_NUMBER, _TEXT = 0, 1   # at the same place in two names a number sorts before text
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key for one name: runs of ASCII digits compare as numbers (by value, without int(),
+    so any length works), other runs as case-folded, compatibility-normalised text; the name
+    itself breaks ties. Any two keys compare, whatever the names hold."""
+    runs = []
+    for i, run in enumerate(_DIGIT_RUN.split(unicodedata.normalize("NFKD", str(text)))):
+        if i % 2:
+            digits = run.lstrip("0")
+            runs.append((_NUMBER, len(digits), digits))
+        elif run:
+            runs.append((_TEXT, 0, run.casefold()))
+    return tuple(runs), str(text)
+
+
+def natural_path_key(path) -> tuple:
+    """Sort key for a (relative) path: folder by folder, each file name by its stem, then its
+    suffix, in `natural_key` order ('2.png' < '10.png' < 'a.png' < 'a1.png' < 'B.png')."""
+    key = []
+    for part in Path(path).parts:
+        name = PurePath(part)
+        key.append((natural_key(name.stem), natural_key(name.suffix), part))
+    return tuple(key)
 
 
 def _to_rgb_array(img: Image.Image) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .imageio import ImageReadError, is_video, list_images, read_image, write_image
+from .imageio import ImageReadError, is_video, list_images, natural_path_key, read_image, write_image
 from .overlay import render_overlay
 from .paths import DEMO_DATA_DIR, DEMO_MODEL_DIR
 from .results_log import ResultsLog, ResultsLogError
@@ -80,7 +80,8 @@ def expand_inputs(paths: list[str]) -> list[tuple[Path, str]]:
     for p in map(Path, paths):
         if p.is_dir():
             out.extend((f, "image") for f in list_images(p, recursive=True))
-            out.extend((f, "video") for f in sorted(p.rglob("*")) if f.is_file() and is_video(f))
+            out.extend((f, "video") for f in sorted(p.rglob("*"), key=lambda f: natural_path_key(f.relative_to(p)))
+                       if f.is_file() and is_video(f))
         elif p.is_file():
             out.append((p, "video" if is_video(p) else "image"))
         else:

@@ -18,7 +18,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .imageio import IMAGE_EXTENSIONS, ImageReadError, is_video, list_images, read_image
+from .imageio import IMAGE_EXTENSIONS, ImageReadError, is_video, list_images, natural_path_key, read_image
 
 __all__ = [
     "Frame",
@@ -165,7 +165,8 @@ def demo_spec(data_dir) -> SourceSpec | None:
     """The test images of an MVTec-layout folder (<category>/test/<kind>/...), interleaved across
     categories and kinds so that a demo run shows a mix of products and defects; None if there are none."""
     data_dir = Path(data_dir)
-    groups = [list_images(kind, recursive=True) for kind in sorted(data_dir.glob("*/test/*")) if kind.is_dir()]
+    kinds = sorted(data_dir.glob("*/test/*"), key=lambda k: natural_path_key(k.relative_to(data_dir)))
+    groups = [list_images(kind, recursive=True) for kind in kinds if kind.is_dir()]
     groups = [g for g in groups if g]
     ordered: list[str] = []
     while any(groups):

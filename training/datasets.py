@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from engine.categories import MVTEC_CATEGORIES, VISA_CATEGORIES
+from engine.imageio import natural_key, natural_path_key
 from engine.preprocess import RESIZE_FILTERS, PreprocessConfig, preprocess_frames, preprocess_mask
 
 __all__ = [
@@ -139,17 +140,18 @@ def _is_image(path: Path) -> bool:
 
 
 def _images_in(folder: Path, recursive: bool = False) -> list[Path]:
-    """Image files in folder, sorted by path; [] when the folder does not exist."""
+    """Image files in folder, in natural order (engine.imageio); [] when the folder does not exist."""
     if not folder.is_dir():
         return []
     found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if _is_image(p))
+    return sorted((p for p in found if _is_image(p)), key=lambda p: natural_path_key(p.relative_to(folder)))
 
 
 def _subdirs(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: natural_key(p.name))
 
 
 def _find_mask(folder: Path, names: Sequence[str]) -> Path | None:
