@@ -7,6 +7,9 @@
     python main.py train-classifier ... train the category classifier
     python main.py evaluate ...         measure a model on a test split (AUROC, AUPRO, ...)
     python main.py calibrate-scores ... per-category score scales from good images
+    python main.py fit --data-dir D --out M [--time-budget 45m]
+                                        the whole recipe: train, select, normalize, threshold, evaluate
+    python main.py normalize-maps ...   anomaly-map normalization from held-out good images
 
 Like the Python interpreter, `main.py -m MODULE ARGS...` runs a module as __main__: the
 PyInstaller bundle uses this to start `torch.distributed.run` and the training entry points
@@ -30,6 +33,8 @@ DELEGATED = {
     "train-classifier": ("training.train_classifier", "train the category classifier"),
     "evaluate": ("training.evaluate", "evaluate a model on a test split"),
     "calibrate-scores": ("training.calibrate_scores", "per-category score scales from good images (one threshold for all)"),
+    "fit": ("training.fit", "the whole recipe: good images in, a calibrated model folder out, within a time budget"),
+    "normalize-maps": ("training.normalize_maps", "fit a model's anomaly-map normalization on held-out good images"),
 }
 
 
@@ -67,8 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         from inspector.headless import run_inspect
 
         return run_inspect(args)
-    from inspector.app import run_app
+    from inspector.startup import EXIT_NO_SCREEN, import_problem, screen_problem
 
+    problem = screen_problem()
+    if problem is None:
+        try:
+            from inspector.app import run_app
+        except ImportError as e:  # a system library that PySide6's GUI modules need is missing
+            problem = import_problem(e)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_NO_SCREEN
     return run_app(model=getattr(args, "model", None), source=getattr(args, "source", None))
 
 
