@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,18 +21,13 @@ from training.metrics import (
     suggest_threshold_from_good,
 )
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
-FIXTURE = REFERENCE_DIR / "math_fixture.npz"
-
 LABELS = [0, 0, 1, 1]
 SCORES = [0.1, 0.4, 0.35, 0.8]
 
 
 @pytest.fixture(scope="module")
-def fixture():
-    if not FIXTURE.is_file():
-        pytest.skip(f"reference fixture not found at {FIXTURE} (shared/reference is not checked out)")
-    with np.load(FIXTURE) as data:
+def fixture(reference_dir):
+    with np.load(reference_dir / "math_fixture.npz") as data:
         return {k: data[k] for k in ("met_masks", "met_preds", "met_names", "met_values")}
 
 
