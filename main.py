@@ -7,6 +7,9 @@
     python main.py train-classifier ... train the category classifier
     python main.py evaluate ...         measure a model on a test split (AUROC, AUPRO, ...)
     python main.py calibrate-scores ... per-category score scales from good images
+    python main.py fit --data-dir D --out M [--time-budget 45m]
+                                        the whole recipe: train, select, normalize, threshold, evaluate
+    python main.py normalize-maps ...   anomaly-map normalization from held-out good images
 
 Like the Python interpreter, `main.py -m MODULE ARGS...` runs a module as __main__: the
 PyInstaller bundle uses this to start `torch.distributed.run` and the training entry points
@@ -30,6 +33,8 @@ DELEGATED = {
     "train-classifier": ("training.train_classifier", "train the category classifier"),
     "evaluate": ("training.evaluate", "evaluate a model on a test split"),
     "calibrate-scores": ("training.calibrate_scores", "per-category score scales from good images (one threshold for all)"),
+    "fit": ("training.fit", "the whole recipe: good images in, a calibrated model folder out, within a time budget"),
+    "normalize-maps": ("training.normalize_maps", "fit a model's anomaly-map normalization on held-out good images"),
 }
 
 

@@ -25,6 +25,8 @@ from .checkpoint import (CheckpointError, read_model_json, read_reference_checkp
                          write_model_json, _load_strict)
 from .diffusion import dod_gate, make_schedule, reconstruct_latents
 from .maps import compute_anomaly_maps, concat_maps
+from .normalization import MapNormalization, raw_discrepancies
+from .normalization import describe as describe_normalization
 from .preprocess import PreprocessConfig, map_to_frame, preprocess_frames, to_rgb_uint8
 from .unet import GatedUNet
 from .vae import VAE, load_vae, save_vae
@@ -276,7 +278,7 @@ class Detector:
     def __init__(self, unet: GatedUNet, vae: VAE, class_names: Sequence[str],
                  preprocess: PreprocessConfig | None = None, classifier=None,
                  settings: DetectorSettings | None = None, device: torch.device | str | None = None,
-                 model_id: str = "", source: str = ""):
+                 model_id: str = "", source: str = "", normalization: MapNormalization | None = None):
         if len(class_names) != unet.config.ncls:
             raise ValueError(f"{len(class_names)} class names for a UNet with {unet.config.ncls} classes")
         self.device = torch.device(device) if device is not None else default_device()
@@ -292,6 +294,10 @@ class Detector:
             raise ValueError(f"crop size {self.preprocess.center_size} gives {expected_latent}px latents, "
                              f"but the UNet was built for {unet.config.latent_size}px")
         self.classifier = classifier.to(self.device) if classifier is not None else None
+        if normalization is not None and normalization.num_classes != len(self.class_names):
+            raise ValueError(f"the map normalization covers {normalization.num_classes} categories, "
+                             f"the model has {len(self.class_names)}")
+        self.normalization = normalization
         self.settings = settings or DetectorSettings()
         self.model_id = model_id
         self.source = source
@@ -384,6 +390,7 @@ class Detector:
         elif classifier is not None and not hasattr(classifier, "predict"):
             classifier = load_classifier(classifier)
         class_names = meta.get("class_names") or [f"class_{i}" for i in range(unet.config.ncls)]
+        normalization = MapNormalization.load(folder, meta["normalization"]) if meta.get("normalization") else None
         try:
             pre = PreprocessConfig.from_dict(meta.get("preprocess", {}))
         except (TypeError, ValueError) as e:
@@ -394,7 +401,7 @@ class Detector:
         model_id = meta.get("model_id") or folder.name
         try:
             return cls(unet, vae_model, class_names, pre, classifier, settings, device, model_id=model_id,
-                       source=str(folder))
+                       source=str(folder), normalization=normalization)
         except ValueError as e:
             raise CheckpointError(folder, str(e)) from None
 
@@ -402,7 +409,7 @@ class Detector:
         """Write this detector as a model folder (see `save_model_folder`)."""
         return save_model_folder(folder, self.unet, self.class_names, self.preprocess, vae=self.vae,
                                  classifier=self.classifier, settings=self.settings,
-                                 model_id=self.model_id, extra=extra)
+                                 model_id=self.model_id, extra=extra, normalization=self.normalization)
 
     # ----------------------------------------------------------------- inference
     def with_settings(self, **changes) -> "Detector":
@@ -465,9 +472,10 @@ class Detector:
         return concat_maps([m for m, _ in outputs]), torch.cat([r for _, r in outputs])
 
     @torch.inference_mode()
-    def _score_lane(self, images: torch.Tensor, class_ids: torch.Tensor, clock: _StageClock):
+    def _reconstruct(self, images: torch.Tensor, ids: torch.Tensor, clock: _StageClock):
+        """Encode, reconstruct the latents, decode both: (decoded inputs, decoded reconstructions
+        [B,3,S,S], latents, reconstructed latents [B,C,L,L], DoD gates or None), float32."""
         x = images.to(self.device, non_blocking=True)
-        ids = class_ids.to(self.device).long()
         chunk = CPU_VAE_CHUNK if self.device.type == "cpu" else None
         with self._autocast():
             latents = in_chunks(self._encode, x, chunk).float()
@@ -479,9 +487,25 @@ class Detector:
             decoded = in_chunks(self._decode, torch.cat([latents, recon_latents]), chunk).float()
             clock.lap("decode")
         b = x.shape[0]
-        maps = compute_anomaly_maps(decoded[:b], decoded[b:], latents, recon_latents, gates=gates)
+        return decoded[:b], decoded[b:], latents, recon_latents, gates
+
+    @torch.inference_mode()
+    def _score_lane(self, images: torch.Tensor, class_ids: torch.Tensor, clock: _StageClock):
+        ids = class_ids.to(self.device).long()
+        inputs, recons, latents, recon_latents, gates = self._reconstruct(images, ids, clock)
+        maps = compute_anomaly_maps(inputs, recons, latents, recon_latents, gates=gates,
+                                    normalization=self.normalization, class_ids=ids)
         clock.lap("maps")
-        return maps, decoded[b:]
+        return maps, recons
+
+    @torch.inference_mode()
+    def raw_discrepancies(self, images: torch.Tensor, class_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unclipped discrepancies of a preprocessed batch [B,3,S,S]: image [B,S,S] and latent
+        [B,L,L] on the CPU (what `engine.normalization.fit_normalization` learns from)."""
+        ids = class_ids.to(self.device).long()
+        inputs, recons, latents, recon_latents, _ = self._reconstruct(images, ids, _StageClock(self.device))
+        image_raw, latent_raw = raw_discrepancies(inputs, recons, latents, recon_latents)
+        return image_raw.cpu(), latent_raw.cpu()
 
     def predict(self, frames: Sequence[np.ndarray], category=None, channel_order: str = "rgb") -> list[AnomalyResult]:
         """Inspect HxWx{1,3,4} frames (uint8, uint16 or float in [0,1]). `category`: a name or id
@@ -532,13 +556,15 @@ class Detector:
             "gating": self.unet.use_gating, "classes": self.class_names, "device": dev,
             "unet_parameters": self.unet.num_parameters, "vae": getattr(self.vae, "source", ""),
             "classifier": self.classifier is not None, "preprocess": self.preprocess.to_dict(),
+            "maps": describe_normalization(None if self.normalization is None else
+                                           {"mode": self.normalization.mode, "images": self.normalization.images}),
         }
 
 
 def save_model_folder(folder, unet: GatedUNet, class_names: Sequence[str], preprocess: PreprocessConfig, *,
                       vae: VAE | None = None, vae_ref: str | None = None, classifier=None,
                       settings: DetectorSettings | None = None, model_id: str = "",
-                      extra: dict | None = None) -> Path:
+                      extra: dict | None = None, normalization: MapNormalization | None = None) -> Path:
     """Write a model folder that `Detector.load` reads: unet.safetensors, model.json and either
     a copy of the VAE in vae/ (`vae`) or a reference to one on disk or in the Hugging Face
     cache (`vae_ref`, for large Stable-Diffusion VAEs). model.json is written last, so a
@@ -554,6 +580,7 @@ def save_model_folder(folder, unet: GatedUNet, class_names: Sequence[str], prepr
         save_vae(vae, folder / "vae")
     if classifier is not None:
         save_classifier(classifier, folder / "classifier")
+    normalization_entry = normalization.save(folder) if normalization is not None else None
     s = settings or DetectorSettings()
     meta = {
         "detector": "deco-diff",
@@ -568,6 +595,7 @@ def save_model_folder(folder, unet: GatedUNet, class_names: Sequence[str], prepr
         "settings": {"threshold": s.threshold, "start_t": s.start_t, "reverse_steps": s.reverse_steps,
                      "gate_fusion": s.gate_fusion,
                      **({"score_scale": dict(s.score_scale)} if s.score_scale else {})},
+        **({"normalization": normalization_entry} if normalization_entry else {}),
         **(extra or {}),
     }
     write_model_json(folder, meta)

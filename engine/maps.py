@@ -138,22 +138,34 @@ def gate_map(gates, size: tuple[int, int]) -> torch.Tensor:
     return gaussian_blur(resize_bilinear(g.mean(dim=1), size), GATE_SIGMA)
 
 
-def compute_anomaly_maps(images, recons, latents, latent_recons, gates=None) -> AnomalyMaps:
-    """Reference anomaly maps, in torch.
+def compute_anomaly_maps(images, recons, latents, latent_recons, gates=None, normalization=None,
+                         class_ids=None) -> AnomalyMaps:
+    """Anomaly maps, in torch.
 
     images: x0 = VAE decode of the input latents [B,3,S,S]; recons: decode of the
-    reconstructed latents [B,3,S,S]; latents / latent_recons: [B,4,L,L] (scaled by 0.18215);
-    gates: optional DoD gate [B,4,L,L] for gate fusion."""
+    reconstructed latents [B,3,S,S]; latents / latent_recons: [B,C,L,L] (scaled by the VAE's
+    latent factor); gates: optional DoD gate [B,C,L,L] for gate fusion. Without
+    `normalization` these are the reference maps (fixed clip constants); with an
+    `engine.normalization.MapNormalization` and the class ids [B] the two discrepancies are
+    normalized by the good parts' statistics of each sample's category instead."""
     x0 = _as_tensor(images)
     device = x0.device
     xr = _as_tensor(recons, device)
     z = _as_tensor(latents, device)
     zr = _as_tensor(latent_recons, device)
     size = tuple(x0.shape[-2:])
-    image_d = (xr - x0).abs().amax(dim=1).clamp(0, IMAGE_CLIP) * (1 / IMAGE_CLIP)
-    image_d = gaussian_blur(image_d, IMAGE_SIGMA)
-    latent_d = (zr - z).abs().mean(dim=1).clamp(0, LATENT_CLIP) * (1 / LATENT_CLIP)
-    latent_d = resize_bilinear(gaussian_blur(latent_d, LATENT_SIGMA), size)
+    if normalization is None:
+        image_d = (xr - x0).abs().amax(dim=1).clamp(0, IMAGE_CLIP) * (1 / IMAGE_CLIP)
+        image_d = gaussian_blur(image_d, IMAGE_SIGMA)
+        latent_d = (zr - z).abs().mean(dim=1).clamp(0, LATENT_CLIP) * (1 / LATENT_CLIP)
+        latent_d = resize_bilinear(gaussian_blur(latent_d, LATENT_SIGMA), size)
+    else:
+        if class_ids is None:
+            raise ValueError("normalized maps need the class id of every sample")
+        from .normalization import raw_discrepancies
+
+        image_d, latent_small = normalization.normalize(*raw_discrepancies(x0, xr, z, zr), class_ids)
+        latent_d = resize_bilinear(latent_small, size)
     maps = AnomalyMaps(
         geometric=torch.sqrt(image_d * latent_d),
         arithmetic=(image_d + latent_d) / 2,

@@ -208,7 +208,7 @@ def test_mvtec_layout_errors_are_one_clear_message(tmp_path):
     with pytest.raises(DatasetLayoutError, match="folder not found"):
         MVTecDataset(tmp_path / "missing")
     with pytest.raises(ValueError, match="split must be one of"):
-        MVTecDataset(root, "bottle", "val")
+        MVTecDataset(root, "bottle", "validation")
 
 
 def test_missing_mask_names_expected_path(tmp_path):

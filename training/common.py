@@ -145,10 +145,21 @@ def warmup_cosine_factor(epoch_index: int, warmup_epochs: int, total_epochs: int
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
 
 
+class WarmupCosine:
+    """`warmup_cosine_factor` as a LambdaLR callable whose length (`total_epochs`) can be changed
+    mid-run (a time budget fixes the epoch count after the first epoch); LambdaLR saves and
+    restores its attributes with the scheduler's state."""
+
+    def __init__(self, warmup_epochs: int, total_epochs: int):
+        self.warmup_epochs, self.total_epochs = warmup_epochs, total_epochs
+
+    def __call__(self, epoch_index: int) -> float:
+        return warmup_cosine_factor(epoch_index, self.warmup_epochs, self.total_epochs)
+
+
 def make_lr_scheduler(optimizer, warmup_epochs: int, total_epochs: int):
-    """LambdaLR stepped once per epoch with `warmup_cosine_factor`."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda k: warmup_cosine_factor(k, warmup_epochs, total_epochs))
+    """LambdaLR stepped once per epoch with `warmup_cosine_factor` (a `WarmupCosine`)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup_epochs, total_epochs))
 
 
 def save_training_checkpoint(path: Path, model_state: dict, optimizer, scheduler, epoch: int,
@@ -228,6 +239,15 @@ def write_args(exp_dir: Path, args: argparse.Namespace) -> None:
         encoding="utf-8")
 
 
+def broadcast_object(ctx: DistContext, value):
+    """Rank 0's `value` (any picklable object) on every rank."""
+    if not ctx.distributed:
+        return value
+    shared = [value]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
+
+
 def ctx_any(ctx: DistContext, flag: bool) -> bool:
     """True on every rank when any rank asked to stop (so all ranks stop at the same step)."""
     if not ctx.distributed:
@@ -238,7 +258,8 @@ def ctx_any(ctx: DistContext, flag: bool) -> bool:
 
 
 def run_epochs(args: argparse.Namespace, ctx: DistContext, model: torch.nn.Module, opt, scheduler, loader, sampler,
-               start_epoch: int, events: EventLog, batch_loss, save_checkpoint, exp_dir: Path, ckpt_dir: Path) -> int:
+               start_epoch: int, events: EventLog, batch_loss, save_checkpoint, exp_dir: Path, ckpt_dir: Path,
+               end_of_epoch=None, on_finish=None) -> int:
     """The epoch loop every trainer shares: per-epoch seeding, gradient accumulation, step/epoch
     events, checkpoints every `args.ckpt_every` epochs and at the end, and a graceful stop on
     SIGTERM/SIGINT (or `args.max_steps`) that writes a checkpoint first.
@@ -246,7 +267,11 @@ def run_epochs(args: argparse.Namespace, ctx: DistContext, model: torch.nn.Modul
     batch_loss(batch, generator) -> (loss tensor, number of samples) for one loader batch;
     save_checkpoint(epoch, numbered) writes last.pt (+ epoch-N.pt when numbered) and the model
     folder, on rank 0. Uses args.epochs, accumulation_steps, log_every, ckpt_every, max_steps and
-    global_seed. A stop asked for on an epoch's last step still completes that epoch. Returns 0."""
+    global_seed. A stop asked for on an epoch's last step still completes that epoch.
+    end_of_epoch(epochs_done, epoch_seconds) -> a reason to stop (str) or None, called on every
+    rank after each complete epoch (it may lower args.epochs: the loop reads it every epoch; rank
+    0's answer counts). on_finish(epochs_done, reason) runs on rank 0 after the last checkpoint.
+    Returns 0."""
     import numpy as np
     from tqdm import tqdm
 
@@ -261,7 +286,9 @@ def run_epochs(args: argparse.Namespace, ctx: DistContext, model: torch.nn.Modul
     epoch = start_epoch
     last_saved = start_epoch
     try:
-        for epoch in range(start_epoch, args.epochs):
+        epoch = start_epoch - 1
+        while epoch + 1 < args.epochs:
+            epoch += 1
             sampler.set_epoch(epoch)
             model.train()
             # Every epoch's randomness (dropout included) comes from its own seed, so a resumed run
@@ -311,6 +338,11 @@ def run_epochs(args: argparse.Namespace, ctx: DistContext, model: torch.nn.Modul
                         complete=finished_epoch)
             if ctx.is_main:
                 print(f"epoch {epoch + 1}/{args.epochs}  loss {epoch_loss:.5f}  {seconds:.1f}s", file=sys.stderr)
+            reason = end_of_epoch(done, seconds) if end_of_epoch is not None and finished_epoch else None
+            ending = ctx_any(ctx, reason is not None)
+            if ending:
+                reason = broadcast_object(ctx, reason)
+                args.epochs = done
             want_ckpt = finished_epoch and ((epoch + 1) % args.ckpt_every == 0 or epoch + 1 == args.epochs)
             stopping = ctx_any(ctx, stop["requested"])
             if want_ckpt or stopping:
@@ -321,8 +353,15 @@ def run_epochs(args: argparse.Namespace, ctx: DistContext, model: torch.nn.Modul
             if stopping:
                 events.emit("stopped", epoch=done, checkpoint=str(ckpt_dir / "last.pt"))
                 return 0
+            if ending:
+                events.emit("early_stop", epoch=done, reason=reason)
+                if ctx.is_main:
+                    print(f"stopping after epoch {done}: {reason}", file=sys.stderr)
         if last_saved != args.epochs and ctx.is_main and epoch + 1 == args.epochs:
             save_checkpoint(args.epochs, numbered=True)
+        if on_finish is not None and ctx.is_main:
+            on_finish(args.epochs)
+        ctx.barrier()
         events.emit("finished", epoch=args.epochs, model_dir=str(exp_dir / "model"),
                     checkpoint=str(ckpt_dir / "last.pt"))
         return 0

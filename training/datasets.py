@@ -66,7 +66,7 @@ FOLDER_LAYOUT = (
 _ANY_LAYOUT = f"{MVTEC_LAYOUT}; {VISA_LAYOUT}; {FOLDER_LAYOUT}"
 
 GOOD = "good"
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 VISA_CSV = Path("split_csv") / "1cls.csv"
 VISA_CSV_COLUMNS = ("object", "split", "label", "image", "mask")
 VISA_TEST_GOOD_MODULO = 10
@@ -348,30 +348,34 @@ def _mvtec_category_names(root: Path) -> list[str]:
 
 
 def _mvtec_records(cat_dir: Path, split: str, strict: bool) -> list[SampleRecord]:
-    """Records of one category. strict: raise for no images and for missing masks; otherwise a
-    defective image without a mask gets mask_path None."""
+    """Records of one category; split 'val' reads <category>/val/<defect> laid out like test/.
+    A category without a ground_truth/ folder has image-level labels only (ELPV and other
+    datasets without masks): its defective images get mask_path None. With ground_truth/, a
+    missing mask is a layout error when strict (else mask_path None); strict also raises when
+    there are no images."""
     category = cat_dir.name
     if split == "train":
         images = _images_in(cat_dir / "train" / GOOD)
         if not images and strict:
             raise DatasetLayoutError(f"{cat_dir}: expected train/good/ with images ({MVTEC_LAYOUT})")
         return [SampleRecord(p, category, GOOD) for p in images]
+    has_masks = (cat_dir / "ground_truth").is_dir()
     records = []
-    for defect_dir in _subdirs(cat_dir / "test"):
+    for defect_dir in _subdirs(cat_dir / split):
         defect = defect_dir.name
         for p in _images_in(defect_dir):
             mask = None
-            if defect != GOOD:
+            if defect != GOOD and has_masks:
                 mask_dir = cat_dir / "ground_truth" / defect
                 mask = _find_mask(mask_dir, [f"{p.stem}_mask"])
                 if mask is None and strict:
                     raise DatasetLayoutError(
                         f"{p}: defective test image has no mask; expected {mask_dir / (p.stem + '_mask.png')} "
-                        f"({MVTEC_LAYOUT})"
+                        f"(or no ground_truth/ folder at all for image-level labels only) ({MVTEC_LAYOUT})"
                     )
             records.append(SampleRecord(p, category, defect, mask))
     if not records and strict:
-        raise DatasetLayoutError(f"{cat_dir}: expected test/<defect>/ folders with images ({MVTEC_LAYOUT})")
+        raise DatasetLayoutError(f"{cat_dir}: expected {split}/<defect>/ folders with images ({MVTEC_LAYOUT})")
     return records
 
 
@@ -393,7 +397,8 @@ class VisADataset(AnomalyDataset):
         class_names: Sequence[str] | None = None,
     ) -> None:
         self.root = Path(root)
-        _check_split(split)
+        if _check_split(split) == "val":
+            raise DatasetLayoutError(f"{self.root}: the VisA layout has no val split; use train or test ({VISA_LAYOUT})")
         by_category = _visa_records(self.root, strict=True)
         chosen = _select_categories(categories, list(by_category), self.root, VISA_LAYOUT)
         if class_names is None:

@@ -23,13 +23,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from engine.checkpoint import CheckpointError
 from engine.detector import Detector
 
 from .common import EventLog, cleanup_distributed, setup_distributed, str2bool
-from .datasets import build_dataset
+from .datasets import DatasetLayoutError, ImageReadError, build_dataset
 from .metrics import METRIC_NAMES, compute_metrics, suggest_threshold_from_good
 
 __all__ = ["build_arg_parser", "main", "evaluate_detector", "format_table"]
+
+# Faults of the user's input that end the run with one line, not a traceback.
+USER_ERRORS = (ValueError, DatasetLayoutError, ImageReadError, CheckpointError, FileNotFoundError)
 
 TABLE_COLUMNS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("pixel_aupro", "AUPRO"),
                  ("image_ap", "I-AP"), ("pixel_ap", "P-AP"), ("image_f1max", "I-F1"), ("pixel_f1max", "P-F1"))
@@ -45,7 +49,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=["mvtec", "visa", "folder", "auto"], default="auto")
     p.add_argument("--data-dir", type=Path, required=True, help="dataset root (folder: the good images)")
     p.add_argument("--test-dir", type=Path, default=None, help="--dataset folder: the test folder")
-    p.add_argument("--object-category", default="all")
+    p.add_argument("--object-category", default="all",
+                   help="a category, a comma list or all; --dataset folder: default the model's only category")
+    p.add_argument("--split", choices=["test", "val"], default="test",
+                   help="which split to score: test, or val (MVTec-style <category>/val/, for choosing settings)")
     p.add_argument("--batch-size", type=int, default=8, help="per process")
     p.add_argument("--reverse-steps", type=int, default=None)
     p.add_argument("--start-t", type=int, default=None)
@@ -118,7 +125,7 @@ def evaluate_detector(detector, dataset, rank: int = 0, world: int = 1, batch_si
         final = maps.final.float().cpu().numpy()
         seconds += time.perf_counter() - t0
         for it, m, recon in zip(items, final, recons):
-            records.append({"path": it["path"],
+            records.append({"path": it["path"], "has_mask": bool(it["has_mask"]),
                             "category": it["category"], "defect": it["defect"], "label": int(it["label"]),
                             "mask": it["mask"][0].numpy().astype(np.uint8), "map": m.astype(np.float16),
                             "score": float(m.max())})
@@ -137,21 +144,28 @@ def evaluate_detector(detector, dataset, rank: int = 0, world: int = 1, batch_si
         recs = sorted((r for r in all_records if r["category"] == cat), key=lambda r: r["path"])
         masks = np.stack([r["mask"] for r in recs])
         maps = np.stack([r["map"].astype(np.float32) for r in recs])
-        metrics = compute_metrics(masks, maps)
+        labels = np.array([r["label"] for r in recs])
+        with_pixels = all(r["has_mask"] for r in recs if r["label"])
+        metrics = compute_metrics(masks, maps, image_labels=labels, with_pixels=with_pixels)
         good_scores = [r["score"] for r in recs if r["label"] == 0]
+        scores = np.array([r["score"] for r in recs])
+        threshold = float(detector.settings.threshold)
         metrics.update({
             "n_good": len(good_scores), "n_defect": len(recs) - len(good_scores),
+            "at_threshold": {"threshold": threshold,
+                             "good_failed": _share(scores[labels == 0] > threshold),
+                             "defective_caught": _share(scores[labels == 1] > threshold)},
             "threshold_good_quantile": suggest_threshold_from_good(good_scores, 0.99) if good_scores else None,
             "scores": {Path(r["path"]).name + f" [{r['defect']}]": round(r["score"], 5) for r in recs},
         })
         result["categories"][cat] = metrics
     cats = list(result["categories"].values())
     result["mean"] = {name: _nanmean([c[name] for c in cats]) for name in METRIC_NAMES}
-    all_masks = np.stack([r["mask"].max() for r in all_records])
+    all_labels = np.array([r["label"] for r in all_records])
     all_scores = np.array([r["score"] for r in all_records])
     from .metrics import f1_max
 
-    f1, thr = f1_max(all_masks, all_scores)
+    f1, thr = f1_max(all_labels, all_scores)
     result["suggested_threshold"] = {
         "f1_optimal": None if thr is None or (isinstance(thr, float) and math.isnan(thr)) else float(thr),
         "f1": None if isinstance(f1, float) and math.isnan(f1) else float(f1),
@@ -169,9 +183,16 @@ def _spread(indices: list[int], n: int) -> list[int]:
     return [indices[k] for k in sorted(set(picks.tolist()))]
 
 
-def _nanmean(values) -> float:
+def _share(flags: np.ndarray) -> float | None:
+    """Fraction of True in `flags`; None for no parts."""
+    return float(np.mean(flags)) if flags.size else None
+
+
+def _nanmean(values) -> float | None:
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return float(np.mean(vals)) if vals else float("nan")
+    if vals:
+        return float(np.mean(vals))
+    return None if all(v is None for v in values) else float("nan")
 
 
 def _save_outputs(save_dir: Path, item, amap, recon, save_maps: bool, save_overlays: bool) -> None:
@@ -187,15 +208,28 @@ def _save_outputs(save_dir: Path, item, amap, recon, save_maps: bool, save_overl
         write_image(save_dir / "overlays" / f"{name}.png", render_overlay(crop, amap, threshold=None))
 
 
+def _cell(value, width: int = 9) -> str:
+    """A metric for the table: 4 decimals, or n/a for a metric the data cannot give (no masks)."""
+    return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.4f}"
+
+
 def format_table(result: dict) -> str:
-    """A fixed-width text table: one row per category, then the mean."""
+    """A fixed-width text table: one row per category, then the mean; then, per category, the
+    share of good parts that fail and of defective parts caught at the model's threshold."""
     head = f"{'category':<16}" + "".join(f"{title:>9}" for _, title in TABLE_COLUMNS) + f"{'good':>6}{'defect':>8}"
     lines = [head, "-" * len(head)]
     for cat, m in result["categories"].items():
-        lines.append(f"{cat:<16}" + "".join(f"{m[k]:>9.4f}" for k, _ in TABLE_COLUMNS)
+        lines.append(f"{cat:<16}" + "".join(_cell(m[k]) for k, _ in TABLE_COLUMNS)
                      + f"{m['n_good']:>6}{m['n_defect']:>8}")
     lines.append("-" * len(head))
-    lines.append(f"{'mean':<16}" + "".join(f"{result['mean'][k]:>9.4f}" for k, _ in TABLE_COLUMNS))
+    lines.append(f"{'mean':<16}" + "".join(_cell(result['mean'][k]) for k, _ in TABLE_COLUMNS))
+    for cat, m in result["categories"].items():
+        at = m.get("at_threshold")
+        if at:
+            good = "n/a" if at["good_failed"] is None else f"{100 * at['good_failed']:.1f}%"
+            caught = "n/a" if at["defective_caught"] is None else f"{100 * at['defective_caught']:.1f}%"
+            lines.append(f"{cat}: at threshold {at['threshold']:.4g}, good parts failed {good}, "
+                         f"defective parts caught {caught}")
     return "\n".join(lines)
 
 
@@ -206,8 +240,12 @@ def _write_outputs(out: Path, result: dict) -> None:
         w = csv.writer(f)
         w.writerow(["category"] + [k for k, _ in TABLE_COLUMNS] + ["n_good", "n_defect"])
         for cat, m in result["categories"].items():
-            w.writerow([cat] + [round(m[k], 6) for k, _ in TABLE_COLUMNS] + [m["n_good"], m["n_defect"]])
-        w.writerow(["mean"] + [round(result["mean"][k], 6) for k, _ in TABLE_COLUMNS] + ["", ""])
+            w.writerow([cat] + [_csv_value(m[k]) for k, _ in TABLE_COLUMNS] + [m["n_good"], m["n_defect"]])
+        w.writerow(["mean"] + [_csv_value(result["mean"][k]) for k, _ in TABLE_COLUMNS] + ["", ""])
+
+
+def _csv_value(value) -> str | float:
+    return "n/a" if value is None else round(value, 6)
 
 
 def load_detector_for_eval(args, device) -> Detector:
@@ -241,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     events = EventLog(args.events, enabled=ctx.is_main)
     try:
         detector = load_detector_for_eval(args, ctx.device)
-        categories = "all" if args.object_category == "all" else args.object_category.split(",")
-        dataset = build_dataset(args.dataset, args.data_dir, categories, "test", detector.preprocess,
+        categories = categories_to_evaluate(args.dataset, args.data_dir, args.object_category, detector.class_names)
+        dataset = build_dataset(args.dataset, args.data_dir, categories, args.split, detector.preprocess,
                                 augment=False, test_dir=args.test_dir)
         model_dir = Path(args.model) if Path(args.model).is_dir() else None
         out = args.out or ((model_dir / "evaluation") if model_dir else Path("evaluation"))
@@ -280,12 +318,38 @@ def main(argv: list[str] | None = None) -> int:
             events.emit("evaluation", mean=result["mean"], ms_per_image=result["ms_per_image"],
                         suggested_threshold=result["suggested_threshold"], out=str(out))
         return 0
+    except USER_ERRORS as e:
+        events.emit("error", message=str(e))
+        print(f"evaluate: error: {e}", file=sys.stderr)
+        return 2
     except Exception as e:
         events.emit("error", message=f"{type(e).__name__}: {e}")
         raise
     finally:
         events.close()
         cleanup_distributed()
+
+
+def categories_to_evaluate(dataset: str, data_dir: Path, object_category: str, class_names: list[str]):
+    """--object-category as build_dataset takes it, checked against the model's classes. A folder
+    dataset holds one product: by default the model's only category (a folder's own name would
+    not match the names the model was trained on)."""
+    from .datasets import detect_layout
+
+    kind = detect_layout(data_dir) if dataset == "auto" else dataset
+    if object_category == "all":
+        if kind != "folder":
+            return "all"
+        if len(class_names) != 1:
+            raise ValueError(f"{data_dir}: a folder dataset holds one product and this model knows "
+                             f"{len(class_names)} ({', '.join(class_names)}): pass --object-category NAME")
+        return class_names[0]
+    chosen = object_category.split(",")
+    unknown = [c for c in chosen if c not in class_names]
+    if unknown:
+        raise ValueError(f"--object-category {object_category}: the model does not know {', '.join(unknown)} "
+                         f"(it knows {', '.join(class_names)})")
+    return chosen[0] if kind == "folder" and len(chosen) == 1 else chosen
 
 
 if __name__ == "__main__":

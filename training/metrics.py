@@ -158,38 +158,51 @@ def aupro(masks, maps, fpr_limit: float = 0.3, num_thresholds: int = 200) -> flo
     return float(auc(fprs / fprs.max(), pros))
 
 
-def compute_metrics(masks, maps) -> dict[str, float]:
+def compute_metrics(masks, maps, image_labels=None, with_pixels: bool = True) -> dict[str, float | None]:
     """Pixel- and image-level metrics of one category.
 
     masks: [N, H, W] ground truth, maps: [N, H, W] anomaly maps.
-    Image score = max of its map, image label = max of its mask.
+    Image score = max of its map, image label = `image_labels` [N] when given, else the max of
+    its mask. with_pixels False (a dataset without pixel masks, image-level labels only): the
+    pixel metrics are None ("n/a"), the image metrics come from `image_labels`.
     Returns the keys of ``METRIC_NAMES`` plus ``pixel_f1_threshold`` and
-    ``image_f1_threshold`` (score at which the F1-max is reached), all floats.
-    A metric undefined for the data is NaN: AUROC/AP when all pixels (images)
-    are of one class, F1 without any defect, AUPRO without defect regions.
+    ``image_f1_threshold`` (score at which the F1-max is reached). A metric undefined for the
+    data is NaN: AUROC/AP when all pixels (images) are of one class, F1 without any defect,
+    AUPRO without defect regions.
     """
     gt = _labels(masks)
     amaps = _scores(maps)
     if gt.shape != amaps.shape or gt.ndim != 3:
         raise ValueError(f"masks and maps must both be [N, H, W], got {gt.shape} and {amaps.shape}")
+    if image_labels is None and not with_pixels:
+        raise ValueError("without pixel masks the image labels must be given")
 
-    pixel_f1, pixel_th = f1_max(gt, amaps)
     if gt.shape[0] > 0:
-        image_labels = gt.reshape(gt.shape[0], -1).max(axis=1)
+        mask_labels = gt.reshape(gt.shape[0], -1).max(axis=1)
         image_scores = amaps.reshape(amaps.shape[0], -1).max(axis=1)
     else:
-        image_labels = np.zeros(0, dtype=bool)
+        mask_labels = np.zeros(0, dtype=bool)
         image_scores = np.zeros(0, dtype=amaps.dtype)
-    image_f1, image_th = f1_max(image_labels, image_scores)
-
+    labels = mask_labels if image_labels is None else _labels(image_labels).ravel()
+    if labels.shape != image_scores.shape:
+        raise ValueError(f"{labels.shape[0]} image labels for {image_scores.shape[0]} maps")
+    image_f1, image_th = f1_max(labels, image_scores)
+    image = {
+        "image_auroc": auroc(labels, image_scores),
+        "image_ap": average_precision(labels, image_scores),
+        "image_f1max": image_f1,
+        "image_f1_threshold": image_th,
+    }
+    if not with_pixels:
+        return {"pixel_auroc": None, "pixel_aupro": None, "pixel_f1max": None, "pixel_ap": None,
+                **image, "pixel_f1_threshold": None}
+    pixel_f1, pixel_th = f1_max(gt, amaps)
     return {
         "pixel_auroc": auroc(gt, amaps),
         "pixel_aupro": aupro(gt, amaps),
         "pixel_f1max": pixel_f1,
         "pixel_ap": average_precision(gt, amaps),
-        "image_auroc": auroc(image_labels, image_scores),
-        "image_ap": average_precision(image_labels, image_scores),
-        "image_f1max": image_f1,
+        **{k: image[k] for k in ("image_auroc", "image_ap", "image_f1max")},
         "pixel_f1_threshold": pixel_th,
         "image_f1_threshold": image_th,
     }

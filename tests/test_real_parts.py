@@ -1,0 +1,314 @@
+"""Real-parts recipe: metrics without masks, map normalization, held-out validation, time budget, fit."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.checkpoint import CheckpointError
+from engine.detector import Detector
+from engine.maps import compute_anomaly_maps
+from engine.normalization import GOOD_TAIL_SCORE, MapNormalization, fit_normalization, raw_discrepancies
+from tests.test_calibrate_scores import _tiny_model
+from tests.test_training import TINY_VAE, make_tiny_mvtec
+from training import evaluate, fit, normalize_maps, train_deco_diff
+from training.metrics import compute_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _hand_auroc(labels, scores) -> float:
+    """Share of (defective, good) pairs ranked right, ties counting half."""
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_image_metrics_without_masks_match_a_hand_computation():
+    rng = np.random.default_rng(0)
+    maps = rng.random((6, 4, 4)).astype(np.float32)
+    labels = np.array([0, 1, 0, 1, 1, 0])
+    m = compute_metrics(np.zeros((6, 4, 4)), maps, image_labels=labels, with_pixels=False)
+    scores = maps.reshape(6, -1).max(axis=1)
+    assert m["image_auroc"] == pytest.approx(_hand_auroc(labels, scores))
+    assert m["pixel_auroc"] is None and m["pixel_aupro"] is None and m["pixel_ap"] is None
+    with pytest.raises(ValueError, match="image labels must be given"):
+        compute_metrics(np.zeros((6, 4, 4)), maps, with_pixels=False)
+
+
+def _unmasked_mvtec(root: Path) -> Path:
+    """The tiny MVTec dataset without its ground_truth folders (image-level labels only)."""
+    make_tiny_mvtec(root)
+    for cat in ("tile", "wood"):
+        shutil.rmtree(root / cat / "ground_truth")
+    return root
+
+
+def _scores_and_labels(metrics: dict, category: str):
+    scores = metrics["categories"][category]["scores"]
+    return [0 if k.endswith("[good]") else 1 for k in scores], list(scores.values())
+
+
+def test_evaluate_without_masks_mvtec_style_and_folder(tmp_path, capsys):
+    data = _unmasked_mvtec(tmp_path / "data")
+    model = _tiny_model(tmp_path / "model", ["tile", "wood"])
+    out = tmp_path / "eval"
+    assert evaluate.main(["--model", str(model), "--data-dir", str(data), "--out", str(out), "--device", "cpu"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for cat in ("tile", "wood"):
+        labels, scores = _scores_and_labels(metrics, cat)
+        m = metrics["categories"][cat]
+        assert m["image_auroc"] == pytest.approx(_hand_auroc(labels, scores), abs=1e-4)
+        assert m["pixel_auroc"] is None and m["at_threshold"]["defective_caught"] is not None
+    assert "n/a" in capsys.readouterr().out
+    assert "n/a" in (out / "metrics.csv").read_text()
+
+    # a folder layout: good/ and one defect folder, no masks; the model's only category is used
+    test = tmp_path / "folder_test"
+    shutil.copytree(data / "wood" / "test", test)
+    one = _tiny_model(tmp_path / "one", ["wood"])
+    out2 = tmp_path / "eval2"
+    assert evaluate.main(["--model", str(one), "--dataset", "folder", "--data-dir", str(data / "wood" / "train" / "good"),
+                          "--test-dir", str(test), "--out", str(out2), "--device", "cpu"]) == 0
+    m2 = json.loads((out2 / "metrics.json").read_text())
+    labels, scores = _scores_and_labels(m2, "wood")
+    assert m2["categories"]["wood"]["image_auroc"] == pytest.approx(_hand_auroc(labels, scores), abs=1e-4)
+
+    # a model of several categories on a folder: one clear message, exit code 2
+    assert evaluate.main(["--model", str(model), "--dataset", "folder", "--data-dir", str(data / "wood" / "train"),
+                          "--test-dir", str(test), "--out", str(out2), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --object-category" in err and "Traceback" not in err
+    assert evaluate.main(["--model", str(model), "--data-dir", str(data), "--object-category", "carpet",
+                          "--device", "cpu"]) == 2
+    assert "does not know carpet" in capsys.readouterr().err
+
+
+def _raw(seed, n=6, s=16, l=4):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, s, s, generator=g) * 0.2, torch.rand(n, l, l, generator=g) * 0.1
+
+
+def test_normalization_by_hand_and_reference_maps_unchanged():
+    # global statistics: z = (raw - mean) / std, divided by the scale, clipped to [0, 1]
+    img, lat = _raw(0)
+    norm = fit_normalization({"a": (img, lat)}, {"a": _raw(1)}, ["a"], mode="global")
+    mean_i, std_i = float(img.mean()), float(img.std())
+    assert torch.allclose(norm.image_mean[0], torch.full((16, 16), mean_i))
+    assert float(norm.image_std[0, 0, 0]) == pytest.approx(std_i, rel=1e-5)
+    new_i, new_l = _raw(2)
+    d_img, d_lat = norm.normalize(new_i, new_l, torch.zeros(6, dtype=torch.long))
+    expected = ((new_i - mean_i) / std_i / float(norm.scale[0])).clamp(0, 1)
+    torch.testing.assert_close(d_img, expected, atol=1e-5, rtol=0)
+    # the scale puts the 99th percentile of the second set's best z at GOOD_TAIL_SCORE
+    held_i, held_l = _raw(1)
+    z_i = ((held_i - norm.image_mean[0]) / norm.image_std[0]).clamp_min(0)
+    z_l = ((held_l - norm.latent_mean[0]) / norm.latent_std[0]).clamp_min(0)
+    from engine.maps import resize_bilinear
+    best = torch.sqrt(z_i * resize_bilinear(z_l, (16, 16))).flatten(1).amax(1)
+    assert float(np.quantile(best.numpy(), 0.99)) / float(norm.scale[0]) == pytest.approx(GOOD_TAIL_SCORE, rel=1e-4)
+
+    # without a normalization the maps are the reference's, with one they differ
+    g = torch.Generator().manual_seed(3)
+    x0, xr = torch.rand(2, 3, 16, 16, generator=g), torch.rand(2, 3, 16, 16, generator=g)
+    z, zr = torch.rand(2, 4, 4, 4, generator=g), torch.rand(2, 4, 4, 4, generator=g)
+    ref = compute_anomaly_maps(x0, xr, z, zr)
+    from engine.maps import IMAGE_CLIP, gaussian_blur
+
+    image_d = gaussian_blur((xr - x0).abs().amax(1).clamp(0, IMAGE_CLIP) / IMAGE_CLIP, 3.0)
+    torch.testing.assert_close(ref.image_discrepancy, image_d)
+    normed = compute_anomaly_maps(x0, xr, z, zr, normalization=norm, class_ids=torch.zeros(2))
+    i_raw, l_raw = raw_discrepancies(x0, xr, z, zr)
+    torch.testing.assert_close(normed.image_discrepancy, norm.normalize(i_raw, l_raw, torch.zeros(2))[0])
+    with pytest.raises(ValueError, match="class id"):
+        compute_anomaly_maps(x0, xr, z, zr, normalization=norm)
+
+
+def test_normalization_fitted_stored_reloaded_and_checked(tmp_path):
+    data = make_tiny_mvtec(tmp_path / "data")
+    model = _tiny_model(tmp_path / "model", ["tile", "wood"])
+    assert normalize_maps.main(["--model", str(model), "--data-dir", str(data), "--split", "train",
+                                "--device", "cpu"]) == 0
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["normalization"]["mode"] == "position" and meta["settings"]["threshold"] == 0.5
+    assert meta["normalization"]["images"] == {"tile": [3, 3], "wood": [3, 3]}
+    det = Detector.load(model, device="cpu")
+    assert det.normalization is not None and "normalized" in det.describe()["maps"]
+    frame = np.asarray(Image.open(data / "wood" / "test" / "spot" / "000.png"))
+    first = det.predict([frame], category="wood")[0]
+    # saved again and reloaded: the same maps
+    det.save(tmp_path / "copy")
+    again = Detector.load(tmp_path / "copy", device="cpu").predict([frame], category="wood")[0]
+    np.testing.assert_allclose(again.crop_map, first.crop_map, atol=1e-6)
+    assert 0.0 <= first.score <= 1.0
+    # without it the same model gives other (reference) maps
+    det.normalization = None
+    assert not np.allclose(det.predict([frame], category="wood")[0].crop_map, first.crop_map)
+    # a missing or broken statistics file is one clear message naming it
+    (model / "normalization.safetensors").write_bytes(b"broken")
+    with pytest.raises(CheckpointError, match="normalization.safetensors"):
+        Detector.load(model, device="cpu")
+    (model / "normalization.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="file is missing"):
+        Detector.load(model, device="cpu")
+    # too few good images
+    assert normalize_maps.main(["--model", str(tmp_path / "copy"), "--data-dir", str(data), "--split", "test",
+                                "--device", "cpu"]) == 2
+
+
+def _toy_data(root: Path, per_category: int = 14) -> Path:
+    make_tiny_mvtec(root)
+    rng = np.random.default_rng(1)
+    for cat, base in (("tile", (120, 120, 130)), ("wood", (150, 100, 60))):
+        for i in range(6, per_category):
+            img = np.clip(np.array(base) + rng.normal(0, 12, (80, 80, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / cat / "train" / "good" / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    from engine.vae import create_vae, save_vae
+
+    root = tmp_path_factory.mktemp("toy")
+    _toy_data(root / "data")
+    torch.manual_seed(0)
+    save_vae(create_vae(TINY_VAE), root / "vae")
+    return root
+
+
+def _train_args(toy: Path, exp: Path, *extra):
+    return ["--dataset", "mvtec", "--data-dir", str(toy / "data"), "--model-size", "UNet_T", "--image-size", "72",
+            "--center-size", "64", "--warmup-epochs", "1", "--global-batch-size", "4", "--ckpt-every", "1",
+            "--log-every", "1", "--vae", str(toy / "vae"), "--experiment-dir", str(exp), "--device", "cpu",
+            "--events", str(exp / "events.jsonl"), "--holdout", "0.2", "--holdout-min", "3",
+            "--reverse-steps", "2", *extra]
+
+
+def _events(path: Path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_held_out_validation_keeps_the_best_epoch_and_stops_early(toy, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    exp = toy / "early"
+    # lr 3e-2 makes the toy UNet diverge after it first improves, so the held-out loss stops improving
+    assert train_deco_diff.main(_train_args(toy, exp, "--epochs", "30", "--lr", "3e-2", "--val-every", "1",
+                                            "--patience", "2")) == 0
+    events = _events(exp / "events.jsonl")
+    vals = [e for e in events if e["event"] == "validation"]
+    assert vals and all(e["images"] == 6 for e in vals)
+    best = min(vals, key=lambda e: e["loss"])
+    stop = next(e for e in events if e["event"] == "early_stop")
+    assert stop["epoch"] < 30 and "not improved for 2" in stop["reason"]
+    assert [e["improved"] for e in vals[-2:]] == [False, False]
+    selected = next(e for e in events if e["event"] == "selected")
+    assert selected["epoch"] == best["epoch"]
+    meta = json.loads((exp / "model" / "model.json").read_text())
+    assert meta["training"]["epoch"] == best["epoch"] and meta["training"]["selected"]["loss"] == pytest.approx(
+        best["loss"])
+    # the exported weights are the best epoch's
+    from safetensors.torch import load_file
+    from training.common import load_training_checkpoint
+    best_state = load_training_checkpoint(exp / "checkpoints" / "best.pt")["model"]
+    exported = load_file(exp / "model" / "unet.safetensors")
+    for k, v in exported.items():
+        torch.testing.assert_close(v, best_state[k], atol=0, rtol=0)
+    held = json.loads((exp / "holdout.json").read_text())
+    assert len(held) == 6 and {h["category"] for h in held} == {"tile", "wood"}
+    assert events[0]["images"] == 28 - 6
+
+
+def test_too_few_good_images_to_hold_out_is_one_clear_message(toy):
+    with pytest.raises(ValueError, match="too few to hold out 12"):
+        train_deco_diff.main(_train_args(toy, toy / "few", "--epochs", "1", "--holdout-min", "12"))
+
+
+def test_time_budget_is_kept_and_a_stopped_run_resumes(toy, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    exp = toy / "budget"
+    t0 = time.perf_counter()
+    assert train_deco_diff.main(_train_args(toy, exp, "--epochs", "1000", "--time-budget", "12",
+                                            "--val-every", "2")) == 0
+    took = time.perf_counter() - t0
+    events = _events(exp / "events.jsonl")
+    fitted = next(e for e in events if e["event"] == "epochs_fitted")
+    assert fitted["epochs"] < 1000
+    assert took < 12 * 1.1 + 3  # the budget, 10 %, and the process's own start and export
+    done = next(e for e in events if e["event"] == "finished")["epoch"]
+    assert done <= fitted["epochs"]
+    # stop a budgeted run mid-way (after 3 optimizer steps), then resume it: the time it spent counts
+    exp2 = toy / "resumed"
+    assert train_deco_diff.main(_train_args(toy, exp2, "--epochs", "1000", "--time-budget", "12",
+                                            "--max-steps", "3")) == 0
+    from training.common import load_training_checkpoint
+    state = load_training_checkpoint(exp2 / "checkpoints" / "last.pt")
+    spent = state["progress"]["seconds"]
+    assert spent > 0
+    t0 = time.perf_counter()
+    assert train_deco_diff.main(_train_args(toy, exp2, "--epochs", "1000", "--time-budget", "12",
+                                            "--resume", "auto")) == 0
+    assert time.perf_counter() - t0 < 12 - spent + 12 * 0.1 + 3
+    started = [e for e in _events(exp2 / "events.jsonl") if e["event"] == "started"]
+    assert started[-1]["start_epoch"] == state["epoch"]
+
+
+def test_fit_checks_the_data_before_training(tmp_path, capsys):
+    good = tmp_path / "good"
+    good.mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((40, 40, 3), 100 + i, np.uint8)).save(good / f"{i}.png")
+    (good / "broken.png").write_bytes(b"not a png")
+    assert fit.main(["--data-dir", str(good), "--dataset", "folder", "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "only 6 good training images" in err and "broken.png" in err and "Traceback" not in err
+    (good / "broken.png").unlink()
+    for i in range(5, 20):
+        Image.fromarray(np.full((40 + i % 2 * 8, 40, 3), 90 + i, np.uint8)).save(good / f"{i}.png")
+    from engine.preprocess import PreprocessConfig
+    from training.datasets import build_dataset
+    ds = build_dataset("folder", good, "all", "train", PreprocessConfig(image_size=64, center_size=64))
+    notes = fit.check_training_images(ds)
+    assert len(notes) == 1 and "2 different sizes" in notes[0]
+    assert fit.parse_duration("1h30m") == 5400 and fit.parse_duration("45m") == 2700
+    assert fit.parse_duration("90s") == 90 and fit.parse_duration("600") == 600
+
+
+@pytest.mark.slow
+def test_fit_end_to_end_on_a_tiny_folder(toy, tmp_path):
+    """`main.py fit` as a user runs it: a folder of good images and a test folder without masks,
+    a 70 s budget; the model folder opens, is normalized, carries its threshold and evaluation."""
+    good = toy / "data" / "wood" / "train" / "good"
+    test = tmp_path / "test"
+    shutil.copytree(toy / "data" / "wood" / "test", test)
+    shutil.rmtree(test.parent / "test" / "ground_truth", ignore_errors=True)
+    out = tmp_path / "model"
+    budget = 70
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "main.py", "fit", "--data-dir", str(good), "--dataset", "folder",
+                           "--test-dir", str(test), "--out", str(out), "--time-budget", f"{budget}s",
+                           "--vae", str(toy / "vae"), "--image-size", "64", "--center-size", "64", "--nproc", "1",
+                           "--no-evaluate"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    took = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert took < budget * 1.1 + 10  # the budget, 10 %, and the interpreter's own start
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["normalization"]["mode"] == "position" and meta["settings"]["threshold"] == 0.5
+    assert meta["recipe"]["time_budget_s"] == budget and meta["training"]["selected"]["by"]
+    det = Detector.load(out, device="cpu")
+    assert det.class_names == ["custom"] and det.normalization is not None
+    # evaluate on the test folder (no masks): image metrics, pixel metrics n/a
+    assert evaluate.main(["--model", str(out), "--dataset", "folder", "--data-dir", str(good), "--test-dir",
+                          str(test), "--out", str(tmp_path / "eval"), "--device", "cpu"]) == 0
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())["categories"]["custom"]
+    assert m["pixel_auroc"] is None and 0.0 <= m["image_auroc"] <= 1.0
+    assert "fit: model written to" in proc.stderr
