@@ -49,8 +49,8 @@ HOLDOUT_MIN = 8
 MIN_GOOD_IMAGES = 16
 # Seconds kept back from the UNet's share of the budget for the map statistics, per held-out image.
 NORMALIZE_S_PER_IMAGE = 0.6
-CLASSIFIER_SHARE = 0.06
-VALIDATIONS_PER_RUN = 15
+# Seconds kept back for starting the training processes and exporting the model.
+LAUNCH_ALLOWANCE_S = 10.0
 PATIENCE = 5
 
 
@@ -276,8 +276,8 @@ def _fit(args) -> int:
     # 3. the UNet, in what is left of the budget less the calibration
     n_held = sum(max(HOLDOUT_MIN, round(HOLDOUT_SHARE * n)) for n in Counter(s.category for s in train.samples).values())
     spent = time.monotonic() - started
-    unet_budget = args.time_budget - spent - NORMALIZE_S_PER_IMAGE * n_held
-    if unet_budget < 60:
+    unet_budget = args.time_budget - spent - NORMALIZE_S_PER_IMAGE * n_held - LAUNCH_ALLOWANCE_S
+    if unet_budget < 30:
         raise FitError(f"a time budget of {args.time_budget:.0f} s leaves {unet_budget:.0f} s for the UNet; give more")
     model_dir = _run_unet(args, recipe, work, cat_arg, unet_budget, classifier)
     trained = read_model_json(model_dir).get("training", {})

@@ -50,8 +50,8 @@ MIN_TRAIN_IMAGES = 8
 MIN_IMPROVEMENT = 0.01
 HOLDOUT_FILE = "holdout.json"
 BEST_CHECKPOINT = "best.pt"
-# With a time budget, stop when less than this share of an epoch's time is left.
-TIME_BUDGET_STOP_SHARE = 0.5
+# With a time budget, stop when less than this many epochs' time is left (so the budget holds).
+TIME_BUDGET_STOP_SHARE = 1.0
 # Fixed corruptions of every held-out latent per validation.
 VALIDATION_DRAWS = 2
 
