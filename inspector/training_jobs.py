@@ -49,6 +49,7 @@ DETECTORS = {
 STEP_TITLES = {"vae": "Compact VAE", "classifier": "Category classifier", "detector": "Detector",
                "calibrate": "Score calibration", "evaluate": "Evaluation"}
 LOG_TAIL_LINES = 400
+RECIPES = ("fit", "manual")
 STOP_GRACE_MS = 120_000  # a stopping step that has not exited by then is killed
 
 
@@ -62,7 +63,10 @@ class TrainingPlan:
     resize side, center_size: the centre crop the model sees); lr: AdamW learning rate;
     batch_size: global batch over all processes; device: 'cpu' or 'cuda'; nproc: processes per
     node (CPU: gloo ranks, CUDA: one per GPU); vae: a VAE folder, or '' with train_vae to train
-    the compact VAE first; output_dir / name: the job folder is output_dir/name."""
+    the compact VAE first; output_dir / name: the job folder is output_dir/name; recipe: 'fit'
+    (DeCo-Diff: `training.fit` chooses epochs, batch and learning rate for the machine and trains
+    within time_budget_min minutes, keeps the best epoch on held-out good images and normalizes
+    the maps) or 'manual' (the trainer with the settings above)."""
 
     name: str = "my-model"
     dataset: str = "folder"
@@ -91,6 +95,8 @@ class TrainingPlan:
     log_every: int = 5
     evaluate: bool = True
     eval_max_per_category: int = 0
+    recipe: str = "manual"
+    time_budget_min: int = 45
 
     @property
     def job_dir(self) -> Path:
@@ -132,7 +138,13 @@ class TrainingPlan:
             out.append(f"the batch size {self.batch_size} must be divisible by the {self.nproc} processes")
         if self.epochs < 1:
             out.append("at least one epoch is needed")
-        if not self.vae and not self.train_vae:
+        if self.recipe not in RECIPES:
+            out.append(f"unknown recipe {self.recipe!r}")
+        elif self.recipe == "fit" and self.detector != "deco-diff":
+            out.append("the automatic recipe trains DeCo-Diff models; choose the manual one for DiAD")
+        if self.recipe == "fit" and self.time_budget_min < 2:
+            out.append("the time budget must be at least 2 minutes")
+        if not self.vae and not self.train_vae and self.recipe != "fit":
             out.append("choose a VAE folder or let the wizard train the compact VAE")
         if self.vae and not Path(self.vae).is_dir():
             out.append(f"the VAE folder {self.vae} does not exist")
@@ -200,42 +212,52 @@ def build_steps(plan: TrainingPlan, classes: int | None = None,
     device = ["--device", plan.device]
     steps: list[TrainingStep] = []
 
-    def step(kind: str, module: str, args: list[str], output: Path, nproc: int | None = None) -> None:
+    def step(kind: str, module: str, args: list[str], output: Path, nproc: int | None = None,
+             torchrun: bool = True) -> None:
         events = job / "events" / f"{kind}.jsonl"
-        argv = python_module_command(module, [*args, "--events", str(events)], nproc=nproc or plan.nproc)
+        argv = python_module_command(module, [*args, "--events", str(events)],
+                                     nproc=(nproc or plan.nproc) if torchrun else None)
         steps.append(TrainingStep(kind, argv, events, job / "logs" / f"{kind}.log", output))
 
     vae = plan.vae
-    if not vae:
+    if not vae and (plan.train_vae or plan.recipe != "fit"):
         out = job / "vae"
         step("vae", "training.train_vae", [*data, *category, *sizes, "--out", str(out), "--epochs",
                                            str(plan.vae_epochs), "--batch-size", str(plan.batch_size),
                                            "--crop", str(min(128, plan.center_size)), "--resume", "auto",
                                            "--extra-images", "skimage", "--line-augment", "0.5", *device], out)
         vae = str(out)
-    classifier = None
-    wants_classifier = plan.train_classifier and plan.dataset != "folder" and plan.category == "all"
-    if wants_classifier and (classes is None or classes >= 2):
-        classifier = job / "classifier"
-        step("classifier", "training.train_classifier",
-             [*data, *category, "--out", str(classifier), "--epochs", str(plan.classifier_epochs),
-              "--batch-size", str(plan.batch_size), "--image-size", str(min(256, plan.center_size)), *device],
-             classifier)
-    module = DETECTORS[plan.detector][0]
-    warmup = min(10, max(1, plan.epochs // 20))
-    args = [*data, *test, *category, "--model-size", plan.model_size, *sizes, "--epochs", str(plan.epochs),
-            "--warmup-epochs", str(warmup), "--global-batch-size", str(plan.batch_size), "--lr", f"{plan.lr:g}"]
-    if plan.detector == "deco-diff":
-        args += ["--mask-ratio", f"{plan.mask_ratio:g}"]
-    if plan.latent_crop:
-        args += ["--latent-crop", str(plan.latent_crop)]
-    args += ["--vae", vae]
-    if classifier is not None:
-        args += ["--classifier", str(classifier)]
-    args += ["--experiment-dir", str(job / "detector"), "--resume", "auto", "--ckpt-every", str(plan.ckpt_every),
-             "--log-every", str(plan.log_every), *device]
-    step("detector", module, args, plan.model_dir)
     run_eval = plan.evaluate if has_test_images is None else (plan.evaluate and has_test_images)
+    classifier = None
+    if plan.recipe == "fit":
+        # the automatic recipe: one training.fit process (its own classifier, the UNet under
+        # torchrun, held-out selection, map normalization and threshold; the shipped VAE unless
+        # one was chosen or trained above)
+        args = [*data, *test, *category, *sizes, "--out", str(plan.model_dir), "--time-budget",
+                f"{plan.time_budget_min}m", "--nproc", str(plan.nproc), "--no-evaluate", *device]
+        step("detector", "training.fit", args + (["--vae", vae] if vae else []), plan.model_dir, torchrun=False)
+    else:
+        wants_classifier = plan.train_classifier and plan.dataset != "folder" and plan.category == "all"
+        if wants_classifier and (classes is None or classes >= 2):
+            classifier = job / "classifier"
+            step("classifier", "training.train_classifier",
+                 [*data, *category, "--out", str(classifier), "--epochs", str(plan.classifier_epochs),
+                  "--batch-size", str(plan.batch_size), "--image-size", str(min(256, plan.center_size)), *device],
+                 classifier)
+        module = DETECTORS[plan.detector][0]
+        warmup = min(10, max(1, plan.epochs // 20))
+        args = [*data, *test, *category, "--model-size", plan.model_size, *sizes, "--epochs", str(plan.epochs),
+                "--warmup-epochs", str(warmup), "--global-batch-size", str(plan.batch_size), "--lr", f"{plan.lr:g}"]
+        if plan.detector == "deco-diff":
+            args += ["--mask-ratio", f"{plan.mask_ratio:g}"]
+        if plan.latent_crop:
+            args += ["--latent-crop", str(plan.latent_crop)]
+        args += ["--vae", vae]
+        if classifier is not None:
+            args += ["--classifier", str(classifier)]
+        args += ["--experiment-dir", str(job / "detector"), "--resume", "auto", "--ckpt-every",
+                 str(plan.ckpt_every), "--log-every", str(plan.log_every), *device]
+        step("detector", module, args, plan.model_dir)
     if run_eval and classifier is not None and plan.detector == "deco-diff":
         # several products: scale each one's scores so that one threshold fits all, from the
         # test split's good images (the UNet never trained on them); one process
@@ -313,6 +335,9 @@ class StepProgress:
     kind: str
     curve: list[tuple[float, float]] = field(default_factory=list)
     epoch_curve: list[tuple[int, float]] = field(default_factory=list)
+    validation_curve: list[tuple[int, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    warnings: list[str] = field(default_factory=list)
     epoch: int = 0
     epochs: int = 0
     start_epoch: int = 0
@@ -338,6 +363,7 @@ class StepProgress:
             # a resumed run repeats epochs after its last checkpoint: drop what it will redo
             self.curve = [p for p in self.curve if p[0] <= self.start_epoch]
             self.epoch_curve = [p for p in self.epoch_curve if p[0] <= self.start_epoch]
+            self.validation_curve = [p for p in self.validation_curve if p[0] <= self.start_epoch]
         elif kind == "step":
             loss = _number(ev.get("loss"))
             if loss is not None:
@@ -359,6 +385,15 @@ class StepProgress:
             for key in ("psnr", "val_accuracy"):
                 if key in ev:
                     self.summary[key] = ev[key]
+        elif kind == "validation":
+            loss = _number(ev.get("loss"))
+            if loss is not None:
+                self.validation_curve.append((int(ev.get("epoch") or 0), loss))
+            self.best_epoch = int(ev.get("best_epoch") or self.best_epoch)
+        elif kind == "epochs_fitted":
+            self.epochs = int(ev.get("epochs") or self.epochs)
+        elif kind == "warning":
+            self.warnings.append(str(ev.get("message") or ""))
         elif kind == "checkpoint":
             self.last_checkpoint = str(ev.get("path") or "")
             self.checkpoint_epoch = int(ev.get("epoch") or 0)

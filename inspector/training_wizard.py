@@ -293,6 +293,16 @@ class ModelPage(QWizardPage):
         for key, label in DETECTOR_LABELS.items():
             self.detector.addItem(label, key)
         self.category = QComboBox()
+        self.recipe = QComboBox()
+        self.recipe.addItem("Automatic: fit within a time budget (recommended)", "fit")
+        self.recipe.addItem("Manual: the epochs and settings below", "manual")
+        self.recipe.setToolTip("Automatic picks the settings for this machine, trains within the budget, keeps the "
+                               "epoch that does best on held-out good images and calibrates the maps and the "
+                               "threshold on them (python main.py fit)")
+        self.time_budget = QSpinBox()
+        self.time_budget.setRange(2, 7 * 24 * 60)
+        self.time_budget.setValue(45)
+        self.time_budget.setSuffix(" min")
         self.size = QComboBox()
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 100_000)
@@ -314,7 +324,7 @@ class ModelPage(QWizardPage):
         self.latent_crop = QComboBox()
         for label, value in (("whole latents", 0), ("16 x 16 windows (about 4x faster on a CPU)", 16)):
             self.latent_crop.addItem(label, value)
-        for w in (self.detector, self.category, self.size, self.latent_crop):
+        for w in (self.detector, self.category, self.recipe, self.size, self.latent_crop):
             w.setMinimumWidth(420)
         for w in (self.epochs, self.batch, self.lr, self.mask_ratio, self.image_size, self.center_size):
             w.setMinimumWidth(160)
@@ -326,6 +336,8 @@ class ModelPage(QWizardPage):
         form = _form()
         form.addRow("Detector", self.detector)
         form.addRow("Category", self.category)
+        form.addRow("Recipe", self.recipe)
+        form.addRow("Time budget", self.time_budget)
         form.addRow("Model size", self.size)
         form.addRow("Epochs", self.epochs)
         form.addRow("Batch size (all processes)", self.batch)
@@ -346,6 +358,7 @@ class ModelPage(QWizardPage):
         layout.addWidget(self.notes)
         layout.addStretch(1)
         self.detector.currentIndexChanged.connect(self._on_detector)
+        self.recipe.currentIndexChanged.connect(self._on_recipe)
         self.center_size.valueChanged.connect(self._on_crop)
         self.cpu_defaults.clicked.connect(lambda: self.apply_defaults(default_settings("cpu", self.detector_kind())))
         self.cuda_defaults.clicked.connect(lambda: self.apply_defaults(
@@ -355,6 +368,21 @@ class ModelPage(QWizardPage):
 
     def detector_kind(self) -> str:
         return self.detector.currentData()
+
+    def recipe_kind(self) -> str:
+        """'fit' (automatic, DeCo-Diff only) or 'manual'."""
+        return self.recipe.currentData() if self.detector_kind() == "deco-diff" else "manual"
+
+    def _on_recipe(self) -> None:
+        """The automatic recipe chooses the optimisation settings itself: only the budget and sizes stay."""
+        automatic = self.recipe_kind() == "fit"
+        self.recipe.setEnabled(self.detector_kind() == "deco-diff")
+        self.time_budget.setEnabled(automatic)
+        for w in (self.size, self.epochs, self.batch, self.lr, self.mask_ratio, self.latent_crop):
+            w.setEnabled(not automatic)
+        if not automatic:
+            self._on_crop()
+            self.mask_ratio.setEnabled(self.detector_kind() == "deco-diff")
 
     def _on_detector(self) -> None:
         kind = self.detector_kind()
@@ -371,6 +399,7 @@ class ModelPage(QWizardPage):
             "sizes. The mask ratio is the share of latent patches kept clean at most." if deco else
             "DiAD: DiAD_T for the CPU, DiAD_S / DiAD_M on a GPU. Trained with training.train_diad (same events, "
             "checkpoints and resume as DeCo-Diff).")
+        self._on_recipe()
 
     def _on_crop(self) -> None:
         """Latent windows only help when the latents (crop / 8) are larger than the window."""
@@ -643,9 +672,10 @@ class SummaryPage(QWizardPage):
         wizard = self.wizard()
         plan, steps = wizard.plan(), wizard.steps()
         env = " ".join(f"{k}={v}" for k, v in step_environment(plan).items() if k == "OMP_NUM_THREADS")
-        lines = [f"# {plan.name}: {DETECTOR_LABELS[plan.detector].split(' — ')[0]} {plan.model_size}, "
-                 f"{plan.epochs} epochs, batch {plan.batch_size}, lr {plan.lr:g}, {plan.nproc} process(es) on "
-                 f"{plan.device}", f"# job folder: {plan.job_dir}", ""]
+        what = (f"automatic recipe within {plan.time_budget_min} min" if plan.recipe == "fit" else
+                f"{plan.model_size}, {plan.epochs} epochs, batch {plan.batch_size}, lr {plan.lr:g}")
+        lines = [f"# {plan.name}: {DETECTOR_LABELS[plan.detector].split(' — ')[0]} {what}, {plan.nproc} process(es) "
+                 f"on {plan.device}", f"# job folder: {plan.job_dir}", ""]
         for i, s in enumerate(steps, 1):
             lines += [f"# {i}. {s.title}", f"{env} {format_command(s.argv)}", ""]
         self.text.setPlainText("\n".join(lines))
@@ -706,6 +736,11 @@ class JobMonitor(QWidget):
         self.loss_line = self.plot.plot([], [], pen=pg.mkPen("#58a6ff", width=1.5), name="loss (steps)")
         self.epoch_dots = self.plot.plot([], [], pen=None, symbol="o", symbolSize=6, symbolBrush="#f2a900",
                                          symbolPen=None, name="epoch mean")
+        self.validation_line = self.plot.plot([], [], pen=pg.mkPen("#3fb950", width=1.5), symbol="s", symbolSize=5,
+                                              symbolBrush="#3fb950", symbolPen=None, name="held-out good images")
+        self.best_marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#3fb950", style=Qt.PenStyle.DashLine))
+        self.best_marker.hide()
+        self.plot.addItem(self.best_marker)
         self.message = QLabel("")
         self.message.setWordWrap(True)
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -813,6 +848,8 @@ class JobMonitor(QWidget):
                 v.setText("–")
             self.loss_line.setData([], [])
             self.epoch_dots.setData([], [])
+            self.validation_line.setData([], [])
+            self.best_marker.hide()
             return
         self.title.setText(job.plan.name)
         self.state.setText(f"<b style='color:{STATE_COLORS.get(job.state, '#c9d1d9')}'>{job.state.upper()}</b>")
@@ -831,8 +868,18 @@ class JobMonitor(QWidget):
         self.plot.setTitle(f"{shown.title} loss", color="#c9d1d9", size="10pt")
         self.loss_line.setData([x for x, _ in p.curve], [y for _, y in p.curve])
         self.epoch_dots.setData([x for x, _ in p.epoch_curve], [y for _, y in p.epoch_curve])
+        self.validation_line.setData([x for x, _ in p.validation_curve], [y for _, y in p.validation_curve])
+        self.best_marker.setVisible(bool(p.best_epoch))
+        self.best_marker.setValue(p.best_epoch)
         colour = "#ff6b60" if job.state == FAILED else "#c9d1d9"
-        self.message.setText(f"<span style='color:{colour}'>{_html(job.message)}</span>")
+        warnings = [w for kind in ("detector", "evaluate") if job.step_by_kind(kind) is not None
+                    for w in job.progress_of(kind).warnings]
+        text = f"<span style='color:{colour}'>{_html(job.message)}</span>"
+        if p.best_epoch:
+            text += f"<br>Kept epoch {p.best_epoch}: the lowest loss on held-out good images."
+        if warnings:
+            text += "".join(f"<br><span style='color:#f2a900'>Warning: {_html(w)}</span>" for w in warnings)
+        self.message.setText(text)
         active = job.state in ACTIVE_STATES
         self.stop_button.setEnabled(job.state in ("running", QUEUED))
         self.resume_button.setEnabled(job.state in (STOPPED, FAILED))
@@ -1051,7 +1098,8 @@ class TrainingWizard(QWizard):
             vae=v.vae_edit.text().strip() if v.use_folder.isChecked() else "", train_vae=v.train.isChecked(),
             vae_epochs=v.vae_epochs.value(), train_classifier=v.classifier.isChecked() and v.classifier.isEnabled(),
             classifier_epochs=v.classifier_epochs.value(), output_dir=o.output_edit.text().strip(),
-            ckpt_every=o.ckpt_every.value(), evaluate=o.evaluate.isChecked() and o.evaluate.isEnabled())
+            ckpt_every=o.ckpt_every.value(), evaluate=o.evaluate.isChecked() and o.evaluate.isEnabled(),
+            recipe=m.recipe_kind(), time_budget_min=m.time_budget.value())
 
     def steps(self):
         plan = self.plan()

@@ -377,6 +377,7 @@ def test_wizard_end_to_end_train_stop_resume_evaluate_use(qtbot, home, tmp_path)
     assert not m.mask_ratio.isEnabled() and "training.train_diad" in wiz.steps()[-2].argv
     _shoot(wiz, shots, "2b-model-diad.png")
     m.detector.setCurrentIndex(m.detector.findData("deco-diff"))
+    m.recipe.setCurrentIndex(m.recipe.findData("manual"))  # this test drives the manual recipe
     assert m.size.currentText() == "UNet_T" and m.mask_ratio.isEnabled()
     m.epochs.setValue(16)
     m.batch.setValue(4)

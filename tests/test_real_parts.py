@@ -70,6 +70,18 @@ def test_evaluate_without_masks_mvtec_style_and_folder(tmp_path, capsys):
         assert m["pixel_auroc"] is None and m["at_threshold"]["defective_caught"] is not None
     assert "n/a" in capsys.readouterr().out
     assert "n/a" in (out / "metrics.csv").read_text()
+    good = metrics["categories"]["tile"]["good_scores"]
+    tile_good = [v for k, v in metrics["categories"]["tile"]["scores"].items() if k.endswith("[good]")]
+    assert good["max"] == pytest.approx(max(tile_good), abs=1e-4)
+    # the warning when good parts sit at the top of the scale or above the threshold
+    fake = {"categories": {"a": {"good_scores": {"p50": 0.5, "p99": 1.0, "max": 1.0, "at_top": 3},
+                                 "at_threshold": {"threshold": 0.5}},
+                           "b": {"good_scores": {"p50": 0.2, "p99": 0.6, "max": 0.7, "at_top": 0},
+                                 "at_threshold": {"threshold": 0.5}},
+                           "c": {"good_scores": {"p50": 0.2, "p99": 0.3, "max": 0.3, "at_top": 0},
+                                 "at_threshold": {"threshold": 0.5}}}}
+    warnings = evaluate.scale_warnings(fake)
+    assert len(warnings) == 2 and "a: 3 good part(s)" in warnings[0] and "b: the good parts' 99th" in warnings[1]
 
     # a folder layout: good/ and one defect folder, no masks; the model's only category is used
     test = tmp_path / "folder_test"
@@ -318,3 +330,34 @@ def test_fit_end_to_end_on_a_tiny_folder(toy, tmp_path):
     m = json.loads((tmp_path / "eval" / "metrics.json").read_text())["categories"]["custom"]
     assert m["pixel_auroc"] is None and 0.0 <= m["image_auroc"] <= 1.0
     assert "fit: model written to" in proc.stderr
+
+
+def test_the_wizard_runs_the_fit_recipe_and_plots_the_held_out_loss(tmp_path):
+    from inspector.training_jobs import StepProgress, TrainingPlan, build_steps
+
+    data = make_tiny_mvtec(tmp_path / "data")
+    plan = TrainingPlan(name="auto", dataset="mvtec", data_dir=str(data), output_dir=str(tmp_path / "runs"),
+                        recipe="fit", time_budget_min=30, nproc=2, train_vae=False, image_size=256, center_size=256)
+    assert plan.problems() == []
+    steps = build_steps(plan, classes=2, has_test_images=True)
+    assert [s.kind for s in steps] == ["detector", "evaluate"]
+    argv = steps[0].argv
+    assert argv[1:3] == ["-m", "training.fit"]  # fit starts torchrun itself
+    args = fit.build_arg_parser().parse_args(argv[3:])
+    assert args.time_budget == 1800 and args.out == plan.model_dir and args.nproc == 2 and args.no_evaluate
+    assert args.vae == fit.DEFAULT_VAE and args.events == steps[0].events
+    assert TrainingPlan(recipe="fit", detector="diad", model_size="DiAD_T", data_dir=str(data),
+                        output_dir=str(tmp_path)).problems() == [
+        "the automatic recipe trains DeCo-Diff models; choose the manual one for DiAD"]
+
+    # the held-out validation curve, the kept epoch and the fitted epoch count from the events
+    p = StepProgress("detector")
+    for ev in ({"event": "started", "epochs": 1000, "steps_per_epoch": 4},
+               {"event": "epoch", "epoch": 1, "epochs": 1000, "loss": 0.3},
+               {"event": "epochs_fitted", "epochs": 20},
+               {"event": "validation", "epoch": 1, "loss": 0.2, "best_epoch": 1},
+               {"event": "validation", "epoch": 2, "loss": 0.25, "best_epoch": 1},
+               {"event": "warning", "message": "good parts score high"}):
+        p.feed(ev)
+    assert p.validation_curve == [(1, 0.2), (2, 0.25)] and p.best_epoch == 1 and p.epochs == 20
+    assert p.warnings == ["good parts score high"]

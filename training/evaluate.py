@@ -32,6 +32,8 @@ from .metrics import METRIC_NAMES, compute_metrics, suggest_threshold_from_good
 
 __all__ = ["build_arg_parser", "main", "evaluate_detector", "format_table"]
 
+# A score at or above this is the top of the scale (maps are clipped to [0, 1]).
+SATURATED_SCORE = 0.999
 # Faults of the user's input that end the run with one line, not a traceback.
 USER_ERRORS = (ValueError, DatasetLayoutError, ImageReadError, CheckpointError, FileNotFoundError)
 
@@ -155,6 +157,7 @@ def evaluate_detector(detector, dataset, rank: int = 0, world: int = 1, batch_si
             "at_threshold": {"threshold": threshold,
                              "good_failed": _share(scores[labels == 0] > threshold),
                              "defective_caught": _share(scores[labels == 1] > threshold)},
+            "good_scores": _good_score_summary(good_scores),
             "threshold_good_quantile": suggest_threshold_from_good(good_scores, 0.99) if good_scores else None,
             "scores": {Path(r["path"]).name + f" [{r['defect']}]": round(r["score"], 5) for r in recs},
         })
@@ -181,6 +184,34 @@ def _spread(indices: list[int], n: int) -> list[int]:
         return indices
     picks = np.linspace(0, len(indices) - 1, n).round().astype(int)
     return [indices[k] for k in sorted(set(picks.tolist()))]
+
+
+def _good_score_summary(good_scores: list[float]) -> dict | None:
+    """Median, 99th percentile and maximum of good parts' scores, and how many reach the top of
+    the scale (SATURATED_SCORE)."""
+    if not good_scores:
+        return None
+    g = np.asarray(good_scores)
+    return {"p50": float(np.median(g)), "p99": float(np.quantile(g, 0.99)), "max": float(g.max()),
+            "at_top": int((g >= SATURATED_SCORE).sum())}
+
+
+def scale_warnings(result: dict) -> list[str]:
+    """One line per category whose good parts sit at the top of the score scale: any good part at
+    SATURATED_SCORE (the maps' clip saturates), or the good parts' 99th percentile at or above the
+    fail threshold (the line would reject good parts)."""
+    out = []
+    for cat, m in result["categories"].items():
+        good, at = m.get("good_scores"), m.get("at_threshold") or {}
+        if not good:
+            continue
+        if good["at_top"]:
+            out.append(f"{cat}: {good['at_top']} good part(s) score {SATURATED_SCORE:g} or more, the top of the scale "
+                       "(the maps saturate: train longer, or normalize the maps on held-out good images)")
+        elif at.get("threshold") is not None and good["p99"] >= at["threshold"]:
+            out.append(f"{cat}: the good parts' 99th-percentile score {good['p99']:.3f} is at or above the fail "
+                       f"threshold {at['threshold']:.3f}: more than 1 % of good parts would fail")
+    return out
 
 
 def _share(flags: np.ndarray) -> float | None:
@@ -302,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"classifier accuracy: {'n/a' if acc is None else f'{100 * acc:.1f}%'}; "
                   f"suggested threshold: F1-optimal {result['suggested_threshold']['f1_optimal']}, "
                   f"good {args.good_quantile:.0%} quantile {result['suggested_threshold']['good_quantile']}")
+            for warning in scale_warnings(result):
+                print(f"warning: {warning}")
+                events.emit("warning", message=warning)
             print(f"wrote {out / 'metrics.json'} and {out / 'metrics.csv'}")
             if args.record and model_dir is not None:
                 from engine.checkpoint import read_model_json, write_model_json

@@ -37,6 +37,7 @@ import torch
 from engine.checkpoint import CheckpointError, read_model_json, write_model_json
 from engine.imageio import ImageReadError, read_image
 
+from .common import EventLog
 from .datasets import DatasetLayoutError, build_dataset
 from .launch import launch_environment, python_module_command
 
@@ -90,6 +91,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="position: each position's own good statistics (aligned parts); global: one per category")
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--no-evaluate", action="store_true", help="skip the evaluation on the test split")
+    p.add_argument("--events", type=Path, default=None,
+                   help="append JSON-line events here (the wizard): the UNet's own events are relayed")
     return p
 
 
@@ -145,9 +148,11 @@ def _events(path: Path) -> list[dict]:
     return out
 
 
-def _run_unet(args, recipe: dict, work: Path, categories: str, budget_s: float, classifier: Path | None) -> Path:
+def _run_unet(args, recipe: dict, work: Path, categories: str, budget_s: float, classifier: Path | None,
+              events: EventLog) -> Path:
     """Train the UNet under torchrun in work/unet (resuming when a checkpoint is there), with a
-    progress bar over the budget. Returns the exported model folder."""
+    progress bar over the budget; its events are relayed to `events` (all but its 'finished').
+    Returns the exported model folder."""
     from tqdm import tqdm
 
     exp = work / "unet"
@@ -173,6 +178,7 @@ def _run_unet(args, recipe: dict, work: Path, categories: str, budget_s: float, 
         env["OMP_NUM_THREADS"] = str(recipe["threads"])
     exp.mkdir(parents=True, exist_ok=True)
     seen = len(_events(events_path))
+    relayed = 0
     with open(exp / "train.log", "a", encoding="utf-8") as log:
         proc = subprocess.Popen(python_module_command("training.train_deco_diff", train_args, nproc=recipe["nproc"]),
                                 env=env, stdout=log, stderr=log, cwd=PROJECT_ROOT)
@@ -184,6 +190,10 @@ def _run_unet(args, recipe: dict, work: Path, categories: str, budget_s: float, 
                     time.sleep(2)
                     bar.n = min(int(time.monotonic() - t0), int(budget_s))
                     new = _events(events_path)[seen:]
+                    for e in new[relayed:]:
+                        if e["event"] not in ("finished", "error"):
+                            events.emit(e["event"], **{k: v for k, v in e.items() if k not in ("event", "time")})
+                    relayed = len(new)
                     epochs = [e for e in new if e["event"] == "epoch"]
                     vals = [e for e in new if e["event"] == "validation"]
                     if epochs:
@@ -223,15 +233,22 @@ def _train_classifier(args, work: Path, categories: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
+    events = EventLog(args.events)
     try:
-        return _fit(args)
+        return _fit(args, events)
     except (FitError, DatasetLayoutError, CheckpointError, FileNotFoundError) as e:
+        events.emit("error", message=str(e).splitlines()[0])
         for line in str(e).splitlines():
             _say(f"error: {line}")
         return 2
+    except Exception as e:
+        events.emit("error", message=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        events.close()
 
 
-def _fit(args) -> int:
+def _fit(args, events: EventLog) -> int:
     from engine.detector import Detector
 
     from .normalize_maps import fit_model_normalization, write_normalization
@@ -279,7 +296,8 @@ def _fit(args) -> int:
     unet_budget = args.time_budget - spent - NORMALIZE_S_PER_IMAGE * n_held - LAUNCH_ALLOWANCE_S
     if unet_budget < 30:
         raise FitError(f"a time budget of {args.time_budget:.0f} s leaves {unet_budget:.0f} s for the UNet; give more")
-    model_dir = _run_unet(args, recipe, work, cat_arg, unet_budget, classifier)
+    events.emit("stage", stage="unet", budget_s=unet_budget)
+    model_dir = _run_unet(args, recipe, work, cat_arg, unet_budget, classifier, events)
     trained = read_model_json(model_dir).get("training", {})
     selected = trained.get("selected", {})
     _say(f"UNet: {trained.get('epochs', '?')} epochs, kept epoch {trained.get('epoch', '?')}"
@@ -292,7 +310,8 @@ def _fit(args) -> int:
                                             args.map_normalization)
     from .normalize_maps import DEFAULT_THRESHOLD
 
-    write_normalization(model_dir, normalization, DEFAULT_THRESHOLD)
+    entry = write_normalization(model_dir, normalization, DEFAULT_THRESHOLD)
+    events.emit("normalization", mode=args.map_normalization, images=entry["images"], threshold=DEFAULT_THRESHOLD)
     fit_seconds = time.monotonic() - started
     if args.out.exists():
         shutil.rmtree(args.out)
@@ -308,6 +327,8 @@ def _fit(args) -> int:
     write_model_json(args.out, meta)
     _say(f"model written to {args.out} in {fit_seconds / 60:.1f} min (budget {args.time_budget / 60:.1f} min); "
          f"threshold {DEFAULT_THRESHOLD}")
+    events.emit("finished", model_dir=str(args.out), seconds=fit_seconds, epoch=trained.get("epochs"),
+                selected_epoch=trained.get("epoch"))
 
     # 5. evaluation on the test split
     if not args.no_evaluate and _has_test_split(args):
@@ -320,6 +341,9 @@ def _fit(args) -> int:
             cli += ["--object-category", args.object_category]
         if args.device:
             cli += ["--device", args.device]
+        if args.events is not None:
+            cli += ["--events", str(args.events)]
+        events.close()
         return evaluate.main(cli)
     return 0
 

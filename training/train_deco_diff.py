@@ -141,12 +141,14 @@ class LatentCache(Dataset):
 
 
 def augmentation_variants(dataset, augmentation: bool) -> tuple[list[tuple[bool, bool]], list[float]]:
-    """The (shift, rotate180) variants the reference augmentation produces, with their odds."""
+    """The (shift, rotate180) variants the reference augmentation produces, with their odds (no
+    shift variant when the shift is 0 px, i.e. the image is not cropped: it would be the same image)."""
     if not augmentation:
         return [(False, False)], [1.0]
-    if dataset.rotate180:
-        return [(False, False), (True, False), (False, True), (True, True)], [0.25] * 4
-    return [(False, False), (True, False)], [0.5, 0.5]
+    shifts = (False, True) if dataset.translate_px else (False,)
+    turns = (False, True) if dataset.rotate180 else (False,)
+    variants = [(s, r) for r in turns for s in shifts]
+    return variants, [1.0 / len(variants)] * len(variants)
 
 
 @torch.no_grad()
