@@ -25,6 +25,7 @@ __all__ = [
     "list_images",
     "natural_key",
     "natural_path_key",
+    "printable",
     "is_video",
     "write_image",
 ]
@@ -84,6 +85,22 @@ def natural_path_key(path) -> tuple:
         name = PurePath(part)
         key.append((natural_key(name.stem), natural_key(name.suffix), part))
     return tuple(key)
+
+
+def printable(text) -> str:
+    """`text` as any UTF-8 file, terminal or database takes it: bytes of a file name that are not
+    UTF-8 (which Python decodes to lone surrogates) become \\xNN escapes; other text is unchanged."""
+    text = str(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape" if _only_escaped_bytes(text) else "backslashreplace") \
+            .decode("utf-8", "backslashreplace")
+
+
+def _only_escaped_bytes(text: str) -> bool:
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
 
 
 def _to_rgb_array(img: Image.Image) -> np.ndarray:

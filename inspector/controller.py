@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import OrderedDict, deque
 from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QSettings, QThread, QTimer, Signal
+from PySide6.QtCore import QByteArray, QObject, QSettings, QThread, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
 from .controls import AUTO_CATEGORY, AUTO_MIN_SCORE
@@ -214,6 +215,7 @@ class InspectorController(QObject):
         w.act_heatmap.toggled.connect(lambda on: self.set_display(replace(self.display, overlay=on)))
         w.act_contour.toggled.connect(lambda on: self.set_display(replace(self.display, contour=on)))
         w.act_reconstruction.toggled.connect(lambda on: self.set_display(replace(self.display, reconstruction=on)))
+        w.act_full_heatmap.toggled.connect(lambda on: self.set_display(replace(self.display, full_heatmap=on)))
         w.act_live_tab.triggered.connect(lambda: w.tabs.setCurrentIndex(0))
         w.act_results_tab.triggered.connect(lambda: w.tabs.setCurrentIndex(1))
         w.act_reset_counters.triggered.connect(self.reset_counters)
@@ -264,16 +266,18 @@ class InspectorController(QObject):
         with neither, the demo model and demo images)."""
         s = self.settings
         geometry = s.value("window/geometry")
-        if geometry is not None:
+        if isinstance(geometry, (QByteArray, bytes)):  # anything else: a settings file edited or damaged
             self.window.restoreGeometry(geometry)
         state = s.value("window/state")
-        if state is not None:
+        if isinstance(state, (QByteArray, bytes)):
             self.window.restoreState(state)
         self.set_display(DisplayOptions(
-            overlay=_as_bool(s.value("display/overlay", True)), opacity=float(s.value("display/opacity", 0.5)),
+            overlay=_as_bool(s.value("display/overlay", True)),
+            opacity=_setting(s, "display/opacity", 0.5, _finite_float),
             colormap=str(s.value("display/colormap", "jet")), contour=_as_bool(s.value("display/contour", True)),
             reconstruction=_as_bool(s.value("display/reconstruction", False)),
-            repaint_hz=int(s.value("display/repaint_hz", 30))))
+            repaint_hz=_setting(s, "display/repaint_hz", 30, lambda v: int(_finite_float(v))),
+            full_heatmap=_as_bool(s.value("display/full_heatmap", False))))
         self.set_folder_options(_as_bool(s.value("source/recursive", True)), _as_bool(s.value("source/watch", False)))
         recipe = str(s.value("recipe/current", "") or "")
         if model is None and source is None and recipe and recipe in self.recipes.names():
@@ -321,7 +325,8 @@ class InspectorController(QObject):
         s.setValue("window/state", self.window.saveState())
         d = self.display
         for key, value in (("overlay", d.overlay), ("opacity", d.opacity), ("colormap", d.colormap),
-                           ("contour", d.contour), ("reconstruction", d.reconstruction), ("repaint_hz", d.repaint_hz)):
+                           ("contour", d.contour), ("reconstruction", d.reconstruction), ("repaint_hz", d.repaint_hz),
+                           ("full_heatmap", d.full_heatmap)):
             s.setValue(f"display/{key}", value)
         if self.model_path:
             s.setValue("model/path", self.model_path)
@@ -443,8 +448,9 @@ class InspectorController(QObject):
 
     def _restore_thresholds(self, info: dict) -> None:
         s = self.settings
-        if str(s.value("thresholds/model", "") or "") == self.model_path and s.value("thresholds/fail") is not None:
-            fail, review = float(s.value("thresholds/fail")), float(s.value("thresholds/review", 0.0))
+        saved = _setting(s, "thresholds/fail", None, _finite_float)
+        if str(s.value("thresholds/model", "") or "") == self.model_path and saved is not None:
+            fail, review = saved, _setting(s, "thresholds/review", 0.0, _finite_float)
         else:
             fail = float(info.get("threshold", 0.3))
             review = round(0.8 * fail, 4)
@@ -1048,13 +1054,17 @@ class InspectorController(QObject):
         w = self.window
         w.controls.show_display_options(options)
         for action, value in ((w.act_heatmap, options.overlay), (w.act_contour, options.contour),
-                              (w.act_reconstruction, options.reconstruction)):
+                              (w.act_reconstruction, options.reconstruction),
+                              (w.act_full_heatmap, options.full_heatmap)):
             action.blockSignals(True)
             action.setChecked(value)
             action.blockSignals(False)
         w.recon_view.setVisible(options.reconstruction)
         self.display_timer.setInterval(max(1, round(1000 / options.repaint_hz)))
         self._part_dirty = True
+        if self.context.full_heatmap != options.full_heatmap:  # the reject archive draws overlays the same way
+            self.context = replace(self.context, full_heatmap=options.full_heatmap)
+            self._push_context()
 
     def _on_display_tick(self) -> None:
         w = self.window
@@ -1163,6 +1173,25 @@ class InspectorController(QObject):
         self.worker.close_log()
         self.results_writer.close()
         self.results_reader.close()
+
+
+def _finite_float(value) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
+
+
+def _setting(settings, key: str, default, convert):
+    """A saved setting through `convert`; `default` when it is missing or cannot be read (a settings
+    file written by another version, edited by hand or damaged)."""
+    value = settings.value(key)
+    if value is None:
+        return default
+    try:
+        return convert(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
 
 
 def _as_bool(value) -> bool:

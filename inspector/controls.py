@@ -286,6 +286,9 @@ class ControlPanel(QScrollArea):
         self.contour_check = QCheckBox("Defect outline (C)")
         self.contour_check.setChecked(True)
         self.recon_check = QCheckBox("Reconstruction side by side (R)")
+        self.full_heatmap_check = QCheckBox("Full heatmap (F)")
+        self.full_heatmap_check.setToolTip("Colour the whole anomaly map; off: only where it exceeds the review "
+                                           "level (also in saved overlays and the reject archive)")
         self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
         self.opacity_slider.setRange(0, 100)
         self.opacity_slider.setValue(50)
@@ -296,7 +299,7 @@ class ControlPanel(QScrollArea):
         self.repaint_spin.setValue(30)
         self.repaint_spin.setSuffix(" Hz")
         self.repaint_spin.setToolTip("How often the live view is repainted")
-        for check in (self.overlay_check, self.contour_check, self.recon_check):
+        for check in (self.overlay_check, self.contour_check, self.recon_check, self.full_heatmap_check):
             check.toggled.connect(self._emit_display)
         self.opacity_slider.valueChanged.connect(self._emit_display)
         self.colormap_combo.currentIndexChanged.connect(self._emit_display)
@@ -306,6 +309,7 @@ class ControlPanel(QScrollArea):
         checks.addWidget(self.contour_check)
         form = QFormLayout()
         form.addRow(checks)
+        form.addRow(self.full_heatmap_check)
         form.addRow("Opacity", self.opacity_slider)
         form.addRow("Colours", self.colormap_combo)
         form.addRow(self.recon_check)
@@ -316,20 +320,22 @@ class ControlPanel(QScrollArea):
     def display_options(self) -> DisplayOptions:
         return DisplayOptions(overlay=self.overlay_check.isChecked(), opacity=self.opacity_slider.value() / 100.0,
                               colormap=self.colormap_combo.currentText(), contour=self.contour_check.isChecked(),
-                              reconstruction=self.recon_check.isChecked(), repaint_hz=self.repaint_spin.value())
+                              reconstruction=self.recon_check.isChecked(), repaint_hz=self.repaint_spin.value(),
+                              full_heatmap=self.full_heatmap_check.isChecked())
 
     def _emit_display(self, *_) -> None:
         self.display_changed.emit(self.display_options())
 
     # ----------------------------------------------------------------- showing state
     def show_display_options(self, options: DisplayOptions) -> None:
-        widgets = (self.overlay_check, self.contour_check, self.recon_check, self.opacity_slider,
-                   self.colormap_combo, self.repaint_spin)
+        widgets = (self.overlay_check, self.contour_check, self.recon_check, self.full_heatmap_check,
+                   self.opacity_slider, self.colormap_combo, self.repaint_spin)
         for w in widgets:
             w.blockSignals(True)
         self.overlay_check.setChecked(options.overlay)
         self.contour_check.setChecked(options.contour)
         self.recon_check.setChecked(options.reconstruction)
+        self.full_heatmap_check.setChecked(options.full_heatmap)
         self.opacity_slider.setValue(round(options.opacity * 100))
         self.colormap_combo.setCurrentText(options.colormap)
         self.repaint_spin.setValue(options.repaint_hz)

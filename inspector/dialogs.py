@@ -26,6 +26,7 @@ SHORTCUTS_TEXT = """<table cellspacing=6>
 <tr><td><b>Ctrl+K</b> / <b>Ctrl+U</b></td><td>Open a camera / a stream URL</td></tr>
 <tr><td><b>Ctrl+M</b></td><td>Open a model folder</td></tr>
 <tr><td><b>H</b> / <b>C</b> / <b>R</b></td><td>Heatmap / outline / reconstruction on or off</td></tr>
+<tr><td><b>F</b></td><td>Full heatmap, or only where the map exceeds the review level</td></tr>
 <tr><td><b>Ctrl+1</b> / <b>Ctrl+2</b></td><td>Live / Results tab</td></tr>
 <tr><td><b>Ctrl+E</b></td><td>Export results as CSV</td></tr>
 <tr><td><b>F1</b></td><td>This list</td></tr>

@@ -22,8 +22,8 @@ from typing import Iterator
 
 import numpy as np
 
-from .imageio import ImageReadError, is_video, list_images, natural_path_key, read_image, write_image
-from .overlay import render_overlay
+from .imageio import ImageReadError, is_video, list_images, natural_path_key, printable, read_image, write_image
+from .overlay import operator_overlay
 from .paths import DEMO_DATA_DIR, DEMO_MODEL_DIR
 from .results_log import ResultsLog, ResultsLogError
 from .sources import SourceError, VideoFileSource
@@ -33,6 +33,7 @@ __all__ = ["InspectItem", "iter_inputs", "run_inspect", "add_inspect_arguments",
 ROW_FIELDS = ("index", "file", "frame", "verdict", "score", "threshold", "category", "category_source",
               "category_confidence", "latency_ms", "model_id", "overlay", "error")
 LOG_SOURCE = "inspect"   # the `source` of results-log rows written by this command
+OVERLAY_STEM_BYTES = 160   # of the input's name in an overlay's name (file names are at most 255 bytes)
 
 
 @dataclass
@@ -43,6 +44,9 @@ class InspectItem:
     frame: int | None
     rgb: np.ndarray | None
     error: str = ""
+
+    def __post_init__(self) -> None:
+        self.file, self.error = printable(self.file), printable(self.error)  # odd bytes in names as \xNN
 
     @property
     def frame_id(self) -> str:
@@ -115,7 +119,9 @@ def _batched(items: Iterator[InspectItem], size: int) -> Iterator[list[InspectIt
 
 
 def _overlay_name(index: int, item: InspectItem, verdict: str) -> str:
-    stem = Path(item.file).stem
+    """<index>_<input name>[_f<frame>]_<verdict>.png; long input names are cut so that the name fits
+    the file system (the index keeps names apart)."""
+    stem = Path(item.file).stem.encode("utf-8")[:OVERLAY_STEM_BYTES].decode("utf-8", "ignore")
     frame = f"_f{item.frame:06d}" if item.frame is not None else ""
     return f"{index:06d}_{stem}{frame}_{verdict}.png"
 
@@ -139,7 +145,10 @@ def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", type=Path, default=None, metavar="FILE", help="write one row per input to this CSV")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write rows and a summary to this JSON")
     p.add_argument("--save-overlays", type=Path, default=None, metavar="DIR",
-                   help="save each inspected part with its heatmap overlay and defect outline")
+                   help="save each inspected part with its heatmap overlay (where the map exceeds the threshold) "
+                        "and defect outline")
+    p.add_argument("--full-heatmap", action="store_true",
+                   help="with --save-overlays: colour the whole anomaly map, not only where it exceeds the threshold")
     p.add_argument("--log", type=Path, default=None, metavar="FILE",
                    help="also commit every row to this SQLite results log (e.g. the window's results.sqlite)")
     p.add_argument("--resume", action="store_true",
@@ -205,7 +214,7 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
             print(f"error: cannot open the results log: {e}", file=err)
             return 2
     skipped = len(entries)
-    entries = [(path, kind) for path, kind in entries if kind == "video" or str(path) not in done]
+    entries = [(path, kind) for path, kind in entries if kind == "video" or printable(path) not in done]
     skipped -= len(entries)
 
     def not_logged_yet(items: Iterator[InspectItem]) -> Iterator[InspectItem]:
@@ -293,7 +302,8 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
                 if args.save_overlays:
                     overlay_path = args.save_overlays / _overlay_name(len(rows), it, verdict)
                     try:
-                        write_image(overlay_path, render_overlay(it.rgb, res.anomaly_map, threshold=res.threshold))
+                        write_image(overlay_path, operator_overlay(it.rgb, res.anomaly_map, res.threshold,
+                                                                   full_map=args.full_heatmap))
                         overlay = str(overlay_path)
                     except OSError as e:
                         overlay_error = f"cannot save overlay {overlay_path}: {e.strerror or e}"

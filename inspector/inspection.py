@@ -129,6 +129,7 @@ class InspectionContext:
     archive_verdicts: tuple[str, ...] = (FAIL, REVIEW)
     thumbnails: bool = True
     view_max_side: int = 1280
+    full_heatmap: bool = False   # archived overlays colour the full map (as the window's display option)
 
 
 @dataclass

@@ -198,6 +198,8 @@ class MainWindow(QMainWindow):
         self.act_heatmap = a("&Heatmap", "H", checkable=True, checked=True)
         self.act_contour = a("Defect &outline", "C", checkable=True, checked=True)
         self.act_reconstruction = a("&Reconstruction side by side", "R", checkable=True)
+        self.act_full_heatmap = a("&Full heatmap", "F", checkable=True,
+                                  tip="Colour the whole anomaly map, not only where it exceeds the review level")
         self.act_live_tab = a("&Live", "Ctrl+1")
         self.act_results_tab = a("&Results", "Ctrl+2")
         self.act_reset_counters = a("Reset &counters")
@@ -253,7 +255,7 @@ class MainWindow(QMainWindow):
         model_menu.addAction(self.act_roi)
         model_menu.addAction(self.act_clear_roi)
         view_menu = bar.addMenu("&View")
-        for act in (self.act_heatmap, self.act_contour, self.act_reconstruction):
+        for act in (self.act_heatmap, self.act_full_heatmap, self.act_contour, self.act_reconstruction):
             view_menu.addAction(act)
         view_menu.addSeparator()
         view_menu.addAction(self.act_live_tab)

@@ -4,11 +4,14 @@ each in user_data_dir()/recipes (Qt-free)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .imageio import natural_key
 from .inspection import Roi
 from .paths import user_data_dir
 from .sources import SourceSpec
@@ -42,8 +45,18 @@ class Recipe:
         self.name = str(self.name).strip()
         if not self.name:
             raise RecipeError("a recipe needs a name")
-        self.fail_threshold = float(self.fail_threshold)
-        self.review_threshold = min(float(self.review_threshold), self.fail_threshold)
+        self.fail_threshold = _finite(self.fail_threshold, "fail_threshold")
+        self.review_threshold = min(_finite(self.review_threshold, "review_threshold"), self.fail_threshold)
+        if self.reverse_steps is not None:
+            if isinstance(self.reverse_steps, bool) or int(self.reverse_steps) != self.reverse_steps \
+                    or self.reverse_steps < 1:
+                raise ValueError(f"reverse_steps must be a whole number of at least 1, got {self.reverse_steps!r}")
+            self.reverse_steps = int(self.reverse_steps)
+        if self.gate_fusion is not None and not isinstance(self.gate_fusion, bool):
+            raise ValueError(f"gate_fusion must be true, false or null, got {self.gate_fusion!r}")
+        self.notes = "" if self.notes is None else str(self.notes)
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"extra must be an object, got {self.extra!r}")
         if self.roi is not None:
             self.roi = Roi.from_list(self.roi).to_list() if self.roi else None
         if self.source is not None:
@@ -71,9 +84,23 @@ class Recipe:
             raise RecipeError(f"{where}: {e}") from None
 
 
+def _finite(value, what: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return number
+
+
+STEM_CHARS = 80
+
+
 def _file_stem(name: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._ -]+", "_", name).strip(" .")
-    return stem[:80] or "recipe"
+    """A file name for a recipe name: letters (any script), digits, '._- ' kept; when anything had
+    to change, a hash of the name keeps names apart ('Ä line' and 'Ö line' are two files)."""
+    stem = re.sub(r"[^\w.\- ]+", "_", name).strip(" .")[:STEM_CHARS] or "recipe"
+    if stem != name:
+        stem = f"{stem}-{zlib.crc32(name.encode('utf-8', 'surrogatepass')):08x}"
+    return stem
 
 
 class RecipeStore:
@@ -83,6 +110,15 @@ class RecipeStore:
         self.folder = Path(folder) if folder is not None else user_data_dir() / "recipes"
 
     def _path(self, name: str) -> Path:
+        """The file holding the recipe `name`: the one on disk (older versions named files
+        differently), else a new one."""
+        if self.folder.is_dir():
+            for path in self.folder.glob("*.json"):
+                try:
+                    if self._read(path).name == name:
+                        return path
+                except RecipeError:
+                    continue
         return self.folder / f"{_file_stem(name)}.json"
 
     def names(self) -> list[str]:
@@ -93,12 +129,12 @@ class RecipeStore:
         recipes, problems = [], []
         if not self.folder.is_dir():
             return recipes, problems
-        for path in sorted(self.folder.glob("*.json")):
+        for path in sorted(self.folder.glob("*.json"), key=lambda p: natural_key(p.name)):
             try:
                 recipes.append(self._read(path))
             except RecipeError as e:
                 problems.append(str(e))
-        return sorted(recipes, key=lambda r: r.name.lower()), problems
+        return sorted(recipes, key=lambda r: natural_key(r.name)), problems
 
     def _read(self, path: Path) -> Recipe:
         try:

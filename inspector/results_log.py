@@ -24,8 +24,8 @@ import numpy as np
 
 from engine.version import __version__
 
-from .imageio import write_image
-from .overlay import render_overlay
+from .imageio import printable, write_image
+from .overlay import operator_overlay
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -183,7 +183,10 @@ class ResultsLog:
             raise ValueError(f"unknown results log fields: {sorted(unknown)}")
         row = {"time": now_text(), "app_version": self.app_version, **fields}
         for key in ("source", "frame_id", "category", "model_id", "recipe", "error"):
-            row[key] = "" if row.get(key) is None else str(row[key])
+            row[key] = "" if row.get(key) is None else printable(row[key])
+        for key in ("image_path", "overlay_path", "thumbnail_path", "archive_error"):
+            if row.get(key) is not None:
+                row[key] = printable(row[key])
         names = [c for c in COLUMNS if c in row]
         sql = f"INSERT INTO parts ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
         with self._lock:
@@ -393,6 +396,8 @@ class ArchiveJob:
     anomaly_map: np.ndarray | None = None
     fail_threshold: float = 0.0
     thumbnail: np.ndarray | None = None
+    review_threshold: float | None = None
+    full_heatmap: bool = False   # the overlay as the window shows it: only above the review level unless True
 
 
 class ArchiveQueue:
@@ -436,7 +441,8 @@ class ArchiveQueue:
                     return
                 overlay = None
                 if job.image is not None and job.anomaly_map is not None:
-                    overlay = render_overlay(job.image, job.anomaly_map, opacity=0.5, threshold=job.fail_threshold)
+                    overlay = operator_overlay(job.image, job.anomaly_map, job.fail_threshold, job.review_threshold,
+                                               job.full_heatmap)
                 saved = self.archiver.save(job.part_id, job.frame_id, job.verdict, image=job.image, overlay=overlay,
                                            thumbnail=job.thumbnail)
                 self._finish(job, saved)

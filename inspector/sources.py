@@ -18,7 +18,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .imageio import IMAGE_EXTENSIONS, ImageReadError, is_video, list_images, natural_path_key, read_image
+from .imageio import (IMAGE_EXTENSIONS, ImageReadError, is_video, list_images, natural_path_key, printable,
+                      read_image)
 
 __all__ = [
     "Frame",
@@ -223,7 +224,8 @@ class FrameSource:
             self.on_status(text, level)
 
     def _frame(self, rgb: np.ndarray | None, frame_id: str, error: str = "") -> Frame:
-        frame = Frame(rgb, self.name, frame_id, self._index, time.monotonic(), self.live, error)
+        frame = Frame(rgb, printable(self.name), printable(frame_id), self._index, time.monotonic(), self.live,
+                      printable(error))
         self._index += 1
         return frame
 

@@ -349,4 +349,5 @@ class EngineWorker(QObject):
             return
         if frame.rgb is not None and full_map is not None and insp.verdict in ctx.archive_verdicts:
             self.archive.submit(ArchiveJob(insp.part_id, insp.frame_id, insp.verdict, image=frame.rgb,
-                                           anomaly_map=full_map, fail_threshold=insp.fail_threshold))
+                                           anomaly_map=full_map, fail_threshold=insp.fail_threshold,
+                                           review_threshold=insp.review_threshold, full_heatmap=ctx.full_heatmap))

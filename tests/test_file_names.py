@@ -11,12 +11,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from engine.imageio import IMAGE_EXTENSIONS, list_images, natural_key, natural_path_key
+from tests.test_inspect_cli import run, tiny_model  # noqa: F401 - a fixture
 
 MAX_NAME_BYTES = 255     # the longest file name Linux file systems take
 MUST_SHOW = ("0001.png", "good_0001.png", "10.png", "2.png", "Ä_1.png", "x.PNG")
@@ -116,15 +116,6 @@ def test_list_images_lists_every_image_in_natural_order(tree):
 
 
 # ----------------------------------------------------------------------------- consumers
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from tests.test_detector import make_detector
-
-    folder = tmp_path_factory.mktemp("model") / "tiny"
-    make_detector(ncls=2, threshold=0.5).save(folder)
-    return folder
-
-
 def inspect_rows(model: Path, folder: Path, out: Path) -> tuple[int, list[dict]]:
     """`main.py inspect` in this process (output swallowed): exit code and CSV rows."""
     import main
@@ -150,8 +141,6 @@ def test_inspect_command_inspects_every_file_in_natural_order(tiny_model, tree):
 
 
 def test_inspect_command_on_the_issue_folder(tiny_model, tmp_path):
-    from tests.test_inspect_cli import run
-
     folder = make_must_show_folder(tmp_path)
     result = run(folder, "--model", tiny_model, "--csv", tmp_path / "r.csv", "--threshold", "0", "--category", "part0")
     assert result.returncode == 1, result.stderr

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from inspector.display import DisplayOptions, render_part
+from inspector.overlay import operator_overlay, render_overlay
 from inspector.inspection import (FAIL, PASS, REVIEW, Inspection, Roi, apply_roi, calibrate_thresholds, place_map,
                                   verdict_for)
 from inspector.recipes import Recipe, RecipeError, RecipeStore
@@ -96,3 +97,60 @@ def test_render_part_draws_heatmap_contours_and_roi():
     assert not np.array_equal(heat[30, 40], frame[30, 40])
     assert DisplayOptions(opacity=3, colormap="nope", repaint_hz=1000) == DisplayOptions(opacity=1.0,
                                                                                        repaint_hz=120)
+
+
+def test_heatmap_only_above_the_review_level_unless_the_full_map_is_asked_for():
+    frame = np.full((60, 80, 3), 100, np.uint8)
+    amap = np.zeros((60, 80), np.float32)
+    amap[20:40, 30:50] = 0.9   # above fail (0.5)
+    amap[2:12, 2:12] = 0.4     # between review (0.3) and fail
+    amap[45:55, 2:12] = 0.2    # below review
+    shown = operator_overlay(frame, amap, 0.5, 0.3, outlines=False)
+    assert not np.array_equal(shown[30, 40], frame[30, 40]) and not np.array_equal(shown[7, 7], frame[7, 7])
+    np.testing.assert_array_equal(shown[45:55, 2:12], frame[45:55, 2:12])   # the part as it is
+    np.testing.assert_array_equal(shown[50:, 20:], frame[50:, 20:])
+    full = operator_overlay(frame, amap, 0.5, 0.3, full_map=True, outlines=False)
+    assert not np.array_equal(full[50, 7], frame[50, 7]) and not np.array_equal(full[58, 78], frame[58, 78])
+    np.testing.assert_array_equal(full, render_overlay(frame, amap, threshold=None))  # training.evaluate's call
+    np.testing.assert_array_equal(operator_overlay(frame, amap, 0.5, None, outlines=False)[7, 7], frame[7, 7])
+
+    part = Inspection(source="s", frame_id="f", index=0, verdict=FAIL, score=0.9, fail_threshold=0.5,
+                      review_threshold=0.3, view_frame=frame, view_map=amap)
+    for full_heatmap in (False, True):
+        options = DisplayOptions(full_heatmap=full_heatmap)
+        np.testing.assert_array_equal(render_part(part, options),
+                                      operator_overlay(frame, amap, 0.5, 0.3, full_map=full_heatmap))
+    assert DisplayOptions(opacity=float("nan")).opacity == 0.5
+
+
+@given(st.lists(st.text(min_size=1, max_size=120).filter(str.strip), min_size=1, max_size=6,
+                unique_by=lambda n: n.strip()))
+def test_recipes_with_any_names_are_kept_apart(tmp_path_factory, names):
+    store = RecipeStore(tmp_path_factory.mktemp("recipes"))
+    for i, name in enumerate(names):
+        store.save(Recipe(name, fail_threshold=0.1 + i / 100))
+    assert sorted(store.names()) == sorted(n.strip() for n in names)
+    for i, name in enumerate(names):
+        assert store.load(name.strip()).fail_threshold == pytest.approx(0.1 + i / 100)
+    store.delete(names[0].strip())
+    assert names[0].strip() not in store.names() and len(store.names()) == len(names) - 1
+
+
+def test_recipe_files_from_an_older_version_and_damaged_values(tmp_path):
+    store = RecipeStore(tmp_path)
+    old = {"format": "deco-inspector-recipe", "version": 1, "name": "Ä line", "fail_threshold": 0.4}
+    (tmp_path / "_ line.json").write_text(json.dumps(old), encoding="utf-8")  # how older versions named it
+    store.save(Recipe("Ä line", fail_threshold=0.5))
+    store.save(Recipe("Ö line", fail_threshold=0.6))
+    assert [p.name for p in sorted(tmp_path.glob("*.json"))] == ["_ line.json", "Ö line.json"]
+    assert store.load("Ä line").fail_threshold == 0.5
+    store.delete("Ä line")
+    assert store.names() == ["Ö line"]
+    for bad in ({"fail_threshold": float("nan")}, {"review_threshold": "high"}, {"reverse_steps": "abc"},
+                {"reverse_steps": 2.5}, {"gate_fusion": "yes"}, {"extra": [1]}, {"roi": "all"}, {"source": [1]},
+                {"name": 7, "fail_threshold": None}):
+        (tmp_path / "bad.json").write_text(json.dumps({**old, **bad}), encoding="utf-8")
+        recipes, problems = store.load_all()
+        assert [r.name for r in recipes] == ["Ö line"] and len(problems) == 1 and "bad.json" in problems[0], bad
+    (tmp_path / "bad.json").write_text(json.dumps({**old, "name": 7, "reverse_steps": 3.0}), encoding="utf-8")
+    assert store.load("7").reverse_steps == 3

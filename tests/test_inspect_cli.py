@@ -147,3 +147,33 @@ def test_inspect_the_demo_images_with_the_bundled_model(tmp_path):
     assert len(saved) >= 3 and all(cv2.imread(str(p)) is not None for p in overlays.rglob("*.png"))
     good_only = run(*(parts / n for n in chosen if "good" in n), "--csv", tmp_path / "good.csv")
     assert good_only.returncode == 0, good_only.stdout + good_only.stderr
+
+
+def test_saved_overlays_colour_only_above_the_threshold_unless_full_heatmap(tiny_model, inputs, tmp_path, capsys):
+    part = inputs / "part_0.png"
+    image = np.asarray(Image.open(part))
+    for extra, changed in (((), False), (("--full-heatmap",), True)):
+        overlays = tmp_path / f"ov{len(extra)}"
+        code, _, _ = run_here(capsys, part, "--model", tiny_model, "--category", "part0", "--threshold", "100",
+                              "--save-overlays", overlays, *extra)
+        assert code == 0
+        (saved,) = overlays.glob("*.png")
+        overlay = np.asarray(Image.open(saved))
+        # no pixel reaches 100: the part is shown as it is, unless the full map is asked for
+        assert np.array_equal(overlay, image) != changed
+
+
+def test_file_names_that_are_not_utf8_are_inspected_logged_and_resumed(tiny_model, inputs, tmp_path):
+    import os
+
+    odd = inputs / os.fsdecode(b"scratch \xff\xfe.png")   # written by a system with another encoding
+    odd.write_bytes((inputs / "part_0.png").read_bytes())
+    csv_path, db = tmp_path / "r.csv", tmp_path / "log.sqlite"
+    result = run(odd, "--model", tiny_model, "--category", "part0", "--threshold", "0", "--csv", csv_path,
+                 "--log", db, "--save-overlays", tmp_path / "ov")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "scratch \\xff\\xfe.png" in result.stdout   # the FAIL line, readable on any terminal
+    (row,) = list(csv.DictReader(open(csv_path, encoding="utf-8")))
+    assert row["verdict"] == "fail" and row["file"].endswith("scratch \\xff\\xfe.png") and Path(row["overlay"]).is_file()
+    again = run(odd, "--model", tiny_model, "--category", "part0", "--log", db, "--resume")
+    assert again.returncode == 0 and "1 skipped" in again.stdout, again.stdout + again.stderr

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import errno
+import os
 import sqlite3
 import threading
 import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from engine.version import __version__
 from inspector.results_log import (CSV_COLUMNS, SCHEMA_VERSION, ArchiveJob, ArchiveQueue, Archiver, ResultFilter,
@@ -210,3 +212,31 @@ def test_a_full_archive_queue_drops_images_not_rows(db, tmp_path):
     rows = {r["id"]: r for r in ResultsReader(db.path).query()}
     assert len(rows) == 4 and "queue full" in rows[ids[3]]["archive_error"]
     archive.close()
+
+
+def test_archived_overlays_colour_only_above_the_review_level_unless_full(db, tmp_path):
+    img = np.full((30, 40, 3), 90, np.uint8)
+    amap = np.zeros((30, 40), np.float32)
+    amap[10:20, 10:20] = 0.9
+    archive = ArchiveQueue(Archiver(tmp_path / "archive"), db.path)
+    parts = {}
+    for full in (False, True):
+        parts[full] = add_part(db, verdict="fail", score=0.9)
+        archive.submit(ArchiveJob(parts[full], "/x/a.png", "fail", image=img, anomaly_map=amap, fail_threshold=0.5,
+                                  review_threshold=0.3, full_heatmap=full))
+    assert archive.wait_idle(5.0)
+    reader = ResultsReader(db.path)
+    overlays = {full: np.asarray(Image.open(reader.get(part)["overlay_path"])) for full, part in parts.items()}
+    archive.close()
+    np.testing.assert_array_equal(overlays[False][:5], img[:5])   # below the review level: the part as it is
+    assert not np.array_equal(overlays[True][:5], img[:5])
+    assert not np.array_equal(overlays[False][15, 15], img[15, 15])
+
+
+def test_file_names_that_are_not_utf8_are_logged_and_exported(db, tmp_path):
+    name = os.fsdecode(b"/parts/scratch \xff\xfe 1.png")   # a name written by a non-UTF-8 system
+    part = db.add(source="folder", frame_id=name, verdict="pass", error=f"{name}: odd")
+    row = ResultsReader(db.path).get(part)
+    assert row["frame_id"] == "/parts/scratch \\xff\\xfe 1.png" and row["error"].startswith(row["frame_id"])
+    assert export_csv(db.path, tmp_path / "out.csv") >= 1
+    assert "scratch \\xff\\xfe 1.png" in (tmp_path / "out.csv").read_text(encoding="utf-8")
