@@ -128,7 +128,7 @@ def spec_for_path(text: str, recursive: bool = True, watch: bool = False) -> Sou
     """A camera index, stream URL, folder, video or image path -> SourceSpec.
     Raises SourceError for paths that are none of these."""
     text = str(text).strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():   # not '²' or '١': str.isdigit() takes those, int() does not
         return SourceSpec("camera", text)
     if URL_PATTERN.match(text):
         return SourceSpec("stream", text)

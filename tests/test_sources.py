@@ -266,3 +266,12 @@ def test_demo_spec_interleaves_the_test_images_of_each_category(tmp_path):
     assert len(names) == 8 and not any("/train/" in n for n in names)
     assert spec.label() == "demo images (8)"
     assert demo_spec(tmp_path / "nothing") is None
+
+
+def test_digits_that_are_not_ascii_are_not_camera_indexes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SourceError, match="no such file"):
+        spec_for_path("²")   # was camera '²', which int() refuses
+    (tmp_path / "²").mkdir()
+    assert spec_for_path("²") == SourceSpec("folder", "²")
+    assert spec_for_path("3") == SourceSpec("camera", "3")
