@@ -140,8 +140,6 @@ class TrainingPlan:
             out.append("at least one epoch is needed")
         if self.recipe not in RECIPES:
             out.append(f"unknown recipe {self.recipe!r}")
-        elif self.recipe == "fit" and self.detector != "deco-diff":
-            out.append("the automatic recipe trains DeCo-Diff models; choose the manual one for DiAD")
         if self.recipe == "fit" and self.time_budget_min < 2:
             out.append("the time budget must be at least 2 minutes")
         if not self.vae and not self.train_vae and self.recipe != "fit":
@@ -234,7 +232,8 @@ def build_steps(plan: TrainingPlan, classes: int | None = None,
         # torchrun, held-out selection, map normalization and threshold; the shipped VAE unless
         # one was chosen or trained above)
         args = [*data, *test, *category, *sizes, "--out", str(plan.model_dir), "--time-budget",
-                f"{plan.time_budget_min}m", "--nproc", str(plan.nproc), "--no-evaluate", *device]
+                f"{plan.time_budget_min}m", "--nproc", str(plan.nproc), "--detector", plan.detector,
+                "--no-evaluate", *device]
         step("detector", "training.fit", args + (["--vae", vae] if vae else []), plan.model_dir, torchrun=False)
     else:
         wants_classifier = plan.train_classifier and plan.dataset != "folder" and plan.category == "all"

@@ -370,13 +370,12 @@ class ModelPage(QWizardPage):
         return self.detector.currentData()
 
     def recipe_kind(self) -> str:
-        """'fit' (automatic, DeCo-Diff only) or 'manual'."""
-        return self.recipe.currentData() if self.detector_kind() == "deco-diff" else "manual"
+        """'fit' (automatic) or 'manual'."""
+        return self.recipe.currentData()
 
     def _on_recipe(self) -> None:
         """The automatic recipe chooses the optimisation settings itself: only the budget and sizes stay."""
         automatic = self.recipe_kind() == "fit"
-        self.recipe.setEnabled(self.detector_kind() == "deco-diff")
         self.time_budget.setEnabled(automatic)
         for w in (self.size, self.epochs, self.batch, self.lr, self.mask_ratio, self.latent_crop):
             w.setEnabled(not automatic)

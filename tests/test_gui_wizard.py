@@ -372,12 +372,13 @@ def test_wizard_end_to_end_train_stop_resume_evaluate_use(qtbot, home, tmp_path)
 
     m = wiz.model_page
     assert m.category.count() == 1 and m.size.currentText() == "UNet_T"
+    assert m.recipe_kind() == "fit" and not m.epochs.isEnabled()  # the automatic recipe is the default
+    m.recipe.setCurrentIndex(m.recipe.findData("manual"))  # this test drives the manual recipe
     m.detector.setCurrentIndex(m.detector.findData("diad"))  # issue 7: DiAD is a choice of the wizard
     assert [m.size.itemText(i) for i in range(m.size.count())] == ["DiAD_T", "DiAD_S", "DiAD_M"]
     assert not m.mask_ratio.isEnabled() and "training.train_diad" in wiz.steps()[-2].argv
     _shoot(wiz, shots, "2b-model-diad.png")
     m.detector.setCurrentIndex(m.detector.findData("deco-diff"))
-    m.recipe.setCurrentIndex(m.recipe.findData("manual"))  # this test drives the manual recipe
     assert m.size.currentText() == "UNet_T" and m.mask_ratio.isEnabled()
     m.epochs.setValue(16)
     m.batch.setValue(4)

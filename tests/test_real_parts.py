@@ -19,6 +19,7 @@ from engine.normalization import GOOD_TAIL_SCORE, MapNormalization, fit_normaliz
 from tests.test_calibrate_scores import _tiny_model
 from tests.test_training import TINY_VAE, make_tiny_mvtec
 from training import evaluate, fit, normalize_maps, train_deco_diff
+from training.common import MIN_IMPROVEMENT
 from training.metrics import compute_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -219,7 +220,7 @@ def test_held_out_validation_keeps_the_best_epoch_and_stops_early(toy, monkeypat
     vals = [e for e in events if e["event"] == "validation"]
     assert vals and all(e["images"] == 6 for e in vals)
     best = [e for e in vals if e["improved"]][-1]  # the last one that beat the best by MIN_IMPROVEMENT
-    assert best["loss"] == pytest.approx(min(e["loss"] for e in vals), rel=train_deco_diff.MIN_IMPROVEMENT)
+    assert best["loss"] == pytest.approx(min(e["loss"] for e in vals), rel=MIN_IMPROVEMENT)
     stop = next(e for e in events if e["event"] == "early_stop")
     assert stop["epoch"] < 30 and "not improved for 2" in stop["reason"]
     assert [e["improved"] for e in vals[-2:]] == [False, False]
@@ -346,9 +347,11 @@ def test_the_wizard_runs_the_fit_recipe_and_plots_the_held_out_loss(tmp_path):
     args = fit.build_arg_parser().parse_args(argv[3:])
     assert args.time_budget == 1800 and args.out == plan.model_dir and args.nproc == 2 and args.no_evaluate
     assert args.vae == fit.DEFAULT_VAE and args.events == steps[0].events
-    assert TrainingPlan(recipe="fit", detector="diad", model_size="DiAD_T", data_dir=str(data),
-                        output_dir=str(tmp_path)).problems() == [
-        "the automatic recipe trains DeCo-Diff models; choose the manual one for DiAD"]
+    assert args.detector == "deco-diff"
+    diad = TrainingPlan(name="auto", recipe="fit", detector="diad", model_size="DiAD_T", data_dir=str(data),
+                        output_dir=str(tmp_path), train_vae=False)
+    assert diad.problems() == []
+    assert fit.build_arg_parser().parse_args(build_steps(diad)[0].argv[3:]).detector == "diad"
 
     # the held-out validation curve, the kept epoch and the fitted epoch count from the events
     p = StepProgress("detector")
@@ -361,3 +364,30 @@ def test_the_wizard_runs_the_fit_recipe_and_plots_the_held_out_loss(tmp_path):
         p.feed(ev)
     assert p.validation_curve == [(1, 0.2), (2, 0.25)] and p.best_epoch == 1 and p.epochs == 20
     assert p.warnings == ["good parts score high"]
+
+
+def test_diad_gets_the_same_selection_budget_and_threshold(toy, monkeypatch):
+    from training import train_diad
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    exp = toy / "diad"
+    assert train_diad.main(["--data-dir", str(toy / "data"), "--model-size", "DiAD_T", "--image-size", "72",
+                            "--center-size", "64", "--epochs", "1000", "--warmup-epochs", "1",
+                            "--global-batch-size", "4", "--ckpt-every", "1", "--log-every", "1", "--lr", "1e-3",
+                            "--vae", str(toy / "vae"), "--experiment-dir", str(exp), "--noise-t", "100",
+                            "--events", str(exp / "events.jsonl"), "--holdout", "0.2", "--holdout-min", "3",
+                            "--val-every", "1", "--time-budget", "15", "--device", "cpu"]) == 0
+    events = _events(exp / "events.jsonl")
+    vals = [e for e in events if e["event"] == "validation"]
+    fitted = next(e for e in events if e["event"] == "epochs_fitted")
+    assert vals and fitted["epochs"] < 1000 and vals[-1]["images"] == 6
+    best = [e for e in vals if e["improved"]][-1]
+    meta = json.loads((exp / "model" / "model.json").read_text())
+    assert meta["detector"] == "diad" and meta["training"]["selected"]["epoch"] == best["epoch"]
+    # fit's threshold for a model without map normalization: the held-out good tail plus the margin
+    det = Detector.load(exp / "model", device="cpu")
+    held = [(h["path"], h["category"]) for h in json.loads((exp / "holdout.json").read_text())]
+    threshold = fit.threshold_from_good(det, held)
+    scores = [r.score for r in det.predict([np.asarray(Image.open(p).convert("RGB")) for p, _ in held],
+                                           category=[c for _, c in held])]
+    assert threshold == pytest.approx(np.quantile(scores, 0.99) * 0.5 / GOOD_TAIL_SCORE, rel=1e-4)

@@ -368,3 +368,157 @@ def run_epochs(args: argparse.Namespace, ctx: DistContext, model: torch.nn.Modul
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+# ---------------------------------------------------------------- held-out selection and time budget
+HOLDOUT_MIN = 8
+MIN_TRAIN_IMAGES = 8
+# A validation counts as better when the held-out loss falls by more than this share of the best.
+MIN_IMPROVEMENT = 0.01
+HOLDOUT_FILE = "holdout.json"
+BEST_CHECKPOINT = "best.pt"
+# With a time budget, stop when less than this many epochs' time is left (so the budget holds).
+TIME_BUDGET_STOP_SHARE = 1.0
+
+
+def add_selection_arguments(p: argparse.ArgumentParser) -> None:
+    """--holdout, --holdout-min, --val-every, --patience and --time-budget (see `EpochMonitor`)."""
+    p.add_argument("--holdout", type=float, default=0.0,
+                   help="share of each category's good images held out for validation (0: none; e.g. 0.1); "
+                        "they are listed in holdout.json (the map normalization and threshold use them)")
+    p.add_argument("--holdout-min", type=int, default=HOLDOUT_MIN, help="held-out images per category at least")
+    p.add_argument("--val-every", type=int, default=5, help="epochs between validations on the held-out images")
+    p.add_argument("--patience", type=int, default=0,
+                   help="stop after this many validations without a better held-out loss (0: never)")
+    p.add_argument("--time-budget", type=float, default=0.0,
+                   help="seconds of training (latent caching included) to fit the epochs into (0: no budget); "
+                        "after the first epoch the epoch count and learning-rate schedule are set to fit it")
+
+
+def split_holdout(samples, share: float, minimum: int, seed: int) -> tuple[list[int], list[int]]:
+    """(training indices, held-out indices) of `samples`: per category, a seeded choice of
+    max(minimum, round(share * n)) good images is held out. Raises ValueError when fewer than
+    MIN_TRAIN_IMAGES would be left to train on."""
+    by_cat: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_cat.setdefault(s.category, []).append(i)
+    train, held = [], []
+    for k, (cat, indices) in enumerate(sorted(by_cat.items())):
+        n_held = max(minimum, round(share * len(indices)))
+        if len(indices) - n_held < MIN_TRAIN_IMAGES:
+            raise ValueError(f"{cat}: {len(indices)} good images are too few to hold out {n_held} for validation "
+                             f"and train on at least {MIN_TRAIN_IMAGES}; add images or use --holdout 0")
+        order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed + k)).tolist()
+        held += sorted(indices[j] for j in order[:n_held])
+        train += sorted(indices[j] for j in order[n_held:])
+    return sorted(train), sorted(held)
+
+
+def hold_out(args: argparse.Namespace, dataset, exp_dir: Path, ctx: DistContext) -> list | None:
+    """With --holdout: take the held-out records out of `dataset` (in place), list them in
+    exp_dir/holdout.json (rank 0) and return them; None without --holdout."""
+    if args.holdout <= 0:
+        return None
+    train_idx, held_idx = split_holdout(dataset.samples, args.holdout, args.holdout_min, args.global_seed)
+    held = [dataset.samples[i] for i in held_idx]
+    dataset.samples = [dataset.samples[i] for i in train_idx]
+    if ctx.is_main:
+        (exp_dir / HOLDOUT_FILE).write_text(json.dumps(
+            [{"path": str(r.path), "category": r.category} for r in held], indent=1), encoding="utf-8")
+    return held
+
+
+def read_progress(resume_path: Path | None) -> dict:
+    """The time, fitted epoch count and best validation a resumed run had reached."""
+    if resume_path is None:
+        return {}
+    return dict(load_training_checkpoint(resume_path).get("progress") or {})
+
+
+class EpochMonitor:
+    """What a trainer does between epochs on the recipe's terms: held-out validation (every
+    args.val_every epochs, `measure(unet) -> {"loss": ..., ...}` on rank 0), the best epoch kept as
+    checkpoints/best.pt, early stopping after args.patience validations without a gain of
+    MIN_IMPROVEMENT, and the time budget (args.time_budget seconds, counted from `clock_start`
+    plus what a resumed run had spent: after the first epoch the epoch count and the learning-rate
+    schedule (`schedule_stretch` x the epochs, as the trainer built it) are fitted to it; a run
+    stops when the next epoch would not fit). At the end the model folder is exported again from
+    the best epoch (`export(unet, epoch, selected)`); `describe(stats)` adds to the printed line."""
+
+    def __init__(self, args, ctx: DistContext, events: EventLog, unet, opt, scheduler, ckpt_dir: Path,
+                 resume_path: Path | None, clock_start: float, measure=None, export=None, describe=None,
+                 schedule_stretch: float = 1.0):
+        self.args, self.ctx, self.events = args, ctx, events
+        self.schedule_stretch = schedule_stretch  # the schedule spans this many times the epochs
+        self.unet, self.opt, self.scheduler, self.ckpt_dir = unet, opt, scheduler, ckpt_dir
+        self.measure, self.export, self.describe = measure, export, describe
+        progress = read_progress(resume_path)
+        if progress.get("epochs"):
+            args.epochs = progress["epochs"]  # the epoch count a time budget fixed
+        self.fixed = bool(progress.get("epochs"))
+        self.best, self.best_epoch = progress.get("best"), int(progress.get("best_epoch") or 0)
+        self.rounds_without_gain = 0
+        self.spent_before = float(progress.get("seconds", 0.0))
+        self.clock_start = clock_start
+        self.loop_start: float | None = None
+        self.loop_epochs = 0
+
+    def elapsed(self) -> float:
+        return self.spent_before + time.perf_counter() - self.clock_start
+
+    def state(self) -> dict:
+        """Checkpoint extra: what a resumed run needs to carry on."""
+        return {"progress": {"seconds": self.elapsed(), "epochs": self.args.epochs if self.fixed else 0,
+                             "best": self.best, "best_epoch": self.best_epoch}}
+
+    def end_of_epoch(self, done: int, seconds: float) -> str | None:
+        """`run_epochs`' end_of_epoch hook: a reason to stop, or None."""
+        args = self.args
+        if self.loop_start is None:
+            self.loop_start = time.perf_counter() - seconds
+        self.loop_epochs += 1
+        reason = None
+        if args.time_budget:
+            per_epoch = (time.perf_counter() - self.loop_start) / self.loop_epochs
+            left = args.time_budget - self.elapsed()
+            if not self.fixed:
+                fitted = broadcast_object(self.ctx, max(done, min(args.epochs, done + int(left // per_epoch))))
+                self.fixed = True
+                if fitted != args.epochs:
+                    args.epochs = fitted
+                    self.scheduler.lr_lambdas[0].total_epochs = int(args.epochs * self.schedule_stretch)
+                    self.events.emit("epochs_fitted", epochs=args.epochs, seconds_per_epoch=per_epoch,
+                                     budget_s=args.time_budget)
+            elif done < args.epochs and left < per_epoch * TIME_BUDGET_STOP_SHARE:
+                reason = f"time budget of {args.time_budget:.0f} s reached"
+        last = reason is not None or done >= args.epochs
+        if self.measure is not None and self.ctx.is_main and (done % args.val_every == 0 or last):
+            stats = self.measure(self.unet)
+            improved = self.best is None or stats["loss"] < self.best * (1 - MIN_IMPROVEMENT)
+            if improved:
+                self.best, self.best_epoch, self.rounds_without_gain = stats["loss"], done, 0
+                save_training_checkpoint(self.ckpt_dir / BEST_CHECKPOINT, self.unet.state_dict(), self.opt,
+                                         self.scheduler, done, args, extra={"validation": stats, **self.state()})
+            else:
+                self.rounds_without_gain += 1
+            if args.patience and self.rounds_without_gain >= args.patience:
+                reason = reason or (f"held-out loss has not improved for {self.rounds_without_gain} validations "
+                                    f"(best {self.best:.4f} at epoch {self.best_epoch})")
+            self.events.emit("validation", epoch=done, best_epoch=self.best_epoch, best=self.best, improved=improved,
+                             **stats)
+            extra = f", {self.describe(stats)}" if self.describe else ""
+            print(f"validation after epoch {done}: held-out loss {stats['loss']:.4f} (best {self.best:.4f} "
+                  f"at epoch {self.best_epoch}){extra}", file=sys.stderr)
+        return reason
+
+    def on_finish(self, epochs_done: int) -> None:
+        """`run_epochs`' on_finish hook (rank 0): export the best epoch's weights as the model."""
+        best_path = self.ckpt_dir / BEST_CHECKPOINT
+        if self.measure is None or self.export is None or not best_path.is_file():
+            return
+        best = load_training_checkpoint(best_path)
+        self.unet.load_state_dict(best["model"])
+        stats = best.get("validation", {})
+        self.export(self.unet, int(best["epoch"]), {"by": "held-out good images' loss", "epoch": int(best["epoch"]),
+                                                    "epochs_trained": epochs_done, **stats})
+        self.events.emit("selected", epoch=int(best["epoch"]), loss=stats.get("loss"))

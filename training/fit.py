@@ -3,14 +3,15 @@
     python main.py fit --data-dir DATA --out MODEL [--time-budget 45m] [--dataset auto]
                        [--object-category all] [--vae VAE] [--model-size UNet_T]
 
-Steps (each one line on stderr, a progress bar with the time left while the UNet trains):
+Steps (each one line on stderr, a progress bar with the time left while the network trains):
 1. check the data: enough good images per category, every training image readable, sizes;
 2. the category classifier, when there is more than one category;
-3. the DeCo-Diff UNet under `torchrun` (one process per CPU core or GPU), on whole latents, with
-   10 % of each category's good images held out: the epoch count is fitted to the time budget
-   after the first epoch, the best epoch by the held-out loss is kept, training stops early when
-   it no longer improves;
-4. the map normalization and the threshold from the held-out good images (`normalize_maps`);
+3. the DeCo-Diff UNet (or the DiAD network, --detector diad) under `torchrun` (one process per
+   CPU core or GPU), on whole latents, with 10 % of each category's good images held out: the
+   epoch count is fitted to the time budget after the first epoch, the best epoch by the held-out
+   loss is kept, training stops early when it no longer improves;
+4. from the held-out good images: the map normalization and threshold (`normalize_maps`) for
+   DeCo-Diff; the threshold (`threshold_from_good`) for DiAD;
 5. `evaluate` on the test split when the data has one (metrics recorded in the model folder).
 
 The budget covers steps 1-4 (evaluation is extra) and is kept within 10 %. A work folder beside
@@ -32,6 +33,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from engine.checkpoint import CheckpointError, read_model_json, write_model_json
@@ -80,9 +82,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="the model folder to write")
     p.add_argument("--time-budget", type=parse_duration, default=parse_duration("45m"),
                    help="wall time for checking, training and calibrating (45m, 1h30m, 600s)")
-    p.add_argument("--detector", choices=["deco-diff"], default="deco-diff", help="the detector to train")
+    p.add_argument("--detector", choices=["deco-diff", "diad"], default="deco-diff", help="the detector to train")
     p.add_argument("--vae", type=Path, default=DEFAULT_VAE, help="VAE folder (default: the shipped compact VAE)")
-    p.add_argument("--model-size", default=None, help="UNet size (default: UNet_T on a CPU, UNet_XS on CUDA)")
+    p.add_argument("--model-size", default=None,
+                   help="model size (default: UNet_T / DiAD_T on a CPU, UNet_XS / DiAD_S on CUDA)")
     p.add_argument("--image-size", type=int, default=256, help="images are resized to this (px)")
     p.add_argument("--center-size", type=int, default=256, help="and center-cropped to this (px)")
     p.add_argument("--nproc", type=int, default=None, help="training processes (default: CPU cores / GPUs)")
@@ -96,14 +99,19 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return p
 
 
-def machine_recipe(device: str, cores: int, gpus: int) -> dict:
-    """Training settings for this machine: CPU (one gloo process per core, one thread each) or
-    CUDA (one NCCL process per GPU)."""
-    if device == "cuda":
-        return {"model_size": "UNet_XS", "nproc": max(1, gpus), "global_batch_size": 64, "lr": 2e-4,
-                "reverse_steps": 5, "threads": None}
-    return {"model_size": "UNet_T", "nproc": max(1, min(cores, 4)), "global_batch_size": 32, "lr": 5e-4,
-            "reverse_steps": 2, "threads": 1}
+def machine_recipe(device: str, cores: int, gpus: int, detector: str = "deco-diff") -> dict:
+    """Training settings for this machine and detector: CPU (one gloo process per core, one
+    thread each) or CUDA (one NCCL process per GPU)."""
+    cuda = device == "cuda"
+    if detector == "diad":
+        recipe = {"trainer": "training.train_diad", "model_size": "DiAD_S" if cuda else "DiAD_T",
+                  "global_batch_size": 64 if cuda else 32, "lr": 2e-4 if cuda else 5e-4, "reverse_steps": None}
+    else:
+        recipe = {"trainer": "training.train_deco_diff", "model_size": "UNet_XS" if cuda else "UNet_T",
+                  "global_batch_size": 64 if cuda else 32, "lr": 2e-4 if cuda else 5e-4,
+                  "reverse_steps": 5 if cuda else 2}
+    recipe.update(nproc=max(1, gpus) if cuda else max(1, min(cores, 4)), threads=None if cuda else 1)
+    return recipe
 
 
 def check_training_images(dataset, holdout_min: int = HOLDOUT_MIN) -> list[str]:
@@ -130,6 +138,30 @@ def check_training_images(dataset, holdout_min: int = HOLDOUT_MIN) -> list[str]:
         notes.append(f"training images have {len(sizes)} different sizes ({common}); all are resized to "
                      f"{dataset.preprocess.image_size} px, so parts should fill the frame alike")
     return notes
+
+
+def threshold_from_good(detector, items, quantile: float = 0.99) -> float:
+    """A threshold for a model without map normalization (DiAD): the held-out good images'
+    `quantile` score, raised by the same margin the normalized maps keep between the good tail
+    (GOOD_TAIL_SCORE) and the threshold (DEFAULT_THRESHOLD)."""
+    from engine.normalization import GOOD_TAIL_SCORE
+
+    from .normalize_maps import DEFAULT_THRESHOLD
+
+    scores = []
+    for start in range(0, len(items), 8):
+        chunk = items[start:start + 8]
+        results = detector.predict([read_image(p) for p, _ in chunk], category=[c for _, c in chunk])
+        scores += [r.score for r in results]
+    return float(np.quantile(scores, quantile)) * DEFAULT_THRESHOLD / GOOD_TAIL_SCORE
+
+
+def set_threshold(model_dir: Path, threshold: float) -> None:
+    meta = read_model_json(model_dir)
+    meta.setdefault("settings", {})["threshold"] = threshold
+    meta.pop("format", None)
+    meta.pop("format_version", None)
+    write_model_json(model_dir, meta)
 
 
 def _say(text: str) -> None:
@@ -165,8 +197,10 @@ def _run_unet(args, recipe: dict, work: Path, categories: str, budget_s: float, 
         "--lr", str(recipe["lr"]), "--log-every", "5", "--ckpt-every", "1", "--experiment-dir", str(exp),
         "--events", str(events_path), "--holdout", str(HOLDOUT_SHARE), "--holdout-min", str(HOLDOUT_MIN),
         "--val-every", "1", "--patience", str(PATIENCE), "--time-budget", f"{budget_s:.0f}",
-        "--reverse-steps", str(recipe["reverse_steps"]), "--global-seed", str(args.seed), "--resume", "auto",
+        "--global-seed", str(args.seed), "--resume", "auto",
     ]
+    if recipe["reverse_steps"]:
+        train_args += ["--reverse-steps", str(recipe["reverse_steps"])]
     if args.test_dir is not None:
         train_args += ["--test-dir", str(args.test_dir)]
     if classifier is not None:
@@ -180,10 +214,10 @@ def _run_unet(args, recipe: dict, work: Path, categories: str, budget_s: float, 
     seen = len(_events(events_path))
     relayed = 0
     with open(exp / "train.log", "a", encoding="utf-8") as log:
-        proc = subprocess.Popen(python_module_command("training.train_deco_diff", train_args, nproc=recipe["nproc"]),
+        proc = subprocess.Popen(python_module_command(recipe["trainer"], train_args, nproc=recipe["nproc"]),
                                 env=env, stdout=log, stderr=log, cwd=PROJECT_ROOT)
         t0 = time.monotonic()
-        with tqdm(total=int(budget_s), desc="training the UNet", unit="s", file=sys.stderr,
+        with tqdm(total=int(budget_s), desc=f"training {recipe['model_size']}", unit="s", file=sys.stderr,
                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]") as bar:
             try:
                 while proc.poll() is None:
@@ -251,11 +285,12 @@ def main(argv: list[str] | None = None) -> int:
 def _fit(args, events: EventLog) -> int:
     from engine.detector import Detector
 
-    from .normalize_maps import fit_model_normalization, write_normalization
+    from .normalize_maps import DEFAULT_THRESHOLD, fit_model_normalization, write_normalization
 
     started = time.monotonic()
     cuda = torch.cuda.is_available() if args.device is None else args.device == "cuda"
-    recipe = machine_recipe("cuda" if cuda else "cpu", os.cpu_count() or 1, torch.cuda.device_count() if cuda else 0)
+    recipe = machine_recipe("cuda" if cuda else "cpu", os.cpu_count() or 1, torch.cuda.device_count() if cuda else 0,
+                            args.detector)
     if args.model_size:
         recipe["model_size"] = args.model_size
     if args.nproc:
@@ -300,18 +335,22 @@ def _fit(args, events: EventLog) -> int:
     model_dir = _run_unet(args, recipe, work, cat_arg, unet_budget, classifier, events)
     trained = read_model_json(model_dir).get("training", {})
     selected = trained.get("selected", {})
-    _say(f"UNet: {trained.get('epochs', '?')} epochs, kept epoch {trained.get('epoch', '?')}"
+    _say(f"{args.detector}: {trained.get('epochs', '?')} epochs, kept epoch {trained.get('epoch', '?')}"
          + (f" (held-out loss {selected['loss']:.4f})" if "loss" in selected else ""))
 
-    # 4. map normalization and threshold from the held-out good images
+    # 4. map normalization (DeCo-Diff) and the threshold from the held-out good images
     holdout = json.loads((work / "unet" / "holdout.json").read_text(encoding="utf-8"))
+    items = [(h["path"], h["category"]) for h in holdout]
     detector = Detector.load(model_dir, device="cuda" if cuda else "cpu")
-    normalization = fit_model_normalization(detector, [(h["path"], h["category"]) for h in holdout],
-                                            args.map_normalization)
-    from .normalize_maps import DEFAULT_THRESHOLD
-
-    entry = write_normalization(model_dir, normalization, DEFAULT_THRESHOLD)
-    events.emit("normalization", mode=args.map_normalization, images=entry["images"], threshold=DEFAULT_THRESHOLD)
+    if args.detector == "deco-diff":
+        normalization = fit_model_normalization(detector, items, args.map_normalization)
+        threshold = DEFAULT_THRESHOLD
+        entry = write_normalization(model_dir, normalization, threshold)
+        events.emit("normalization", mode=args.map_normalization, images=entry["images"], threshold=threshold)
+    else:
+        threshold = threshold_from_good(detector, items)
+        set_threshold(model_dir, threshold)
+        events.emit("threshold", threshold=threshold, images=len(items))
     fit_seconds = time.monotonic() - started
     if args.out.exists():
         shutil.rmtree(args.out)
@@ -326,7 +365,7 @@ def _fit(args, events: EventLog) -> int:
     meta.pop("format_version", None)
     write_model_json(args.out, meta)
     _say(f"model written to {args.out} in {fit_seconds / 60:.1f} min (budget {args.time_budget / 60:.1f} min); "
-         f"threshold {DEFAULT_THRESHOLD}")
+         f"threshold {threshold:.4g}")
     events.emit("finished", model_dir=str(args.out), seconds=fit_seconds, epoch=trained.get("epochs"),
                 selected_epoch=trained.get("epoch"))
 

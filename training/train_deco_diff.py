@@ -20,7 +20,6 @@ from the cached posterior, as the reference does from a fresh encode.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -36,24 +35,18 @@ from engine.unet import UNET_SIZES, create_unet
 from engine.vae import LATENT_SCALE, VAE, load_vae
 from engine.version import __version__
 
-from .common import (EventLog, broadcast_object, cleanup_distributed, load_training_checkpoint, make_lr_scheduler,
+from .common import (EpochMonitor, EventLog, add_selection_arguments, cleanup_distributed, hold_out, make_lr_scheduler,
                      next_experiment_dir, restore_training_state, resume_checkpoint_path, run_epochs,
                      save_training_checkpoint, seed_for, setup_distributed, shared_experiment_dir, str2bool, wrap_ddp,
                      write_args)
 from .datasets import AnomalyDataset, build_dataset
 
-__all__ = ["build_arg_parser", "main", "LatentCache", "encode_latent_cache", "split_holdout", "HeldOutValidation"]
+__all__ = ["build_arg_parser", "main", "LatentCache", "encode_latent_cache", "HeldOutValidation"]
 
-HOLDOUT_MIN = 8
-MIN_TRAIN_IMAGES = 8
-# A validation counts as better when the deviation falls by more than this share of the best.
-MIN_IMPROVEMENT = 0.01
-HOLDOUT_FILE = "holdout.json"
-BEST_CHECKPOINT = "best.pt"
-# With a time budget, stop when less than this many epochs' time is left (so the budget holds).
-TIME_BUDGET_STOP_SHARE = 1.0
 # Fixed corruptions of every held-out latent per validation.
 VALIDATION_DRAWS = 2
+# The cosine learning-rate schedule spans this many times the epochs (the reference's choice).
+SCHEDULE_STRETCH = 1.5
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -105,16 +98,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: no limit)")
     p.add_argument("--reverse-steps", type=int, default=5,
                    help="DDIM steps stored in the exported model (and used by the held-out validation)")
-    p.add_argument("--holdout", type=float, default=0.0,
-                   help="share of each category's good images held out for validation (0: none; e.g. 0.1); "
-                        "they are listed in holdout.json for the map normalization")
-    p.add_argument("--holdout-min", type=int, default=HOLDOUT_MIN, help="held-out images per category at least")
-    p.add_argument("--val-every", type=int, default=5, help="epochs between validations on the held-out images")
-    p.add_argument("--patience", type=int, default=0,
-                   help="stop after this many validations without a better held-out loss (0: never)")
-    p.add_argument("--time-budget", type=float, default=0.0,
-                   help="seconds of training (latent caching included) to fit the epochs into (0: no budget); "
-                        "after the first epoch the epoch count and learning-rate schedule are set to fit it")
+    add_selection_arguments(p)
     return p
 
 
@@ -186,27 +170,9 @@ def random_latent_crops(latents: torch.Tensor, size: int, generator: torch.Gener
     return torch.stack([latents[k, :, y:y + size, x:x + size] for k, (y, x) in enumerate(zip(ys, xs))])
 
 
-def split_holdout(samples, share: float, minimum: int, seed: int) -> tuple[list[int], list[int]]:
-    """(training indices, held-out indices) of `samples`: per category, a seeded choice of
-    max(minimum, round(share * n)) good images is held out. Raises ValueError when fewer than
-    MIN_TRAIN_IMAGES would be left to train on."""
-    by_cat: dict[str, list[int]] = {}
-    for i, s in enumerate(samples):
-        by_cat.setdefault(s.category, []).append(i)
-    train, held = [], []
-    for k, (cat, indices) in enumerate(sorted(by_cat.items())):
-        n_held = max(minimum, round(share * len(indices)))
-        if len(indices) - n_held < MIN_TRAIN_IMAGES:
-            raise ValueError(f"{cat}: {len(indices)} good images are too few to hold out {n_held} for validation "
-                             f"and train on at least {MIN_TRAIN_IMAGES}; add images or use --holdout 0")
-        order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed + k)).tolist()
-        held += sorted(indices[j] for j in order[:n_held])
-        train += sorted(indices[j] for j in order[n_held:])
-    return sorted(train), sorted(held)
-
-
 class HeldOutValidation:
-    """Scores the UNet on held-out good latents after an epoch.
+    """Scores the UNet on held-out good latents after an epoch (the `measure` of an
+    `EpochMonitor`).
 
     The selection measure is the training objective on images the UNet never trained on (the
     deviation loss of corrupted held-out latents, with fixed corruptions so that rounds compare):
@@ -215,19 +181,15 @@ class HeldOutValidation:
     reported beside it; it is no measure to select on, since an untrained UNet, which returns
     its input, moves nothing."""
 
-    def __init__(self, latents: torch.Tensor, class_ids: torch.Tensor, reverse_steps: int, patience: int,
-                 corruption: dict, min_improvement: float = MIN_IMPROVEMENT, seed: int = 0):
+    def __init__(self, latents: torch.Tensor, class_ids: torch.Tensor, reverse_steps: int, corruption: dict,
+                 seed: int = 0):
         self.latents, self.class_ids = latents, class_ids
         self.schedule = make_schedule(10, f"ddim{reverse_steps}")
         self.train_schedule = make_schedule(10)
-        self.reverse_steps, self.patience, self.min_improvement = reverse_steps, patience, min_improvement
-        self.corruption, self.seed = corruption, seed
-        self.best: float | None = None
-        self.best_epoch = 0
-        self.rounds_without_gain = 0
+        self.reverse_steps, self.corruption, self.seed = reverse_steps, corruption, seed
 
     @torch.no_grad()
-    def measure(self, unet) -> dict:
+    def __call__(self, unet) -> dict:
         """{loss: held-out deviation loss (VALIDATION_DRAWS fixed corruptions), deviation: mean
         |z_rec - z| of clean held-out parts, its quantiles, and the 99th percentile of each part's
         largest (1-px blurred) deviation}."""
@@ -258,19 +220,6 @@ class HeldOutValidation:
                 "deviation": float(dev.mean()), "deviation_p50": float(dev.quantile(0.5)),
                 "deviation_p90": float(dev.quantile(0.9)), "peak_p99": float(peak.quantile(0.99)),
                 "images": int(dev.numel())}
-
-    def update(self, epoch: int, stats: dict) -> tuple[bool, str | None]:
-        """(improved, reason to stop or None) after a measurement at `epoch`."""
-        value = stats["loss"]
-        improved = self.best is None or value < self.best * (1 - self.min_improvement)
-        if improved:
-            self.best, self.best_epoch, self.rounds_without_gain = value, epoch, 0
-        else:
-            self.rounds_without_gain += 1
-        if self.patience and self.rounds_without_gain >= self.patience:
-            return improved, (f"held-out loss has not improved for {self.rounds_without_gain} validations "
-                              f"(best {self.best:.4f} at epoch {self.best_epoch})")
-        return improved, None
 
 
 def _collate_indices(batch):
@@ -344,19 +293,12 @@ def _train(args, ctx) -> int:
     dataset = build_dataset(args.dataset, args.data_dir, categories, "train", preprocess,
                             augment=args.augmentation and not args.cache_latents, test_dir=args.test_dir)
     class_names = list(dataset.class_names)
-    held_out = None
-    if args.holdout > 0:
-        train_idx, held_idx = split_holdout(dataset.samples, args.holdout, args.holdout_min, args.global_seed)
-        held_out = [dataset.samples[i] for i in held_idx]
-        dataset.samples = [dataset.samples[i] for i in train_idx]
 
     exp_dir = shared_experiment_dir(ctx, lambda: _experiment_dir(args, category_label))
     ckpt_dir = exp_dir / "checkpoints"
     events = EventLog(args.events, enabled=ctx.is_main)
     resume_path = resume_checkpoint_path(args.resume, ckpt_dir)
-    if held_out is not None and ctx.is_main:
-        (exp_dir / HOLDOUT_FILE).write_text(json.dumps(
-            [{"path": str(r.path), "category": r.category} for r in held_out], indent=1), encoding="utf-8")
+    held_out = hold_out(args, dataset, exp_dir, ctx)
     clock_start = time.perf_counter()
 
     torch.manual_seed(seed_for(args.global_seed, ctx))
@@ -370,12 +312,23 @@ def _train(args, ctx) -> int:
         init_unet_weights(unet, args.init, args.model_size, class_names)
     model = wrap_ddp(unet, ctx)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    total_sched_epochs = int(args.epochs * 1.5)
+    total_sched_epochs = int(args.epochs * SCHEDULE_STRETCH)
     scheduler = make_lr_scheduler(opt, args.warmup_epochs, total_sched_epochs)
     start_epoch = restore_training_state(resume_path, unet, opt, scheduler)
-    progress = _read_progress(resume_path)
-    if progress.get("epochs"):
-        args.epochs = progress["epochs"]  # the epoch count a time budget fixed
+    validation = None
+    if held_out is not None and ctx.is_main:
+        held = AnomalyDataset(held_out, class_names, "train", preprocess)
+        held_cache = encode_latent_cache(held, vae, ctx.device, augmentation=False, progress=False)
+        validation = HeldOutValidation(held_cache.mean[:, 0].to(ctx.device), held_cache.class_ids.to(ctx.device),
+                                       args.reverse_steps, seed=args.global_seed,
+                                       corruption={"mask_ratio": args.mask_ratio,
+                                                   "patch_shuffle_ratio": args.patch_shuffle_ratio,
+                                                   "mask_random_ratio": args.mask_random_ratio})
+    monitor = EpochMonitor(args, ctx, events, unet, opt, scheduler, ckpt_dir, resume_path, clock_start,
+                           measure=validation, schedule_stretch=SCHEDULE_STRETCH,
+                           export=lambda net, epoch, selected: _export_model(
+                               args, net, epoch, exp_dir, class_names, preprocess, vae, vae_ref, selected),
+                           describe=lambda stats: f"good-part deviation {stats['deviation']:.4f}")
     if ctx.is_main:
         write_args(exp_dir, args)
 
@@ -387,17 +340,6 @@ def _train(args, ctx) -> int:
     loader = DataLoader(source, batch_size=per_rank_batch, sampler=sampler, num_workers=args.num_workers,
                         collate_fn=_collate_indices if cache is not None else None,
                         pin_memory=ctx.device.type == "cuda", drop_last=False)
-    validation = None
-    if held_out is not None and ctx.is_main:
-        held = AnomalyDataset(held_out, class_names, "train", preprocess)
-        held_cache = encode_latent_cache(held, vae, ctx.device, augmentation=False, progress=False)
-        validation = HeldOutValidation(held_cache.mean[:, 0].to(ctx.device), held_cache.class_ids.to(ctx.device),
-                                       args.reverse_steps, args.patience, seed=args.global_seed,
-                                       corruption={"mask_ratio": args.mask_ratio,
-                                                   "patch_shuffle_ratio": args.patch_shuffle_ratio,
-                                                   "mask_random_ratio": args.mask_random_ratio})
-        if progress.get("best") is not None:
-            validation.best, validation.best_epoch = progress["best"], progress["best_epoch"]
     schedule = make_schedule(10)
     steps_per_epoch = math.ceil(len(loader) / args.accumulation_steps)
     events.emit("started", experiment_dir=str(exp_dir), model_size=args.model_size, classes=class_names,
@@ -418,77 +360,16 @@ def _train(args, ctx) -> int:
                                               args.patch_shuffle_ratio, args.mask_random_ratio, gen)
         return deviation_loss(model(x_t, t.to(ctx.device), ids), target), x0.shape[0]
 
-    budget = {"fixed": bool(progress.get("epochs")), "loop_start": None, "loop_epochs": 0}
-    spent_before = float(progress.get("seconds", 0.0))
-
-    def elapsed() -> float:
-        return spent_before + time.perf_counter() - clock_start
-
-    def progress_state() -> dict:
-        best = validation.best if validation is not None else None
-        return {"progress": {"seconds": elapsed(), "epochs": args.epochs if budget["fixed"] else 0,
-                             "best": best, "best_epoch": validation.best_epoch if validation is not None else 0}}
-
     def save_checkpoint(epoch: int, numbered: bool) -> None:
         _checkpoint(args, unet, opt, scheduler, epoch, ckpt_dir, exp_dir, class_names, preprocess, vae, vae_ref,
-                    events, numbered=numbered, extra=progress_state())
-
-    def end_of_epoch(done: int, seconds: float) -> str | None:
-        if budget["loop_start"] is None:
-            budget["loop_start"] = time.perf_counter() - seconds
-        budget["loop_epochs"] += 1
-        reason = None
-        if args.time_budget:
-            per_epoch = (time.perf_counter() - budget["loop_start"]) / budget["loop_epochs"]
-            left = args.time_budget - elapsed()
-            if not budget["fixed"]:
-                fitted = broadcast_object(ctx, max(done, min(args.epochs, done + int(left // per_epoch))))
-                budget["fixed"] = True
-                if fitted != args.epochs:
-                    args.epochs = fitted
-                    scheduler.lr_lambdas[0].total_epochs = int(args.epochs * 1.5)
-                    events.emit("epochs_fitted", epochs=args.epochs, seconds_per_epoch=per_epoch,
-                                budget_s=args.time_budget)
-            elif done < args.epochs and left < per_epoch * TIME_BUDGET_STOP_SHARE:
-                reason = f"time budget of {args.time_budget:.0f} s reached"
-        last = reason is not None or done >= args.epochs
-        if validation is not None and (done % args.val_every == 0 or last):
-            stats = validation.measure(unet)
-            improved, stop_reason = validation.update(done, stats)
-            reason = reason or stop_reason
-            if improved:
-                save_training_checkpoint(ckpt_dir / BEST_CHECKPOINT, unet.state_dict(), opt, scheduler, done, args,
-                                         extra={"validation": stats, **progress_state()})
-            events.emit("validation", epoch=done, best_epoch=validation.best_epoch, best=validation.best,
-                        improved=improved, **stats)
-            print(f"validation after epoch {done}: held-out loss {stats['loss']:.4f} (best {validation.best:.4f} "
-                  f"at epoch {validation.best_epoch}), good-part deviation {stats['deviation']:.4f}", file=sys.stderr)
-        return reason
-
-    def on_finish(epochs_done: int) -> None:
-        best_path = ckpt_dir / BEST_CHECKPOINT
-        if validation is None or not best_path.is_file():
-            return
-        best = load_training_checkpoint(best_path)
-        unet.load_state_dict(best["model"])
-        _export_model(args, unet, int(best["epoch"]), exp_dir, class_names, preprocess, vae, vae_ref,
-                      selected={"by": "held-out good images' loss", "epoch": int(best["epoch"]),
-                                "epochs_trained": epochs_done, **best.get("validation", {})})
-        events.emit("selected", epoch=int(best["epoch"]), loss=best.get("validation", {}).get("loss"),
-                    model_dir=str(exp_dir / "model"))
+                    events, numbered=numbered, extra=monitor.state())
 
     try:
         return run_epochs(args, ctx, model, opt, scheduler, loader, sampler, start_epoch, events, batch_loss,
-                          save_checkpoint, exp_dir, ckpt_dir, end_of_epoch=end_of_epoch, on_finish=on_finish)
+                          save_checkpoint, exp_dir, ckpt_dir, end_of_epoch=monitor.end_of_epoch,
+                          on_finish=monitor.on_finish)
     finally:
         events.close()
-
-
-def _read_progress(resume_path: Path | None) -> dict:
-    """The time, fitted epoch count and best validation a resumed run had reached."""
-    if resume_path is None:
-        return {}
-    return dict(load_training_checkpoint(resume_path).get("progress") or {})
 
 
 def _checkpoint(args, unet, opt, scheduler, epoch, ckpt_dir, exp_dir, class_names, preprocess, vae, vae_ref,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -33,14 +34,39 @@ from engine.diad import DIAD_SIZES, DiADSettings, NoiseSchedule, NoiseScheduleCo
 from engine.preprocess import PreprocessConfig
 from engine.version import __version__
 
-from .common import (EventLog, cleanup_distributed, make_lr_scheduler, next_experiment_dir,
-                     restore_training_state, resume_checkpoint_path, run_epochs, save_training_checkpoint,
-                     seed_for, setup_distributed, shared_experiment_dir, str2bool, wrap_ddp, write_args)
-from .datasets import build_dataset
+from .common import (EpochMonitor, EventLog, add_selection_arguments, cleanup_distributed, hold_out, make_lr_scheduler,
+                     next_experiment_dir, restore_training_state, resume_checkpoint_path, run_epochs,
+                     save_training_checkpoint, seed_for, setup_distributed, shared_experiment_dir, str2bool, wrap_ddp,
+                     write_args)
+from .datasets import AnomalyDataset, build_dataset
 from .train_deco_diff import (LatentCache, _collate_indices, _resolve_vae, augmentation_variants,
                               encode_latent_cache, random_latent_crops)
 
-__all__ = ["build_arg_parser", "main", "image_cache"]
+__all__ = ["build_arg_parser", "main", "image_cache", "HeldOutNoiseLoss"]
+
+# Fixed noise draws of every held-out sample per validation.
+VALIDATION_DRAWS = 4
+
+
+class HeldOutNoiseLoss:
+    """The DDPM loss on held-out good samples [N,C,s,s] with fixed timesteps and noise (so that
+    validations compare): the `measure` of an `EpochMonitor`."""
+
+    def __init__(self, x0: torch.Tensor, class_ids: torch.Tensor, schedule: NoiseSchedule, seed: int = 0):
+        self.x0, self.class_ids, self.schedule, self.seed = x0, class_ids, schedule, seed
+
+    @torch.no_grad()
+    def __call__(self, unet) -> dict:
+        was_training = unet.training
+        unet.eval()
+        gen = torch.Generator().manual_seed(self.seed)
+        total = 0.0
+        for _ in range(VALIDATION_DRAWS):
+            for start in range(0, self.x0.shape[0], 16):
+                x0 = self.x0[start:start + 16]
+                total += float(ddpm_loss(unet, x0, self.class_ids[start:start + 16], self.schedule, gen)) * x0.shape[0]
+        unet.train(was_training)
+        return {"loss": total / (VALIDATION_DRAWS * self.x0.shape[0]), "images": int(self.x0.shape[0])}
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -92,6 +118,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-steps", type=int, default=DiADSettings.score_steps,
                    help="inference: seeded timesteps the diffusion score averages over (stored in the model)")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: no limit)")
+    add_selection_arguments(p)
     return p
 
 
@@ -177,11 +204,27 @@ def _train(args, ctx) -> int:
     ckpt_dir = exp_dir / "checkpoints"
     events = EventLog(args.events, enabled=ctx.is_main)
     resume_path = resume_checkpoint_path(args.resume, ckpt_dir)
+    held_out = hold_out(args, dataset, exp_dir, ctx)
+    clock_start = time.perf_counter()
 
     model = wrap_ddp(unet, ctx)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     scheduler = make_lr_scheduler(opt, args.warmup_epochs, args.epochs)
     start_epoch = restore_training_state(resume_path, unet, opt, scheduler)
+    validation = None
+    if held_out is not None and ctx.is_main:
+        held = AnomalyDataset(held_out, class_names, "train", preprocess)
+        held_cache = (encode_latent_cache(held, vae, ctx.device, augmentation=False, progress=False)
+                      if vae is not None else image_cache(held, augmentation=False))
+        validation = HeldOutNoiseLoss(held_cache.mean[:, 0].to(ctx.device), held_cache.class_ids.to(ctx.device),
+                                      schedule, seed=args.global_seed)
+    monitor = EpochMonitor(args, ctx, events, unet, opt, scheduler, ckpt_dir, resume_path, clock_start,
+                           measure=validation,
+                           export=lambda net, epoch, selected: _checkpoint(
+                               args, net, opt, scheduler, epoch, numbered=False, exported_only=True,
+                               selected=selected, exp_dir=exp_dir, ckpt_dir=ckpt_dir, class_names=class_names,
+                               trained_classes=trained_classes, preprocess=preprocess, schedule=schedule,
+                               settings=settings, vae=vae, vae_ref=vae_ref, events=events))
     if ctx.is_main:
         write_args(exp_dir, args)
 
@@ -221,23 +264,29 @@ def _train(args, ctx) -> int:
         return ddpm_loss(model, x0, ids, schedule, gen), x0.shape[0]
 
     def save_checkpoint(epoch: int, numbered: bool) -> None:
-        _checkpoint(args, unet, opt, scheduler, epoch, numbered=numbered, **export)
+        _checkpoint(args, unet, opt, scheduler, epoch, numbered=numbered, extra=monitor.state(), **export)
 
     try:
         return run_epochs(args, ctx, model, opt, scheduler, loader, sampler, start_epoch, events, batch_loss,
-                          save_checkpoint, exp_dir, ckpt_dir)
+                          save_checkpoint, exp_dir, ckpt_dir, end_of_epoch=monitor.end_of_epoch,
+                          on_finish=monitor.on_finish)
     finally:
         events.close()
 
 
 def _checkpoint(args, unet, opt, scheduler, epoch, *, numbered: bool, exp_dir, ckpt_dir, class_names,
-                trained_classes, preprocess, schedule, settings, vae, vae_ref, events) -> None:
+                trained_classes, preprocess, schedule, settings, vae, vae_ref, events, extra: dict | None = None,
+                exported_only: bool = False, selected: dict | None = None) -> None:
+    """last.pt (+ epoch-N.pt when numbered) and the model folder; exported_only: the folder alone
+    (the best epoch's weights at the end of a run with held-out validation)."""
     from engine.classifier import load_classifier
     from engine.diad import save_diad_folder
 
-    if numbered:
-        save_training_checkpoint(ckpt_dir / f"epoch-{epoch}.pt", unet.state_dict(), opt, scheduler, epoch, args)
-    save_training_checkpoint(ckpt_dir / "last.pt", unet.state_dict(), opt, scheduler, epoch, args)
+    if numbered and not exported_only:
+        save_training_checkpoint(ckpt_dir / f"epoch-{epoch}.pt", unet.state_dict(), opt, scheduler, epoch, args,
+                                 extra=extra)
+    if not exported_only:
+        save_training_checkpoint(ckpt_dir / "last.pt", unet.state_dict(), opt, scheduler, epoch, args, extra=extra)
     classifier = load_classifier(args.classifier) if args.classifier else None
     was_training = unet.training
     unet.eval()
@@ -245,9 +294,11 @@ def _checkpoint(args, unet, opt, scheduler, epoch, *, numbered: bool, exp_dir, c
                      vae=vae if vae_ref is None else None, vae_ref=vae_ref, classifier=classifier,
                      settings=settings, model_id=f"{exp_dir.name}-epoch{epoch}", trained_classes=trained_classes,
                      extra={"training": {"epoch": epoch, "epochs": args.epochs, "dataset": args.dataset,
-                                         "categories": trained_classes, "trainer": "training.train_diad"}})
+                                         "categories": trained_classes, "trainer": "training.train_diad",
+                                         **({"selected": selected} if selected else {})}})
     unet.train(was_training)
-    events.emit("checkpoint", epoch=epoch, path=str(ckpt_dir / "last.pt"), model_dir=str(exp_dir / "model"))
+    if not exported_only:
+        events.emit("checkpoint", epoch=epoch, path=str(ckpt_dir / "last.pt"), model_dir=str(exp_dir / "model"))
 
 
 if __name__ == "__main__":
