@@ -240,6 +240,17 @@ def write_model_json(folder, meta: dict) -> None:
     atomic_write_bytes(Path(folder) / MODEL_JSON, json.dumps(meta, indent=2).encode("utf-8"))
 
 
+def update_model_json(folder, update) -> dict:
+    """Read `model.json`, let `update(meta)` change it in place, and write it back stamped with the
+    current format (the stale stamp is dropped). Returns the written content."""
+    meta = read_model_json(folder)
+    update(meta)
+    meta.pop("format", None)
+    meta.pop("format_version", None)
+    write_model_json(folder, meta)
+    return meta
+
+
 def save_unet_weights(unet: GatedUNet, folder) -> None:
     """Write `unet.safetensors` atomically."""
     folder = Path(folder)

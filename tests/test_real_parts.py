@@ -15,9 +15,9 @@ from PIL import Image
 from engine.checkpoint import CheckpointError
 from engine.detector import Detector
 from engine.maps import compute_anomaly_maps
-from engine.normalization import GOOD_TAIL_SCORE, MapNormalization, fit_normalization, raw_discrepancies
+from engine.normalization import GOOD_TAIL_SCORE, fit_normalization, raw_discrepancies
 from tests.test_calibrate_scores import _tiny_model
-from tests.test_training import TINY_VAE, make_tiny_mvtec
+from tests.test_training import TINY_VAE, _texture, make_tiny_mvtec
 from training import evaluate, fit, normalize_maps, train_deco_diff
 from training.common import MIN_IMPROVEMENT
 from training.metrics import compute_metrics
@@ -180,10 +180,9 @@ def test_normalization_fitted_stored_reloaded_and_checked(tmp_path):
 def _toy_data(root: Path, per_category: int = 14) -> Path:
     make_tiny_mvtec(root)
     rng = np.random.default_rng(1)
-    for cat, base in (("tile", (120, 120, 130)), ("wood", (150, 100, 60))):
+    for cat, base in (("tile", np.array([120, 120, 130])), ("wood", np.array([150, 100, 60]))):
         for i in range(6, per_category):
-            img = np.clip(np.array(base) + rng.normal(0, 12, (80, 80, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(root / cat / "train" / "good" / f"{i:03d}.png")
+            Image.fromarray(_texture(rng, base)).save(root / cat / "train" / "good" / f"{i:03d}.png")
     return root
 
 
@@ -304,8 +303,7 @@ def test_fit_end_to_end_on_a_tiny_folder(toy, tmp_path):
     shutil.copytree(toy / "data" / "wood" / "train" / "good", good)
     rng = np.random.default_rng(2)
     for i in range(14, 20):
-        img = np.clip(np.array((150, 100, 60)) + rng.normal(0, 12, (80, 80, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(good / f"{i:03d}.png")
+        Image.fromarray(_texture(rng, np.array([150, 100, 60]))).save(good / f"{i:03d}.png")
     test = tmp_path / "test"
     shutil.copytree(toy / "data" / "wood" / "test", test)
     shutil.rmtree(test.parent / "test" / "ground_truth", ignore_errors=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.checkpoint import read_model_json, write_model_json
+from engine.checkpoint import read_model_json, update_model_json
 from engine.detector import Detector
 
 from .common import EventLog
@@ -108,12 +108,8 @@ def _calibrate(args, events: EventLog) -> int:
     events.emit("calibration", score_scale=scale, threshold=args.target,
                 quantiles={c: q for c, (q, _) in quantiles.items()}, written=not args.dry_run)
     if not args.dry_run:
-        settings = dict(meta.get("settings", {}))
-        settings.update(score_scale=scale, threshold=args.target)
-        meta["settings"] = settings
-        meta.pop("format", None)
-        meta.pop("format_version", None)
-        write_model_json(args.model, meta)
+        update_model_json(args.model, lambda m: m.setdefault("settings", {}).update(score_scale=scale,
+                                                                                     threshold=args.target))
         print(f"wrote score_scale and threshold {args.target} to {args.model / 'model.json'}; "
               f"run training.evaluate --record again")
     events.emit("finished")

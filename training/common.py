@@ -36,6 +36,32 @@ __all__ = [
 ]
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Faults of the user's input that end a command with one line each, not a traceback: bad
+    arguments, layouts and model folders (ValueError and its kinds), missing and unreadable files."""
+    from engine.imageio import ImageReadError as FrameReadError
+
+    from .datasets import ImageReadError
+
+    return (ValueError, FileNotFoundError, ImageReadError, FrameReadError)
+
+
+def run_reporting_errors(prog: str, events: "EventLog", body) -> int:
+    """`body()`'s exit code; a `user_errors()` fault is printed as `prog: error: ...` lines on
+    stderr and one `error` event, exit code 2; anything else is an `error` event and re-raised."""
+    try:
+        return body()
+    except user_errors() as e:
+        lines = str(e).splitlines() or [type(e).__name__]
+        events.emit("error", message=lines[0])
+        for line in lines:
+            print(f"{prog}: error: {line}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        events.emit("error", message=f"{type(e).__name__}: {e}")
+        raise
+
+
 def str2bool(text: str) -> bool:
     """argparse type for the reference's true/false flags."""
     value = str(text).strip().lower()

@@ -23,19 +23,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from engine.checkpoint import CheckpointError
 from engine.detector import Detector
 
-from .common import EventLog, cleanup_distributed, setup_distributed, str2bool
-from .datasets import DatasetLayoutError, ImageReadError, build_dataset
+from .common import EventLog, cleanup_distributed, run_reporting_errors, setup_distributed, str2bool
+from .datasets import build_dataset
 from .metrics import METRIC_NAMES, compute_metrics, suggest_threshold_from_good
 
 __all__ = ["build_arg_parser", "main", "evaluate_detector", "format_table"]
 
 # A score at or above this is the top of the scale (maps are clipped to [0, 1]).
 SATURATED_SCORE = 0.999
-# Faults of the user's input that end the run with one line, not a traceback.
-USER_ERRORS = (ValueError, DatasetLayoutError, ImageReadError, CheckpointError, FileNotFoundError)
 
 TABLE_COLUMNS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("pixel_aupro", "AUPRO"),
                  ("image_ap", "I-AP"), ("pixel_ap", "P-AP"), ("image_f1max", "I-F1"), ("pixel_f1max", "P-F1"))
@@ -309,59 +306,51 @@ def main(argv: list[str] | None = None) -> int:
     ctx = setup_distributed(args.device)
     events = EventLog(args.events, enabled=ctx.is_main)
     try:
-        detector = load_detector_for_eval(args, ctx.device)
-        categories = categories_to_evaluate(args.dataset, args.data_dir, args.object_category, detector.class_names)
-        dataset = build_dataset(args.dataset, args.data_dir, categories, args.split, detector.preprocess,
-                                augment=False, test_dir=args.test_dir)
-        model_dir = Path(args.model) if Path(args.model).is_dir() else None
-        out = args.out or ((model_dir / "evaluation") if model_dir else Path("evaluation"))
-        events.emit("started", model=str(args.model), images=len(dataset), world_size=ctx.world_size)
-        result = evaluate_detector(detector, dataset, ctx.rank, ctx.world_size, args.batch_size,
-                                   args.max_per_category, progress=ctx.is_main, save_dir=out,
-                                   save_maps=args.save_maps, save_overlays=args.save_overlays)
-        if ctx.is_main:
-            paths = [str(s.path) for s in dataset.samples]
-            cats = [s.category for s in dataset.samples]
-            result["classifier_accuracy"] = _classifier_accuracy(detector, paths, cats)
-            result["model"] = detector.describe()
-            result["settings"] = dataclasses.asdict(detector.settings)
-            _write_outputs(out, result)
-            print(format_table(result))
-            acc = result["classifier_accuracy"]
-            print(f"time per image: {result['ms_per_image']:.1f} ms on {result['model']['device']} "
-                  f"(batch {args.batch_size}, {ctx.world_size} process(es)); "
-                  f"classifier accuracy: {'n/a' if acc is None else f'{100 * acc:.1f}%'}; "
-                  f"suggested threshold: F1-optimal {result['suggested_threshold']['f1_optimal']}, "
-                  f"good {args.good_quantile:.0%} quantile {result['suggested_threshold']['good_quantile']}")
-            for warning in scale_warnings(result):
-                print(f"warning: {warning}")
-                events.emit("warning", message=warning)
-            print(f"wrote {out / 'metrics.json'} and {out / 'metrics.csv'}")
-            if args.record and model_dir is not None:
-                from engine.checkpoint import read_model_json, write_model_json
-
-                meta = read_model_json(model_dir)
-                meta["evaluation"] = {"mean": result["mean"], "ms_per_image": result["ms_per_image"],
-                                      "classifier_accuracy": acc,
-                                      "per_category": {c: {k: m[k] for k, _ in TABLE_COLUMNS}
-                                                       for c, m in result["categories"].items()},
-                                      "suggested_threshold": result["suggested_threshold"]}
-                meta.pop("format", None)
-                meta.pop("format_version", None)
-                write_model_json(model_dir, meta)
-            events.emit("evaluation", mean=result["mean"], ms_per_image=result["ms_per_image"],
-                        suggested_threshold=result["suggested_threshold"], out=str(out))
-        return 0
-    except USER_ERRORS as e:
-        events.emit("error", message=str(e))
-        print(f"evaluate: error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:
-        events.emit("error", message=f"{type(e).__name__}: {e}")
-        raise
+        return run_reporting_errors("evaluate", events, lambda: _evaluate(args, ctx, events))
     finally:
         events.close()
         cleanup_distributed()
+
+
+def _evaluate(args, ctx, events: EventLog) -> int:
+    detector = load_detector_for_eval(args, ctx.device)
+    categories = categories_to_evaluate(args.dataset, args.data_dir, args.object_category, detector.class_names)
+    dataset = build_dataset(args.dataset, args.data_dir, categories, args.split, detector.preprocess,
+                            augment=False, test_dir=args.test_dir)
+    model_dir = Path(args.model) if Path(args.model).is_dir() else None
+    out = args.out or ((model_dir / "evaluation") if model_dir else Path("evaluation"))
+    events.emit("started", model=str(args.model), images=len(dataset), world_size=ctx.world_size)
+    result = evaluate_detector(detector, dataset, ctx.rank, ctx.world_size, args.batch_size,
+                               args.max_per_category, progress=ctx.is_main, save_dir=out,
+                               save_maps=args.save_maps, save_overlays=args.save_overlays)
+    if ctx.is_main:
+        paths = [str(s.path) for s in dataset.samples]
+        cats = [s.category for s in dataset.samples]
+        result["classifier_accuracy"] = _classifier_accuracy(detector, paths, cats)
+        result["model"] = detector.describe()
+        result["settings"] = dataclasses.asdict(detector.settings)
+        _write_outputs(out, result)
+        print(format_table(result))
+        acc = result["classifier_accuracy"]
+        print(f"time per image: {result['ms_per_image']:.1f} ms on {result['model']['device']} "
+              f"(batch {args.batch_size}, {ctx.world_size} process(es)); "
+              f"classifier accuracy: {'n/a' if acc is None else f'{100 * acc:.1f}%'}; "
+              f"suggested threshold: F1-optimal {result['suggested_threshold']['f1_optimal']}, "
+              f"good {args.good_quantile:.0%} quantile {result['suggested_threshold']['good_quantile']}")
+        for warning in scale_warnings(result):
+            print(f"warning: {warning}")
+            events.emit("warning", message=warning)
+        print(f"wrote {out / 'metrics.json'} and {out / 'metrics.csv'}")
+        if args.record and model_dir is not None:
+            from engine.checkpoint import update_model_json
+
+            update_model_json(model_dir, lambda meta: meta.update(evaluation={
+                "mean": result["mean"], "ms_per_image": result["ms_per_image"], "classifier_accuracy": acc,
+                "per_category": {c: {k: m[k] for k, _ in TABLE_COLUMNS} for c, m in result["categories"].items()},
+                "suggested_threshold": result["suggested_threshold"]}))
+        events.emit("evaluation", mean=result["mean"], ms_per_image=result["ms_per_image"],
+                    suggested_threshold=result["suggested_threshold"], out=str(out))
+    return 0
 
 
 def categories_to_evaluate(dataset: str, data_dir: Path, object_category: str, class_names: list[str]):

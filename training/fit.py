@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.checkpoint import CheckpointError, read_model_json, write_model_json
+from engine.checkpoint import read_model_json, update_model_json
 from engine.imageio import ImageReadError, read_image
 
-from .common import EventLog
+from .common import EventLog, run_reporting_errors
 from .datasets import DatasetLayoutError, build_dataset
 from .launch import launch_environment, python_module_command
 
@@ -157,11 +157,7 @@ def threshold_from_good(detector, items, quantile: float = 0.99) -> float:
 
 
 def set_threshold(model_dir: Path, threshold: float) -> None:
-    meta = read_model_json(model_dir)
-    meta.setdefault("settings", {})["threshold"] = threshold
-    meta.pop("format", None)
-    meta.pop("format_version", None)
-    write_model_json(model_dir, meta)
+    update_model_json(model_dir, lambda meta: meta.setdefault("settings", {}).update(threshold=threshold))
 
 
 def _say(text: str) -> None:
@@ -269,15 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
     events = EventLog(args.events)
     try:
-        return _fit(args, events)
-    except (FitError, DatasetLayoutError, CheckpointError, FileNotFoundError) as e:
-        events.emit("error", message=str(e).splitlines()[0])
-        for line in str(e).splitlines():
-            _say(f"error: {line}")
-        return 2
-    except Exception as e:
-        events.emit("error", message=f"{type(e).__name__}: {e}")
-        raise
+        return run_reporting_errors("fit", events, lambda: _fit(args, events))
     finally:
         events.close()
 
@@ -355,15 +343,11 @@ def _fit(args, events: EventLog) -> int:
     if args.out.exists():
         shutil.rmtree(args.out)
     shutil.copytree(model_dir, args.out)
-    meta = read_model_json(args.out)
-    meta["model_id"] = args.out.name
-    meta["recipe"] = {"command": "python main.py fit " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["fit"] else
-                                                                  sys.argv[1:]),
-                      "time_budget_s": args.time_budget, "seconds": round(fit_seconds, 1),
-                      "machine": recipe, "held_out_images": len(holdout)}
-    meta.pop("format", None)
-    meta.pop("format_version", None)
-    write_model_json(args.out, meta)
+    update_model_json(args.out, lambda meta: meta.update(
+        model_id=args.out.name,
+        recipe={"command": "python main.py fit " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["fit"] else sys.argv[1:]),
+                "time_budget_s": args.time_budget, "seconds": round(fit_seconds, 1), "machine": recipe,
+                "held_out_images": len(holdout)}))
     _say(f"model written to {args.out} in {fit_seconds / 60:.1f} min (budget {args.time_budget / 60:.1f} min); "
          f"threshold {threshold:.4g}")
     events.emit("finished", model_dir=str(args.out), seconds=fit_seconds, epoch=trained.get("epochs"),

@@ -21,13 +21,13 @@ from typing import Sequence
 
 import torch
 
-from engine.checkpoint import CheckpointError, read_model_json, write_model_json
+from engine.checkpoint import read_model_json, update_model_json
 from engine.imageio import read_image
 from engine.normalization import GOOD_TAIL_SCORE, NORMALIZATION_MODES, MapNormalization, fit_normalization
 from engine.preprocess import preprocess_frames
 
-from .common import EventLog
-from .datasets import DatasetLayoutError, ImageReadError, build_dataset
+from .common import EventLog, run_reporting_errors
+from .datasets import build_dataset
 
 __all__ = ["build_arg_parser", "main", "fit_model_normalization", "split_halves", "DEFAULT_THRESHOLD"]
 
@@ -112,16 +112,15 @@ def fit_model_normalization(detector, items: Sequence[tuple[str, str]], mode: st
 def write_normalization(model_dir: Path, normalization: MapNormalization, threshold: float) -> dict:
     """Store the normalization in the model folder; the threshold becomes `threshold` and any
     per-category score scales are dropped. Returns the model.json entry."""
-    meta = read_model_json(model_dir)
     entry = normalization.save(model_dir)
-    meta["normalization"] = entry
-    settings = dict(meta.get("settings", {}))
-    settings.pop("score_scale", None)
-    settings["threshold"] = threshold
-    meta["settings"] = settings
-    meta.pop("format", None)
-    meta.pop("format_version", None)
-    write_model_json(model_dir, meta)
+
+    def update(meta: dict) -> None:
+        meta["normalization"] = entry
+        settings = meta.setdefault("settings", {})
+        settings.pop("score_scale", None)
+        settings["threshold"] = threshold
+
+    update_model_json(model_dir, update)
     return entry
 
 
@@ -141,32 +140,32 @@ def _items_from(args, detector) -> list[tuple[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.detector import Detector
-
     args = build_arg_parser().parse_args(argv)
     events = EventLog(args.events)
     try:
-        meta = read_model_json(args.model)
-        if meta.get("detector", "deco-diff") != "deco-diff":
-            raise ValueError(f"{args.model}: map normalization is for DeCo-Diff models; this one is {meta['detector']}")
-        detector = Detector.load(args.model, device=args.device)
-        items = _items_from(args, detector)
-        events.emit("started", images=len(items), mode=args.mode)
-        normalization = fit_model_normalization(detector, items, args.mode)
-        entry = write_normalization(args.model, normalization, args.threshold)
-        scales = {c: round(float(normalization.scale[k]), 4) for k, c in enumerate(detector.class_names)
-                  if c in (normalization.images or {})}
-        events.emit("normalization", mode=args.mode, scale=scales, images=entry["images"], threshold=args.threshold)
-        print(f"map normalization ({args.mode}) from {len(items)} good images written to {args.model}; "
-              f"score scale (z units at 1.0): {scales}; good tail at {GOOD_TAIL_SCORE}, threshold {args.threshold}")
-        events.emit("finished")
-        return 0
-    except (ValueError, DatasetLayoutError, ImageReadError, CheckpointError, FileNotFoundError) as e:
-        events.emit("error", message=str(e))
-        print(f"normalize_maps: error: {e}", file=sys.stderr)
-        return 2
+        return run_reporting_errors("normalize_maps", events, lambda: _normalize(args, events))
     finally:
         events.close()
+
+
+def _normalize(args, events: EventLog) -> int:
+    from engine.detector import Detector
+
+    meta = read_model_json(args.model)
+    if meta.get("detector", "deco-diff") != "deco-diff":
+        raise ValueError(f"{args.model}: map normalization is for DeCo-Diff models; this one is {meta['detector']}")
+    detector = Detector.load(args.model, device=args.device)
+    items = _items_from(args, detector)
+    events.emit("started", images=len(items), mode=args.mode)
+    normalization = fit_model_normalization(detector, items, args.mode)
+    entry = write_normalization(args.model, normalization, args.threshold)
+    scales = {c: round(float(normalization.scale[k]), 4) for k, c in enumerate(detector.class_names)
+              if c in (normalization.images or {})}
+    events.emit("normalization", mode=args.mode, scale=scales, images=entry["images"], threshold=args.threshold)
+    print(f"map normalization ({args.mode}) from {len(items)} good images written to {args.model}; "
+          f"score scale (z units at 1.0): {scales}; good tail at {GOOD_TAIL_SCORE}, threshold {args.threshold}")
+    events.emit("finished")
+    return 0
 
 
 if __name__ == "__main__":
