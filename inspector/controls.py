@@ -8,8 +8,9 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QScrollArea, QSlider,
                                QSpinBox, QStyle, QVBoxLayout, QWidget)
 
+from engine.overlay import COLORMAPS
+
 from .display import DisplayOptions
-from .overlay import COLORMAPS
 
 __all__ = ["ControlPanel", "ThresholdControl"]
 

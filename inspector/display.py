@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from engine.overlay import COLORMAPS, operator_overlay
+
 from .inspection import Inspection
-from .overlay import COLORMAPS, operator_overlay
 
 __all__ = ["DisplayOptions", "render_part", "VERDICT_COLORS", "VERDICT_TEXT"]
 

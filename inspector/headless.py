@@ -22,8 +22,9 @@ from typing import Iterator
 
 import numpy as np
 
+from engine.overlay import operator_overlay
+
 from .imageio import ImageReadError, is_video, list_images, natural_path_key, printable, read_image, write_image
-from .overlay import operator_overlay
 from .paths import DEMO_DATA_DIR, DEMO_MODEL_DIR
 from .results_log import ResultsLog, ResultsLogError
 from .sources import SourceError, VideoFileSource

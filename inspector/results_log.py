@@ -22,10 +22,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from engine.overlay import operator_overlay
 from engine.version import __version__
 
 from .imageio import printable, write_image
-from .overlay import operator_overlay
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from inspector.display import DisplayOptions, render_part
-from inspector.overlay import operator_overlay, render_overlay
+from engine.overlay import operator_overlay, render_overlay
 from inspector.inspection import (FAIL, PASS, REVIEW, Inspection, Roi, apply_roi, calibrate_thresholds, place_map,
                                   verdict_for)
 from inspector.recipes import Recipe, RecipeError, RecipeStore

@@ -225,7 +225,7 @@ def _nanmean(values) -> float | None:
 
 def _save_outputs(save_dir: Path, item, amap, recon, save_maps: bool, save_overlays: bool) -> None:
     from engine.imageio import write_image
-    from inspector.overlay import render_overlay
+    from engine.overlay import render_overlay
 
     name = f"{item['category']}_{item['defect']}_{Path(item['path']).stem}"
     if save_maps:
