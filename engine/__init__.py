@@ -23,7 +23,7 @@ __all__ = [
     "reconstruct_latents",
 ]
 
-_LAZY = {"Detector": "detector", "DetectorSettings": "detector", "AnomalyResult": "detector"}
+_LAZY = {"Detector": "detector", "DetectorSettings": "detector", "AnomalyResult": "runtime"}
 
 
 def __getattr__(name):

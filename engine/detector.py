@@ -8,10 +8,9 @@ frame (HxWx3 uint8, RGB or BGR) -> resize + center crop -> VAE encode (mean x 0.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,28 +26,23 @@ from .diffusion import dod_gate, make_schedule, reconstruct_latents
 from .maps import compute_anomaly_maps, concat_maps
 from .normalization import MapNormalization, raw_discrepancies
 from .normalization import describe as describe_normalization
-from .preprocess import PreprocessConfig, map_to_frame, preprocess_frames, to_rgb_uint8
+from .preprocess import PreprocessConfig, preprocess_frames, to_rgb_uint8
+from .runtime import (AnomalyResult, ModelInfo, StageClock, autocast_for, build_results, class_id_in, default_device,
+                      notify, predict_in_batches)
 from .unet import GatedUNet
 from .vae import VAE, load_vae, save_vae
 from .version import __version__
 
-__all__ = ["AnomalyResult", "DetectorSettings", "Detector", "default_device", "save_model_folder", "STAGES",
-           "is_out_of_memory", "move_detector", "predict_in_batches"]
+__all__ = ["DETECTOR_KIND", "DetectorSettings", "Detector", "save_model_folder"]
 
-log = logging.getLogger(__name__)
-
-STAGES = ("preprocess", "classify", "encode", "unet", "decode", "maps", "postprocess")
+# model.json's "detector" for DeCo-Diff folders (also the default when the key is missing).
+DETECTOR_KIND = "deco-diff"
 
 # Automatic lanes only for UNets with at most this many base channels (see DetectorSettings.lanes).
 LANE_MAX_CHANNELS = 32
 
 # Images per VAE call on a CPU (None: the whole batch at once, as on CUDA); see `in_chunks`.
 CPU_VAE_CHUNK = 1
-
-
-def default_device() -> torch.device:
-    """CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclass(frozen=True)
@@ -101,174 +95,6 @@ class DetectorSettings:
                    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0}
             if bad:
                 raise ValueError(f"score_scale factors must be positive numbers, got {bad}")
-
-
-@dataclass
-class AnomalyResult:
-    """The verdict on one frame.
-
-    anomaly_map: [H,W] float32 on the frame's own pixel grid (0 outside the inspected crop);
-    crop_map: [S,S] float32 in crop space (S = center_size); reconstruction / crop: [S,S,3]
-    uint8 RGB; timings: milliseconds per stage, this frame's share of its batch."""
-
-    score: float
-    is_anomalous: bool
-    threshold: float
-    anomaly_map: np.ndarray
-    crop_map: np.ndarray
-    category: str
-    category_id: int
-    category_confidence: float | None
-    category_source: str
-    reconstruction: np.ndarray
-    crop: np.ndarray
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def latency_ms(self) -> float:
-        return float(sum(self.timings.values()))
-
-
-def _to_uint8_rgb(images: torch.Tensor) -> np.ndarray:
-    """[B,3,S,S] in [-1,1] -> [B,S,S,3] uint8."""
-    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def class_id_in(class_names: Sequence[str], category) -> int:
-    """A category name or id -> its class id in `class_names`, with a clear error for unknown ones."""
-    if isinstance(category, (int, np.integer)):
-        if not 0 <= int(category) < len(class_names):
-            raise ValueError(f"category id {category} out of range 0..{len(class_names) - 1}")
-        return int(category)
-    if category in class_names:
-        return list(class_names).index(category)
-    raise ValueError(f"unknown category {category!r}; this model knows {', '.join(class_names)}")
-
-
-def autocast_for(device: torch.device, precision: str):
-    """Autocast context for 'fp32' (off), 'fp16' or 'bf16' on `device`."""
-    if precision == "fp32":
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
-
-
-def build_results(rgb: list[np.ndarray], images: torch.Tensor, final_maps: torch.Tensor, recons: torch.Tensor,
-                  ids: Sequence[int], conf: Sequence[float | None], source: Sequence[str],
-                  class_names: Sequence[str], preprocess: PreprocessConfig, threshold: float,
-                  clock: "_StageClock") -> list[AnomalyResult]:
-    """One AnomalyResult per frame from a scored batch: final maps [B,S,S], reconstructions and
-    preprocessed crops [B,3,S,S] in [-1,1]; maps are also put back on each frame's pixel grid."""
-    final = final_maps.float().cpu().numpy()
-    scores = final.reshape(len(rgb), -1).max(axis=1)
-    recon_u8 = _to_uint8_rgb(recons)
-    crops_u8 = _to_uint8_rgb(images)
-    frame_maps = [map_to_frame(final[k], f.shape[:2], preprocess) for k, f in enumerate(rgb)]
-    clock.lap("postprocess")
-    share = {k: v / len(rgb) for k, v in clock.ms.items()}
-    return [
-        AnomalyResult(
-            score=float(scores[k]), is_anomalous=bool(scores[k] > threshold), threshold=threshold,
-            anomaly_map=frame_maps[k], crop_map=final[k], category=class_names[ids[k]],
-            category_id=int(ids[k]), category_confidence=conf[k], category_source=source[k],
-            reconstruction=recon_u8[k], crop=crops_u8[k], timings=dict(share),
-        )
-        for k in range(len(rgb))
-    ]
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for CUDA out-of-memory errors and failed CPU allocations."""
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def move_detector(detector, device: torch.device | str) -> None:
-    """Move a detector's networks (UNet, VAE, classifier) to `device`; works for both detector kinds."""
-    device = torch.device(device)
-    detector.unet.to(device)
-    if detector.vae is not None:
-        detector.vae.to(device)
-    if detector.classifier is not None:
-        detector.classifier.to(device)
-    detector.device = device
-
-
-def _notify(detector, text: str) -> None:
-    log.warning("%s", text)
-    callback = getattr(detector, "on_notice", None)
-    if callback is not None:
-        callback(text)
-
-
-def predict_in_batches(detector, frames: Sequence[np.ndarray], category, channel_order: str) -> list[AnomalyResult]:
-    """`predict` of both detector kinds: frames in chunks of `settings.batch_size` through
-    `detector._predict_batch(chunk, categories, channel_order)`.
-
-    Out of memory: the chunk is retried at half the batch size, which is kept for later calls,
-    down to batch 1; out of memory at batch 1 on a GPU moves the networks to the CPU and
-    carries on there. Each step is logged and passed to `detector.on_notice(text)` when set."""
-    frames = list(frames)
-    if not frames:
-        return []
-    cats = list(category) if isinstance(category, (list, tuple)) else [category] * len(frames)
-    if len(cats) != len(frames):
-        raise ValueError(f"{len(cats)} categories for {len(frames)} frames")
-    results: list[AnomalyResult] = []
-    start = 0
-    while start < len(frames):
-        size = detector.settings.batch_size
-        chunk = frames[start:start + size]
-        try:
-            results.extend(detector._predict_batch(chunk, cats[start:start + len(chunk)], channel_order))
-        except Exception as e:  # noqa: BLE001 - only out-of-memory errors are handled here
-            if not is_out_of_memory(e):
-                raise
-            where = "CUDA" if detector.device.type == "cuda" else str(detector.device).upper()
-            if detector.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if len(chunk) > 1:
-                smaller = max(1, len(chunk) // 2)
-                detector.settings = replace(detector.settings, batch_size=smaller)
-                _notify(detector, f"{where} out of memory at batch {len(chunk)}: continuing with batch {smaller}")
-            elif detector.device.type != "cpu":
-                move_detector(detector, "cpu")
-                _notify(detector, f"{where} out of memory even at batch 1: the engine continues on the CPU "
-                                  "(slower); free GPU memory and reload the model to go back")
-            else:
-                raise RuntimeError(f"out of memory at batch 1 on the {where}: {e}") from e
-            continue
-        start += len(chunk)
-    return results
-
-
-class _StageClock:
-    def __init__(self, device: torch.device):
-        self.sync = device.type == "cuda"
-        self.ms: dict[str, float] = {}
-        self._t = time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        if self.sync:
-            torch.cuda.synchronize()
-        now = time.perf_counter()
-        self.ms[stage] = self.ms.get(stage, 0.0) + (now - self._t) * 1000.0
-        self._t = now
-
-    def add_parallel(self, lanes: list["_StageClock"]) -> None:
-        """Book the wall time since the last lap over the stages of clocks that ran side by side,
-        in proportion to their summed stage times."""
-        now = time.perf_counter()
-        total = {}
-        for lane in lanes:
-            for stage, ms in lane.ms.items():
-                total[stage] = total.get(stage, 0.0) + ms
-        wall, spent = (now - self._t) * 1000.0, sum(total.values()) or 1.0
-        for stage, ms in total.items():
-            self.ms[stage] = self.ms.get(stage, 0.0) + wall * ms / spent
-        self._t = now
 
 
 class Detector:
@@ -325,7 +151,7 @@ class Detector:
         if not self.settings.compile:
             self._unet_fn, self._encode, self._decode = self.unet, self.vae.encode, self.vae.decode
         elif not isinstance(getattr(self, "_unet_fn", None), CompiledOrEager):
-            notice = partial(_notify, self)
+            notice = partial(notify, self)
             self._unet_fn = CompiledOrEager(self.unet, "UNet", notice)
             self._encode = CompiledOrEager(self.vae.encode, "VAE encoder", notice)
             self._decode = CompiledOrEager(self.vae.decode, "VAE decoder", notice)
@@ -336,21 +162,16 @@ class Detector:
              settings: DetectorSettings | None = None, **overrides) -> "Detector":
         """From our model folder, or from a reference `.pt` plus a VAE (`vae`: a folder, a
         Hugging Face id in the local cache, or 'ema'/'mse'; default the reference's 'ema').
-        `overrides` are DetectorSettings fields (threshold, gate_fusion, ...). A folder whose
-        model.json says "detector": "diad" loads as an `engine.diad.DiADDetector`."""
+        `overrides` are DetectorSettings fields (threshold, gate_fusion, ...). Models of any kind
+        (DiAD too) load through `engine.loading.load_model`."""
         path = Path(path)
         if path.is_file() and path.suffix in (".json", ".safetensors"):
             path = path.parent
         if path.is_dir():
-            kind = read_model_json(path).get("detector", "deco-diff")
-            if kind == "diad":
-                from .diad import DiADDetector
-
-                return DiADDetector.load(path, vae=vae, device=device, classifier=classifier, settings=settings,
-                                         **overrides)
-            if kind != "deco-diff":
-                raise CheckpointError(path / "model.json",
-                                      f"unknown detector {kind!r}; this app runs 'deco-diff' and 'diad'")
+            kind = read_model_json(path).get("detector", DETECTOR_KIND)
+            if kind != DETECTOR_KIND:
+                raise CheckpointError(path / "model.json", f"is a {kind!r} model, not a DeCo-Diff model "
+                                      "(engine.loading.load_model opens every kind)")
             return cls._load_folder(path, vae, device, classifier, settings, overrides)
         if not path.exists():
             raise CheckpointError(path, "no such model folder or checkpoint")
@@ -447,17 +268,17 @@ class Detector:
         lanes = self.settings.lanes or (torch.get_num_threads() if self.prefers_lanes else 1)
         return max(1, min(lanes, batch))
 
-    def score_latents(self, images: torch.Tensor, class_ids: torch.Tensor, clock: _StageClock | None = None):
+    def score_latents(self, images: torch.Tensor, class_ids: torch.Tensor, clock: StageClock | None = None):
         """Core math on a preprocessed batch: images [B,3,S,S] in [-1,1] on any device,
         class_ids [B]. Returns (AnomalyMaps, reconstructions [B,3,S,S])."""
-        maps, recons = self._score_unscaled(images, class_ids, clock or _StageClock(self.device))
+        maps, recons = self._score_unscaled(images, class_ids, clock or StageClock(self.device))
         if self._score_factors is not None:
             # the maps' device, not a cached one: the detector may have moved to the CPU after an OOM
             factors = self._score_factors.to(maps.geometric.device)
             maps = maps.scaled(factors[class_ids.long().to(factors.device)])
         return maps, recons
 
-    def _score_unscaled(self, images: torch.Tensor, class_ids: torch.Tensor, clock: _StageClock):
+    def _score_unscaled(self, images: torch.Tensor, class_ids: torch.Tensor, clock: StageClock):
         lanes = self.lane_count(images.shape[0])
         if lanes == 1:
             return self._score_lane(images, class_ids, clock)
@@ -466,13 +287,13 @@ class Detector:
                 self._lanes.close()
             self._lanes = CpuLanes(lanes)
         parts = list(zip(images.tensor_split(lanes), class_ids.tensor_split(lanes)))
-        clocks = [_StageClock(self.device) for _ in parts]
+        clocks = [StageClock(self.device) for _ in parts]
         outputs = self._lanes.map(lambda k: self._score_lane(*parts[k], clocks[k]), range(len(parts)))
         clock.add_parallel(clocks)
         return concat_maps([m for m, _ in outputs]), torch.cat([r for _, r in outputs])
 
     @torch.inference_mode()
-    def _reconstruct(self, images: torch.Tensor, ids: torch.Tensor, clock: _StageClock):
+    def _reconstruct(self, images: torch.Tensor, ids: torch.Tensor, clock: StageClock):
         """Encode, reconstruct the latents, decode both: (decoded inputs, decoded reconstructions
         [B,3,S,S], latents, reconstructed latents [B,C,L,L], DoD gates or None), float32."""
         x = images.to(self.device, non_blocking=True)
@@ -490,7 +311,7 @@ class Detector:
         return decoded[:b], decoded[b:], latents, recon_latents, gates
 
     @torch.inference_mode()
-    def _score_lane(self, images: torch.Tensor, class_ids: torch.Tensor, clock: _StageClock):
+    def _score_lane(self, images: torch.Tensor, class_ids: torch.Tensor, clock: StageClock):
         ids = class_ids.to(self.device).long()
         inputs, recons, latents, recon_latents, gates = self._reconstruct(images, ids, clock)
         maps = compute_anomaly_maps(inputs, recons, latents, recon_latents, gates=gates,
@@ -503,7 +324,7 @@ class Detector:
         """The unclipped discrepancies of a preprocessed batch [B,3,S,S]: image [B,S,S] and latent
         [B,L,L] on the CPU (what `engine.normalization.fit_normalization` learns from)."""
         ids = class_ids.to(self.device).long()
-        inputs, recons, latents, recon_latents, _ = self._reconstruct(images, ids, _StageClock(self.device))
+        inputs, recons, latents, recon_latents, _ = self._reconstruct(images, ids, StageClock(self.device))
         image_raw, latent_raw = raw_discrepancies(inputs, recons, latents, recon_latents)
         return image_raw.cpu(), latent_raw.cpu()
 
@@ -514,7 +335,7 @@ class Detector:
         smaller batches, then the CPU (see `predict_in_batches`)."""
         return predict_in_batches(self, frames, category, channel_order)
 
-    def _resolve_categories(self, rgb: list[np.ndarray], cats: list, clock: _StageClock):
+    def _resolve_categories(self, rgb: list[np.ndarray], cats: list, clock: StageClock):
         ids: list[int | None] = [None if c is None else self.class_id(c) for c in cats]
         conf: list[float | None] = [None] * len(ids)
         source = ["given" if i is not None else "" for i in ids]
@@ -536,7 +357,7 @@ class Detector:
         return ids, conf, source
 
     def _predict_batch(self, frames: list[np.ndarray], cats: list, channel_order: str) -> list[AnomalyResult]:
-        clock = _StageClock(self.device)
+        clock = StageClock(self.device)
         rgb = [to_rgb_uint8(f, channel_order) for f in frames]
         images = preprocess_frames(rgb, self.preprocess, channel_order="rgb")
         if self.device.type == "cuda":
@@ -547,18 +368,18 @@ class Detector:
         return build_results(rgb, images, maps.final, recons, ids, conf, source, self.class_names,
                              self.preprocess, self.settings.threshold, clock)
 
-    def describe(self) -> dict:
+    def describe(self) -> ModelInfo:
         """What the UI and the results log show about the loaded model."""
         c = self.unet.config
         dev = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
-        return {
-            "model_id": self.model_id, "source": self.source, "size": c.size, "ncls": c.ncls,
-            "gating": self.unet.use_gating, "classes": self.class_names, "device": dev,
-            "unet_parameters": self.unet.num_parameters, "vae": getattr(self.vae, "source", ""),
-            "classifier": self.classifier is not None, "preprocess": self.preprocess.to_dict(),
-            "maps": describe_normalization(None if self.normalization is None else
-                                           {"mode": self.normalization.mode, "images": self.normalization.images}),
-        }
+        return ModelInfo(
+            model_id=self.model_id, source=self.source, size=c.size, ncls=c.ncls,
+            gating=self.unet.use_gating, classes=self.class_names, device=dev,
+            unet_parameters=self.unet.num_parameters, vae=getattr(self.vae, "source", ""),
+            classifier=self.classifier is not None, preprocess=self.preprocess.to_dict(),
+            maps=describe_normalization(None if self.normalization is None else
+                                        {"mode": self.normalization.mode, "images": self.normalization.images}),
+        )
 
 
 def save_model_folder(folder, unet: GatedUNet, class_names: Sequence[str], preprocess: PreprocessConfig, *,
@@ -583,7 +404,7 @@ def save_model_folder(folder, unet: GatedUNet, class_names: Sequence[str], prepr
     normalization_entry = normalization.save(folder) if normalization is not None else None
     s = settings or DetectorSettings()
     meta = {
-        "detector": "deco-diff",
+        "detector": DETECTOR_KIND,
         "model_id": model_id or folder.name,
         "app_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

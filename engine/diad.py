@@ -10,7 +10,7 @@ The pieces are separate and take explicit arguments, in the manner of diffusers:
   chosen step with fixed seeded noise, walk back with DDIM eta 0), `ddim_sample` and
   `ddpm_sample` (from pure noise, for comparison), `diffusion_error` (noise-prediction error);
 * inspection: `DiADSettings`, `compute_diad_maps`, `DiADDetector` (the same public surface as
-  `engine.detector.Detector`) and `save_diad_folder`.
+  `engine.detector.Detector`, see `engine.runtime.InspectionModel`) and `save_diad_folder`.
 
 Anomaly map, per pixel of the S x S crop: reconstruction error (channel mean of |decode(z) -
 decode(z_rec)|) plus `score_weight` (0.5) x the diffusion score (channel mean of the squared
@@ -36,9 +36,10 @@ from torch import nn
 
 from .checkpoint import (CheckpointError, check_state_dict, read_folder_weights, read_model_json, save_unet_weights,
                          write_model_json)
-from .detector import autocast_for, class_id_in
 from .maps import gaussian_blur, resize_bilinear
 from .preprocess import PreprocessConfig, preprocess_frames, to_rgb_uint8
+from .runtime import (AnomalyResult, ModelInfo, StageClock, autocast_for, build_results, class_id_in, default_device,
+                      predict_in_batches)
 from .unet import timestep_embedding
 from .version import __version__
 
@@ -67,7 +68,6 @@ __all__ = [
     "compute_diad_maps",
     "DiADDetector",
     "save_diad_folder",
-    "model_kind",
     "MAP_FLOOR",
     "MAP_SPAN",
     "MAP_SOFTNESS",
@@ -627,19 +627,6 @@ class DiADSettings:
         return asdict(self)
 
 
-def model_kind(path) -> str:
-    """'diad' or 'deco-diff' for a model folder (its model.json 'detector', default 'deco-diff'),
-    'deco-diff' for a reference checkpoint file; CheckpointError when there is nothing at `path`."""
-    path = Path(path)
-    if path.is_file() and path.suffix in (".json", ".safetensors"):
-        path = path.parent
-    if path.is_dir():
-        return str(read_model_json(path).get("detector", "deco-diff"))
-    if not path.exists():
-        raise CheckpointError(path, "no such model folder or checkpoint")
-    return "deco-diff"
-
-
 def _load_strict(path: Path, model: nn.Module, sd: dict) -> None:
     check_state_dict(path, model.state_dict(), sd, "its DiAD config")
     model.load_state_dict(sd)
@@ -659,8 +646,6 @@ class DiADDetector:
                  classifier=None, settings: DiADSettings | None = None, device: torch.device | str | None = None,
                  schedule: NoiseSchedule | NoiseScheduleConfig | None = None, model_id: str = "", source: str = "",
                  trained_classes: Sequence[str] | None = None):
-        from .detector import default_device
-
         cfg = unet.config
         if len(class_names) != cfg.ncls:
             raise ValueError(f"{len(class_names)} class names for a DiAD model with {cfg.ncls} classes")
@@ -781,9 +766,7 @@ class DiADDetector:
     def _score(self, images: torch.Tensor, candidates: list[list[int]], clock=None):
         """Score image k under each class of candidates[k]. Returns (DiADMaps over all rows,
         reconstructions [N,3,S,S], row -> image index list)."""
-        from .detector import _StageClock
-
-        clock = clock or _StageClock(self.device)
+        clock = clock or StageClock(self.device)
         s = self.settings
         x = images.to(self.device, non_blocking=True).float()
         rows = [k for k, cands in enumerate(candidates) for _ in cands]
@@ -848,21 +831,17 @@ class DiADDetector:
             recons = recons[idx]
         return maps, recons, chosen, all_scores
 
-    def predict(self, frames: Sequence[np.ndarray], category=None, channel_order: str = "rgb") -> list:
+    def predict(self, frames: Sequence[np.ndarray], category=None, channel_order: str = "rgb") -> list[AnomalyResult]:
         """Inspect HxWx{1,3,4} frames (uint8, uint16 or float in [0,1]). `category`: a name or id
         for all frames, a list with one per frame, or None: the classifier's answer, the only class
         the model was trained on, else the trained class under which the frame scores lowest
         ('min-score').
-        Returns one `engine.detector.AnomalyResult` per frame, in order. Out of memory: smaller
-        batches, then the CPU (see `engine.detector.predict_in_batches`)."""
-        from .detector import predict_in_batches
-
+        Returns one `engine.runtime.AnomalyResult` per frame, in order. Out of memory: smaller
+        batches, then the CPU (see `engine.runtime.predict_in_batches`)."""
         return predict_in_batches(self, frames, category, channel_order)
 
-    def _predict_batch(self, frames: list[np.ndarray], cats: list, channel_order: str) -> list:
-        from .detector import _StageClock, build_results
-
-        clock = _StageClock(self.device)
+    def _predict_batch(self, frames: list[np.ndarray], cats: list, channel_order: str) -> list[AnomalyResult]:
+        clock = StageClock(self.device)
         rgb = [to_rgb_uint8(f, channel_order) for f in frames]
         images = preprocess_frames(rgb, self.preprocess, channel_order="rgb")
         clock.lap("preprocess")
@@ -886,28 +865,28 @@ class DiADDetector:
         return build_results(rgb, images, maps.final, recons, chosen, conf, source, self.class_names,
                              self.preprocess, self.settings.threshold, clock)
 
-    def describe(self) -> dict:
+    def describe(self) -> ModelInfo:
         """What the UI and the results log show about the loaded model."""
         c = self.unet.config
         dev = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
         selection = ("classifier" if self.classifier is not None
                      else "single" if len(self.trained_classes) == 1 else "min-score")
-        return {
-            "detector": DETECTOR_KIND, "model_id": self.model_id, "source": self.source, "size": c.size,
-            "ncls": c.ncls, "gating": False, "classes": self.class_names, "device": dev,
-            "unet_parameters": self.unet.num_parameters,
-            "vae": getattr(self.vae, "source", "") if self.vae is not None else "",
-            "classifier": self.classifier is not None, "preprocess": self.preprocess.to_dict(),
-            "space": c.space, "schedule": self.schedule.config.to_dict(), "category_selection": selection,
-            "trained_classes": list(self.trained_classes),
-        }
+        return ModelInfo(
+            detector=DETECTOR_KIND, model_id=self.model_id, source=self.source, size=c.size,
+            ncls=c.ncls, gating=False, classes=self.class_names, device=dev,
+            unet_parameters=self.unet.num_parameters,
+            vae=getattr(self.vae, "source", "") if self.vae is not None else "",
+            classifier=self.classifier is not None, preprocess=self.preprocess.to_dict(),
+            space=c.space, schedule=self.schedule.config.to_dict(), category_selection=selection,
+            trained_classes=list(self.trained_classes),
+        )
 
 
 def save_diad_folder(folder, unet: DiADUNet, class_names: Sequence[str], preprocess: PreprocessConfig,
                      schedule: NoiseScheduleConfig | None = None, *, vae=None, vae_ref: str | None = None,
                      classifier=None, settings: DiADSettings | None = None, model_id: str = "",
                      trained_classes: Sequence[str] | None = None, extra: dict | None = None) -> Path:
-    """Write a DiAD model folder that `engine.detector.Detector.load` dispatches to `DiADDetector`:
+    """Write a DiAD model folder that `engine.loading.load_model` opens as a `DiADDetector`:
     unet.safetensors, model.json ("detector": "diad", the DiADConfig under "unet", the noise
     schedule, settings) and, for a latent-space model, either a copy of the VAE in vae/ (`vae`)
     or a reference to one (`vae_ref`), exactly like DeCo-Diff folders; `trained_classes` (default

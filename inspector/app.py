@@ -40,7 +40,7 @@ def _ensure_app() -> QApplication:
 def create_inspector(loader=None, capture_factory=None, data_dir: Path | None = None,
                      settings: QSettings | None = None) -> tuple[MainWindow, InspectorController]:
     """The window and its controller, not yet shown and with nothing opened. `loader(path, **overrides)`
-    replaces Detector.load (tests use tiny or slow fake detectors)."""
+    replaces engine.loading.load_model (tests use tiny or slow fake detectors)."""
     _ensure_app()
     data_dir = Path(data_dir) if data_dir is not None else user_data_dir()
     settings = settings or app_settings(data_dir)

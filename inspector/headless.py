@@ -159,7 +159,7 @@ def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
 
 def _load_detector(args, err) -> object | None:
     from engine.checkpoint import CheckpointError
-    from engine.detector import Detector
+    from engine.loading import load_model, model_kind
 
     model = Path(args.model) if args.model else DEMO_MODEL_DIR
     overrides = {"batch_size": max(1, args.batch_size)}
@@ -169,12 +169,10 @@ def _load_detector(args, err) -> object | None:
         overrides["gate_fusion"] = True
     try:
         if getattr(args, "detector", None):
-            from engine.diad import model_kind
-
             kind = model_kind(model)
             if kind != args.detector:
                 raise ValueError(f"--detector {args.detector} was asked for, but this is a {kind} model")
-        return Detector.load(model, vae=args.vae, device=args.device, **overrides)
+        return load_model(model, vae=args.vae, device=args.device, **overrides)
     except (CheckpointError, FileNotFoundError, ValueError, OSError, RuntimeError) as e:
         hint = "" if args.model else " (the bundled demo model; rebuild it with `python scripts/make_demo_model.py`)"
         print(f"error: cannot load model {model}{hint}: {e}", file=err)
@@ -328,7 +326,7 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
         "yield_percent": round(100.0 * counts["pass"] / inspected, 2) if inspected else None,
         "median_latency_ms": round(float(np.median(latencies)), 2) if latencies else None,
         "seconds": round(elapsed, 2), "model_id": detector.model_id, "model": detector.source,
-        "threshold": detector.settings.threshold, "device": detector.describe()["device"],
+        "threshold": detector.settings.threshold, "device": detector.describe().device,
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 
 def default_loader(path: str, **overrides):
     """Load a model folder or reference checkpoint (imports the engine on first use)."""
-    from engine.detector import Detector
+    from engine.loading import load_model
 
-    return Detector.load(path, **overrides)
+    return load_model(path, **overrides)
 
 
 def engine_threads() -> int:
@@ -148,7 +148,7 @@ class EngineWorker(QObject):
 
     def model_info(self) -> dict:
         det = self.detector
-        info = dict(det.describe())
+        info = det.describe().to_dict()
         s = det.settings
         info.update({name: getattr(s, name, default) for name, default in (
             ("threshold", 0.3), ("reverse_steps", None), ("start_t", None), ("gate_fusion", False),

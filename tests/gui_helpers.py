@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.detector import AnomalyResult  # imported once here: the engine import takes seconds
+from engine.runtime import AnomalyResult, ModelInfo  # imported once here: the engine import takes seconds
 
 TINY_VAE = {
     "in_channels": 3, "out_channels": 3, "down_block_types": ["DownEncoderBlock2D"] * 4,
@@ -75,10 +75,10 @@ class SleepyDetector:
         self.settings = replace(self.settings, **changes)
         return self
 
-    def describe(self) -> dict:
-        return {"model_id": self.model_id, "source": "fake", "size": "fake", "ncls": 1, "gating": False,
-                "classes": self.class_names, "device": "CPU", "unet_parameters": 0, "vae": "",
-                "classifier": False, "preprocess": {}}
+    def describe(self) -> ModelInfo:
+        return ModelInfo(model_id=self.model_id, source="fake", size="fake", ncls=1, gating=False,
+                         classes=self.class_names, device="CPU", unet_parameters=0, vae="",
+                         classifier=False, preprocess={})
 
     def predict(self, frames, category=None, channel_order="rgb"):
         self.calls += 1

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from engine.detector import Detector, DetectorSettings
+from engine.loading import load_model
 from engine.preprocess import PreprocessConfig
+from engine.runtime import InspectionModel, ModelInfo
 from engine.unet import GatedUNet, UNetConfig
 from engine.vae import create_vae
 
@@ -170,6 +172,19 @@ def test_save_and_load_folder_round_trip(tmp_path):
     for x, y in zip(before, after):
         assert x.score == pytest.approx(y.score, abs=1e-6)
     assert Detector.load(tmp_path / "model", device="cpu", threshold=0.9).settings.threshold == 0.9
+
+
+def test_describe_gives_model_info_with_the_deco_diff_keys(tmp_path):
+    det = make_detector()
+    det.save(tmp_path / "model")
+    loaded = load_model(tmp_path / "model", device="cpu")
+    assert isinstance(loaded, Detector) and isinstance(loaded, InspectionModel)
+    info = loaded.describe()
+    assert isinstance(info, ModelInfo) and info.detector is None and info.classes == ["part0", "part1", "part2"]
+    assert list(info.to_dict()) == ["model_id", "source", "size", "ncls", "gating", "classes", "device",
+                                    "unet_parameters", "vae", "classifier", "preprocess", "maps"]
+    with pytest.raises(AttributeError):
+        info.device = "cuda"
 
 
 def test_reconstruction_of_a_zero_unet_is_the_vae_round_trip():

@@ -1,6 +1,6 @@
 """DiAD: noise schedules against closed forms, forward-diffusion statistics, the DDPM loss,
 deterministic DDIM reconstruction, min-over-classes category choice, model folders through
-`Detector.load`, and train_diad -> evaluate end to end on a tiny dataset."""
+`engine.loading.load_model`, and train_diad -> evaluate end to end on a tiny dataset."""
 
 import json
 import math
@@ -12,11 +12,13 @@ import torch
 from torch import nn
 
 from engine.checkpoint import CheckpointError
-from engine.detector import Detector
 from engine.diad import (DiADConfig, DiADDetector, DiADSettings, DiADUNet, NoiseSchedule, NoiseScheduleConfig,
                          create_diad, ddim_reconstruct, ddim_sample, ddpm_loss, ddpm_sample, diffusion_error,
                          reconstruction_timesteps, save_diad_folder, score_timesteps, seeded_noise)
+from engine.detector import Detector
+from engine.loading import load_model
 from engine.preprocess import PreprocessConfig
+from engine.runtime import InspectionModel
 from engine.vae import create_vae, save_vae
 from tests.test_training import TINY_VAE, make_tiny_mvtec
 
@@ -237,7 +239,7 @@ def test_min_over_classes_picks_the_class_that_explains_the_image():
     results = det.predict(images)
     assert [r.category for r in results] == ["blue", "red", "green"]
     assert all(r.category_source == "min-score" and r.score < 1e-3 and not r.is_anomalous for r in results)
-    assert det.describe()["category_selection"] == "min-score"
+    assert det.describe().category_selection == "min-score"
     wrong = det.predict(images[:1], category="red")[0]
     assert wrong.category_source == "given" and wrong.score > 0.5 and wrong.is_anomalous
     ids, scores = det.select_category(colours[1].view(1, 3, 1, 1).expand(1, 3, 16, 16))
@@ -280,28 +282,39 @@ def test_settings_validation_and_gate_fusion_refused():
     assert det.with_settings(threshold=0.7, reverse_steps=3, start_t=3).settings.threshold == 0.7
 
 
-def test_save_and_load_round_trip_through_detector_load(tmp_path):
+def test_save_and_load_round_trip_through_load_model(tmp_path):
     det = tiny_detector(threshold=0.42, noise_t=120, score_steps=2)
     det.model_id = "tiny-diad"
     before = det.predict(frames(2), category="part1")
     det.save(tmp_path / "model", extra={"evaluation": {"image_auroc": 1.0}})
     meta = json.loads((tmp_path / "model" / "model.json").read_text())
     assert meta["detector"] == "diad" and meta["vae"] == "vae" and meta["schedule"]["kind"] == "linear"
-    loaded = Detector.load(tmp_path / "model", device="cpu")
+    loaded = load_model(tmp_path / "model", device="cpu")
     assert isinstance(loaded, DiADDetector) and loaded.kind == "diad"
     assert loaded.settings.threshold == 0.42 and loaded.settings.noise_t == 120 and loaded.settings.score_steps == 2
     assert loaded.class_names == det.class_names and loaded.model_id == "tiny-diad"
-    assert loaded.source == str(tmp_path / "model") and loaded.describe()["detector"] == "diad"
+    assert loaded.source == str(tmp_path / "model") and loaded.describe().detector == "diad"
     for x, y in zip(before, loaded.predict(frames(2), category="part1")):
         assert x.score == pytest.approx(y.score, abs=1e-6)
         np.testing.assert_allclose(x.crop_map, y.crop_map, atol=1e-6)
-    assert Detector.load(tmp_path / "model", device="cpu", threshold=0.9).settings.threshold == 0.9
+    assert load_model(tmp_path / "model", device="cpu", threshold=0.9).settings.threshold == 0.9
     with pytest.raises(CheckpointError, match="DoD gate"):
-        Detector.load(tmp_path / "model", device="cpu", gate_fusion=True)
+        load_model(tmp_path / "model", device="cpu", gate_fusion=True)
     meta["detector"] = "patchcore"
     (tmp_path / "model" / "model.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="unknown detector 'patchcore'"):
+        load_model(tmp_path / "model", device="cpu")
+
+
+def test_diad_folders_load_through_load_model_only(tmp_path):
+    tiny_detector().save(tmp_path / "model")
+    with pytest.raises(CheckpointError, match="is a 'diad' model, not a DeCo-Diff model"):
         Detector.load(tmp_path / "model", device="cpu")
+    loaded = load_model(tmp_path / "model", device="cpu")
+    assert isinstance(loaded, InspectionModel)
+    assert list(loaded.describe().to_dict()) == [
+        "detector", "model_id", "source", "size", "ncls", "gating", "classes", "device", "unet_parameters", "vae",
+        "classifier", "preprocess", "space", "schedule", "category_selection", "trained_classes"]
 
 
 def test_pixel_space_folder_has_no_vae(tmp_path):
@@ -310,7 +323,7 @@ def test_pixel_space_folder_has_no_vae(tmp_path):
     with pytest.raises(ValueError, match="takes no VAE"):
         save_diad_folder(tmp_path / "bad", unet, ["a"], pre, vae_ref="ema")
     save_diad_folder(tmp_path / "px", unet, ["a"], pre, NoiseScheduleConfig(kind="cosine"))
-    det = Detector.load(tmp_path / "px", device="cpu")
+    det = load_model(tmp_path / "px", device="cpu")
     assert det.vae is None and det.schedule.config.kind == "cosine"
     r = det.predict([np.full((16, 16, 3), 90, np.uint8)])[0]
     assert r.category_source == "single" and r.crop_map.shape == (16, 16)
@@ -352,7 +365,7 @@ def test_train_diad_resume_export_and_evaluate(tmp_path, capsys):
         torch.testing.assert_close(resumed["model"][k], v, atol=1e-6, rtol=0, msg=k)
 
     model = tmp_path / "straight" / "model"
-    det = Detector.load(model, device="cpu")
+    det = load_model(model, device="cpu")
     assert isinstance(det, DiADDetector) and det.settings.noise_t == 100 and det.vae is not None
     # MVTec models keep all 15 class ids; the min-score choice only considers the trained ones
     assert len(det.class_names) == 15 and det.trained_classes == ["tile", "wood"]

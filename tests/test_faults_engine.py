@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.detector import is_out_of_memory, move_detector
+from engine.runtime import is_out_of_memory, move_detector
 from inspector.sources import SourceSpec
 from tests.gui_helpers import (SleepyDetector, db_rows, load_model, make_tiny_detector, open_inspector,
                                write_images)
@@ -81,7 +81,7 @@ def test_out_of_memory_at_batch_1_on_the_gpu_moves_to_the_cpu(caplog):
                            "CUDA out of memory at batch 2: continuing with batch 1"]
     assert notices[2].startswith("CUDA out of memory even at batch 1: the engine continues on the CPU")
     assert det.device.type == "cpu" and next(det.unet.parameters()).device.type == "cpu"
-    assert det.describe()["device"] == "CPU"
+    assert det.describe().device == "CPU"
     np.testing.assert_allclose([r.score for r in results], expected, rtol=1e-4, atol=1e-5)
     assert any("continues on the CPU" in r.message for r in caplog.records)
 

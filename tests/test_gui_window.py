@@ -4,6 +4,7 @@ replay, drag and drop, calibration, settings, videos, and errors that must not c
 from __future__ import annotations
 
 import errno
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -346,7 +347,7 @@ def test_a_min_score_model_keeps_the_automatic_category(qtbot, home):
     def loader(path, **overrides):
         det = make_tiny_detector()
         describe = det.describe
-        det.describe = lambda: {**describe(), "category_selection": "min-score"}
+        det.describe = lambda: replace(describe(), category_selection="min-score")
         return det
 
     window, ctl = open_inspector(qtbot, home, loader)

@@ -14,6 +14,7 @@ from PIL import Image
 
 from engine.checkpoint import CheckpointError
 from engine.detector import Detector
+from engine.loading import load_model
 from engine.maps import compute_anomaly_maps
 from engine.normalization import GOOD_TAIL_SCORE, fit_normalization, raw_discrepancies
 from tests.test_calibrate_scores import _tiny_model
@@ -154,7 +155,7 @@ def test_normalization_fitted_stored_reloaded_and_checked(tmp_path):
     assert meta["normalization"]["mode"] == "position" and meta["settings"]["threshold"] == 0.5
     assert meta["normalization"]["images"] == {"tile": [3, 3], "wood": [3, 3]}
     det = Detector.load(model, device="cpu")
-    assert det.normalization is not None and "normalized" in det.describe()["maps"]
+    assert det.normalization is not None and "normalized" in det.describe().maps
     frame = np.asarray(Image.open(data / "wood" / "test" / "spot" / "000.png"))
     first = det.predict([frame], category="wood")[0]
     # saved again and reloaded: the same maps
@@ -386,7 +387,7 @@ def test_diad_gets_the_same_selection_budget_and_threshold(toy, monkeypatch):
     meta = json.loads((exp / "model" / "model.json").read_text())
     assert meta["detector"] == "diad" and meta["training"]["selected"]["epoch"] == best["epoch"]
     # fit's threshold for a model without map normalization: the held-out good tail plus the margin
-    det = Detector.load(exp / "model", device="cpu")
+    det = load_model(exp / "model", device="cpu")
     held = [(h["path"], h["category"]) for h in json.loads((exp / "holdout.json").read_text())]
     threshold = fit.threshold_from_good(det, held)
     scores = [r.score for r in det.predict([np.asarray(Image.open(p).convert("RGB")) for p, _ in held],

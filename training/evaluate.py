@@ -23,7 +23,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from engine.detector import Detector
+from engine.loading import load_model, model_kind
+from engine.runtime import InspectionModel
 
 from .common import EventLog, cleanup_distributed, run_reporting_errors, setup_distributed, str2bool
 from .datasets import build_dataset
@@ -276,10 +277,8 @@ def _csv_value(value) -> str | float:
     return "n/a" if value is None else round(value, 6)
 
 
-def load_detector_for_eval(args, device) -> Detector:
+def load_detector_for_eval(args, device) -> InspectionModel:
     """The model's detector (DeCo-Diff or DiAD, as its folder says); --detector, when given, must match."""
-    from engine.diad import model_kind
-
     kind = model_kind(args.model)
     if args.detector is not None and args.detector != kind:
         raise ValueError(f"--detector {args.detector}: {args.model} is a {kind} model")
@@ -298,7 +297,7 @@ def load_detector_for_eval(args, device) -> Detector:
             raise ValueError("--noise-t applies to DiAD models only")
         overrides["noise_t"] = args.noise_t
     overrides["batch_size"] = args.batch_size
-    return Detector.load(args.model, vae=args.vae, device=device, **overrides)
+    return load_model(args.model, vae=args.vae, device=device, **overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,7 +326,7 @@ def _evaluate(args, ctx, events: EventLog) -> int:
         paths = [str(s.path) for s in dataset.samples]
         cats = [s.category for s in dataset.samples]
         result["classifier_accuracy"] = _classifier_accuracy(detector, paths, cats)
-        result["model"] = detector.describe()
+        result["model"] = detector.describe().to_dict()
         result["settings"] = dataclasses.asdict(detector.settings)
         _write_outputs(out, result)
         print(format_table(result))

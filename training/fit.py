@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fit(args, events: EventLog) -> int:
-    from engine.detector import Detector
+    from engine.loading import load_model
 
     from .normalize_maps import DEFAULT_THRESHOLD, fit_model_normalization, write_normalization
 
@@ -329,7 +329,7 @@ def _fit(args, events: EventLog) -> int:
     # 4. map normalization (DeCo-Diff) and the threshold from the held-out good images
     holdout = json.loads((work / "unet" / "holdout.json").read_text(encoding="utf-8"))
     items = [(h["path"], h["category"]) for h in holdout]
-    detector = Detector.load(model_dir, device="cuda" if cuda else "cpu")
+    detector = load_model(model_dir, device="cuda" if cuda else "cpu")
     if args.detector == "deco-diff":
         normalization = fit_model_normalization(detector, items, args.map_normalization)
         threshold = DEFAULT_THRESHOLD

@@ -15,7 +15,7 @@ JSON-line events (started, step, epoch, checkpoint, stopped, finished, error), a
 {model, opt, scheduler, epoch, args} plus last.pt, --resume auto, per-epoch seeding so a resumed run
 ends exactly where an uninterrupted one does, SIGTERM/SIGINT stop at the next step with a
 checkpoint, latent caching on the frozen VAE (one encode per augmentation variant), and an exported
-model folder (model.json with "detector": "diad") that `engine.detector.Detector.load` opens.
+model folder (model.json with "detector": "diad") that `engine.loading.load_model` opens.
 """
 
 from __future__ import annotations
