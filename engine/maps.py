@@ -21,6 +21,7 @@ __all__ = [
     "gaussian_blur",
     "resize_bilinear",
     "compute_anomaly_maps",
+    "raw_discrepancies",
     "concat_maps",
     "anomaly_maps",
     "gate_map",
@@ -132,6 +133,15 @@ def _as_tensor(x, device=None) -> torch.Tensor:
     return t.to(device=device if device is not None else t.device, dtype=torch.float32)
 
 
+def raw_discrepancies(images: torch.Tensor, recons: torch.Tensor, latents: torch.Tensor,
+                      latent_recons: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two discrepancies before any clipping: image [B,S,S] = blur_3(max over channels of
+    |recon - image|), latent [B,L,L] = blur_1(mean over channels of |z_rec - z|)."""
+    image_raw = gaussian_blur((recons.float() - images.float()).abs().amax(dim=1), IMAGE_SIGMA)
+    latent_raw = gaussian_blur((latent_recons.float() - latents.float()).abs().mean(dim=1), LATENT_SIGMA)
+    return image_raw, latent_raw
+
+
 def gate_map(gates, size: tuple[int, int]) -> torch.Tensor:
     """DoD gate [B,4,L,L] -> [B,*size]: channel mean, resized, then blurred with sigma 2."""
     g = _as_tensor(gates)
@@ -162,8 +172,6 @@ def compute_anomaly_maps(images, recons, latents, latent_recons, gates=None, nor
     else:
         if class_ids is None:
             raise ValueError("normalized maps need the class id of every sample")
-        from .normalization import raw_discrepancies
-
         image_d, latent_small = normalization.normalize(*raw_discrepancies(x0, xr, z, zr), class_ids)
         latent_d = resize_bilinear(latent_small, size)
     maps = AnomalyMaps(

@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .maps import IMAGE_SIGMA, LATENT_SIGMA, gaussian_blur
+from .maps import gaussian_blur, raw_discrepancies
 
 __all__ = ["MapNormalization", "raw_discrepancies", "fit_normalization", "NORMALIZATION_FILE",
            "NORMALIZATION_MODES", "GOOD_TAIL_SCORE", "SCALE_QUANTILE", "MIN_FIT_IMAGES"]
@@ -45,15 +45,6 @@ STATS_SIGMA_LATENT = 1.0
 # A position's std never falls below this share of the category's median std.
 STD_FLOOR_SHARE = 0.5
 MIN_FIT_IMAGES = 2
-
-
-def raw_discrepancies(images: torch.Tensor, recons: torch.Tensor, latents: torch.Tensor,
-                      latent_recons: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two discrepancies before any clipping: image [B,S,S] = blur_3(max over channels of
-    |recon - image|), latent [B,L,L] = blur_1(mean over channels of |z_rec - z|)."""
-    image_raw = gaussian_blur((recons.float() - images.float()).abs().amax(dim=1), IMAGE_SIGMA)
-    latent_raw = gaussian_blur((latent_recons.float() - latents.float()).abs().mean(dim=1), LATENT_SIGMA)
-    return image_raw, latent_raw
 
 
 @dataclass

@@ -16,11 +16,6 @@ PACKAGES = ("engine", "training", "inspector")
 # package -> the packages it must not import (engine is the bottom layer, inspector the top)
 FORBIDDEN = {"engine": ("training", "inspector"), "training": ("inspector",)}
 
-# Circles known and not yet removed, each as its set of modules. engine.maps <-> engine.normalization:
-# `raw_discrepancies` belongs in engine.maps (normalization would then import it from there); the
-# move waits for the edits under way in engine/normalization.py. Remove an entry once its circle is gone.
-KNOWN_CYCLES = [{"engine.maps", "engine.normalization"}]
-
 
 def module_name(path: Path) -> str:
     """engine/detector.py -> 'engine.detector'; engine/__init__.py -> 'engine'."""
@@ -154,7 +149,4 @@ def test_lower_layers_do_not_import_upper_ones():
 def test_no_import_cycles():
     graph, _ = import_graph()
     cycles = find_cycles(graph)
-    new = [c for c in cycles if set(c) not in KNOWN_CYCLES]
-    assert not new, "import cycles:\n" + "\n".join(" -> ".join(c) for c in new)
-    gone = [sorted(k) for k in KNOWN_CYCLES if k not in [set(c) for c in cycles]]
-    assert not gone, f"no longer a circle, remove from KNOWN_CYCLES: {gone}"
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
