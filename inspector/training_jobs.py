@@ -389,8 +389,9 @@ class StepProgress:
             if loss is not None:
                 self.validation_curve.append((int(ev.get("epoch") or 0), loss))
             self.best_epoch = int(ev.get("best_epoch") or self.best_epoch)
-        elif kind == "epochs_fitted":
-            self.epochs = int(ev.get("epochs") or self.epochs)
+        elif kind in ("epochs_fitted", "early_stop"):
+            # a time budget fixed the epoch count, or the run stopped before it (budget, no gain)
+            self.epochs = int(ev.get("epochs") or ev.get("epoch") or self.epochs)
         elif kind == "warning":
             self.warnings.append(str(ev.get("message") or ""))
         elif kind == "checkpoint":

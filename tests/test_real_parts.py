@@ -373,6 +373,8 @@ def test_the_wizard_runs_the_fit_recipe_and_plots_the_held_out_loss(tmp_path):
                {"event": "warning", "message": "good parts score high"}):
         p.feed(ev)
     assert p.validation_curve == [(1, 0.2), (2, 0.25)] and p.best_epoch == 1 and p.epochs == 20
+    p.feed({"event": "early_stop", "epoch": 2, "reason": "held-out loss has not improved"})
+    assert p.epochs == 2
     assert p.warnings == ["good parts score high"]
 
 
