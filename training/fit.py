@@ -39,7 +39,7 @@ import torch
 from engine.checkpoint import read_model_json, update_model_json
 from engine.imageio import ImageReadError, read_image
 
-from .common import EventLog, run_reporting_errors
+from .common import HOLDOUT_MIN, EventLog, run_reporting_errors, split_holdout
 from .datasets import DatasetLayoutError, build_dataset
 from .launch import launch_environment, python_module_command
 
@@ -48,7 +48,6 @@ __all__ = ["build_arg_parser", "main", "parse_duration", "machine_recipe", "chec
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VAE = PROJECT_ROOT / "resources" / "demo_model" / "vae"
 HOLDOUT_SHARE = 0.1
-HOLDOUT_MIN = 8
 MIN_GOOD_IMAGES = 16
 # Seconds kept back from the UNet's share of the budget for the map statistics, per held-out image.
 NORMALIZE_S_PER_IMAGE = 0.6
@@ -314,7 +313,7 @@ def _fit(args, events: EventLog) -> int:
         classifier = _train_classifier(args, work, cat_arg)
 
     # 3. the UNet, in what is left of the budget less the calibration
-    n_held = sum(max(HOLDOUT_MIN, round(HOLDOUT_SHARE * n)) for n in Counter(s.category for s in train.samples).values())
+    n_held = len(split_holdout(train.samples, HOLDOUT_SHARE, HOLDOUT_MIN, args.seed)[1])
     spent = time.monotonic() - started
     unet_budget = args.time_budget - spent - NORMALIZE_S_PER_IMAGE * n_held - LAUNCH_ALLOWANCE_S
     if unet_budget < 30:
