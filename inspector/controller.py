@@ -19,17 +19,18 @@ from pathlib import Path
 from PySide6.QtCore import QByteArray, QObject, QSettings, QThread, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
+from inspection import DEFAULT_VIEW_MAX_SIDE, ERROR, Calibration, Inspection, InspectionRecipe, Roi, fit_within
+from inspection.results_log import ResultFilter, ResultsLog, ResultsLogError, ResultsReader, export_csv
+
 from .controls import AUTO_CATEGORY, AUTO_MIN_SCORE
 from .dialogs import SHORTCUTS_TEXT, BackgroundTask, CalibrationDialog, CameraPickerDialog, about_text
 from .display import VERDICT_TEXT, DisplayOptions, render_part
 from .frame_queue import FrameQueue
 from .imageio import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, ImageReadError, list_images, read_image
-from .inspection import ERROR, Calibration, Inspection, InspectionContext, Roi, fit_within
 from .main_window import MainWindow
 from .paths import DEMO_DATA_DIR, DEMO_MODEL_DIR, user_data_dir
 from .reader import PLAYING, STOPPED, SourceReader
 from .recipes import Recipe, RecipeError, RecipeStore
-from .results_log import ResultFilter, ResultsLog, ResultsLogError, ResultsReader, export_csv
 from .results_view import short_frame_id
 from .sources import SourceError, SourceSpec, demo_spec, open_source, spec_for_drop, spec_for_path
 from .worker import EngineWorker
@@ -97,7 +98,7 @@ class InspectorController(QObject):
         self.results_writer = ResultsLog(self.log_path)
         self.results_reader = ResultsReader(self.log_path)
         self.frames = FrameQueue("latest")
-        self.context = InspectionContext()
+        self.context = InspectionRecipe()
         self.display = DisplayOptions()
         self.model_info: dict | None = None
         self.model_path = ""
@@ -884,7 +885,7 @@ class InspectorController(QObject):
                           score=row["score"], fail_threshold=row["threshold"] or 0.0,
                           review_threshold=row["review_threshold"] or 0.0, category=row["category"],
                           recipe=row["recipe"], part_id=part_id, error=row["error"],
-                          view_frame=fit_within(rgb, 1280))
+                          view_frame=fit_within(rgb, DEFAULT_VIEW_MAX_SIDE))
         self.parts[part_id] = part
         self.replay(part_id)
 
@@ -1076,7 +1077,7 @@ class InspectorController(QObject):
             if live:
                 w.live_view.set_inset(fit_within(self._live_frame, LIVE_INSET_SIDE))
                 if self.current_key is None:
-                    w.live_view.set_image(fit_within(self._live_frame, 1280))
+                    w.live_view.set_image(fit_within(self._live_frame, DEFAULT_VIEW_MAX_SIDE))
                 shown = True
         elif not live and w.live_view.has_inset():
             w.live_view.set_inset(None)

@@ -10,7 +10,7 @@ import numpy as np
 
 from engine.overlay import COLORMAPS, operator_overlay
 
-from .inspection import Inspection
+from inspection import Inspection
 
 __all__ = ["DisplayOptions", "render_part", "VERDICT_COLORS", "VERDICT_TEXT"]
 

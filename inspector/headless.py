@@ -1,8 +1,9 @@
 """`main.py inspect`: inspect images, folders (recursively) and videos without a window.
 
-Every input gets one row (CSV written and flushed as it goes, JSON at the end), unreadable
-files included with verdict `error`. With `--log`, each row is also committed to the SQLite
-results log (the one the window shows) before it is written anywhere else or printed, and
+A thin driver of the inspection session (inspection.session), the same one the window's engine
+worker drives: every input gets one row (CSV written and flushed as it goes, JSON at the end),
+unreadable files included with verdict `error`. With `--log`, each row is also committed to the
+SQLite results log (the one the window shows) before it is written anywhere else or printed, and
 `--resume` skips inputs that a killed or interrupted run already logged. Exit code 0 when all
 pass, 1 when any part fails, 2 when anything could not be inspected (or the model could not
 be loaded).
@@ -11,66 +12,48 @@ be loaded).
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import os
 import sys
-import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
+from inspection import FAIL, ERROR, Frame, Inspection, InspectionRecipe, InspectionSession, SessionSummary
+from inspection.outputs import ROW_FIELDS, CsvWriter, JsonWriter
+from inspection.results_log import ResultsLog, ResultsLogError
 
-from engine.overlay import operator_overlay
-
-from .imageio import ImageReadError, is_video, list_images, natural_path_key, printable, read_image, write_image
+from .imageio import ImageReadError, is_video, list_images, natural_path_key, printable, read_image
 from .paths import DEMO_DATA_DIR, DEMO_MODEL_DIR
-from .results_log import ResultsLog, ResultsLogError
 from .sources import SourceError, VideoFileSource
 
-__all__ = ["InspectItem", "iter_inputs", "run_inspect", "add_inspect_arguments", "ROW_FIELDS", "LOG_SOURCE"]
+__all__ = ["iter_inputs", "expand_inputs", "run_inspect", "add_inspect_arguments", "ROW_FIELDS", "LOG_SOURCE"]
 
-ROW_FIELDS = ("index", "file", "frame", "verdict", "score", "threshold", "category", "category_source",
-              "category_confidence", "latency_ms", "model_id", "overlay", "error")
 LOG_SOURCE = "inspect"   # the `source` of results-log rows written by this command
-OVERLAY_STEM_BYTES = 160   # of the input's name in an overlay's name (file names are at most 255 bytes)
 
 
-@dataclass
-class InspectItem:
-    """One thing to inspect: a decoded RGB frame, or the reason it could not be decoded."""
-
-    file: str
-    frame: int | None
-    rgb: np.ndarray | None
-    error: str = ""
-
-    def __post_init__(self) -> None:
-        self.file, self.error = printable(self.file), printable(self.error)  # odd bytes in names as \xNN
-
-    @property
-    def frame_id(self) -> str:
-        """The results-log frame id: the file path, with '#frame' for video frames (as in the window)."""
-        return self.file if self.frame is None else f"{self.file}#{self.frame}"
+def _input(file, frame_number: int | None = None, rgb=None, error: str = "") -> Frame:
+    """A frame of `main.py inspect`: logged under LOG_SOURCE as the file path, with '#frame' for video
+    frames (as in the window); odd bytes in names as \\xNN. Its index is set when it is queued."""
+    file = printable(str(file))
+    frame_id = file if frame_number is None else f"{file}#{frame_number}"
+    return Frame(rgb, LOG_SOURCE, frame_id, -1, error=printable(error), file=file, frame_number=frame_number)
 
 
-def _video_frames(path: Path) -> Iterator[InspectItem]:
+def _video_frames(path: Path) -> Iterator[Frame]:
     """Every frame of a video; a video that cannot be opened, or stops decoding before its
     announced frame count, also gets an error item saying so (as in the window)."""
     source = VideoFileSource(path)
     try:
         source.open()
     except SourceError as e:
-        yield InspectItem(str(path), None, None, _without_path(str(e), path))
+        yield _input(path, error=_without_path(str(e), path))
         return
     try:
         while (frame := source.read()) is not None:
-            yield InspectItem(str(path), frame.index, frame.rgb)
+            yield _input(path, frame.index, frame.rgb)
     finally:
         source.close()
     if source.end_level != "info":
-        yield InspectItem(str(path), None, None, _without_path(source.end_message, path))
+        yield _input(path, error=_without_path(source.end_message, path))
 
 
 def _without_path(message: str, path: Path) -> str:
@@ -94,37 +77,18 @@ def expand_inputs(paths: list[str]) -> list[tuple[Path, str]]:
     return out
 
 
-def iter_inputs(entries: list[tuple[Path, str]]) -> Iterator[InspectItem]:
+def iter_inputs(entries: list[tuple[Path, str]]) -> Iterator[Frame]:
     """Decode inputs lazily, one item per image or video frame; failures become error items."""
     for path, kind in entries:
         if kind == "missing":
-            yield InspectItem(str(path), None, None, "no such file or folder")
+            yield _input(path, error="no such file or folder")
         elif kind == "video":
             yield from _video_frames(path)
         else:
             try:
-                yield InspectItem(str(path), None, read_image(path))
+                yield _input(path, rgb=read_image(path))
             except ImageReadError as e:
-                yield InspectItem(str(path), None, None, e.problem)
-
-
-def _batched(items: Iterator[InspectItem], size: int) -> Iterator[list[InspectItem]]:
-    batch: list[InspectItem] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _overlay_name(index: int, item: InspectItem, verdict: str) -> str:
-    """<index>_<input name>[_f<frame>]_<verdict>.png; long input names are cut so that the name fits
-    the file system (the index keeps names apart)."""
-    stem = Path(item.file).stem.encode("utf-8")[:OVERLAY_STEM_BYTES].decode("utf-8", "ignore")
-    frame = f"_f{item.frame:06d}" if item.frame is not None else ""
-    return f"{index:06d}_{stem}{frame}_{verdict}.png"
+                yield _input(path, error=e.problem)
 
 
 def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
@@ -179,6 +143,26 @@ def _load_detector(args, err) -> object | None:
         return None
 
 
+class _ConsolePrinter:
+    """The command's screen output: one line per failing part (stdout) or error (stderr), a progress
+    bar on a terminal."""
+
+    def __init__(self, bar, out, err):
+        self.bar, self.out, self.err = bar, out, err
+
+    def on_inspection(self, part: Inspection) -> None:
+        where = part.file + (f" [frame {part.frame_number}]" if part.frame_number is not None else "")
+        if part.verdict == FAIL:
+            self.bar.write(f"FAIL  {where}  score {part.score:.3f} > {part.fail_threshold:.3f}  ({part.category})",
+                           file=self.out)
+        elif part.verdict == ERROR:
+            self.bar.write(f"ERROR {where}: {part.error}", file=self.err)
+        self.bar.update(1)
+
+    def on_session_end(self, summary: SessionSummary) -> None:
+        self.bar.close()
+
+
 def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
     """Run the inspect command; returns the process exit code."""
     out = out or sys.stdout
@@ -216,129 +200,55 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
     entries = [(path, kind) for path, kind in entries if kind == "video" or printable(path) not in done]
     skipped -= len(entries)
 
-    def not_logged_yet(items: Iterator[InspectItem]) -> Iterator[InspectItem]:
+    def queued(frames: Iterator[Frame]) -> Iterator[Frame]:
+        """The frames not logged yet, numbered as their rows will be."""
         nonlocal skipped
-        for it in items:
-            if it.frame is not None and it.frame_id in done:
+        index = 0
+        for frame in frames:
+            if frame.frame_number is not None and frame.frame_id in done:
                 skipped += 1
-            else:
-                yield it
+                continue
+            yield replace(frame, index=index)
+            index += 1
 
     if args.save_overlays:
         args.save_overlays.mkdir(parents=True, exist_ok=True)
-    csv_file = writer = None
-    if args.csv:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        csv_file = open(args.csv, "w", newline="", encoding="utf-8")
-        writer = csv.DictWriter(csv_file, fieldnames=ROW_FIELDS)
-        writer.writeheader()
-    rows: list[dict] = []
-    counts = {"pass": 0, "fail": 0, "error": 0, "not_logged": 0}
-    latencies: list[float] = []
-    started = time.perf_counter()
+    threshold = detector.settings.threshold
     total = sum(1 for _, kind in entries if kind != "video") or None
     bar = tqdm(total=total, unit="part", disable=args.quiet or not err.isatty(), file=err)
     detector.on_notice = lambda text: bar.write(f"warning: {text}", file=err)
-
-    def emit(item: InspectItem, verdict: str, result=None, error: str = "", overlay: str = "",
-             archive_error: str = "") -> None:
-        if results_log is not None:
-            try:
-                results_log.add(
-                    source=LOG_SOURCE, frame_id=item.frame_id, verdict=verdict, error=error,
-                    category="" if result is None else result.category,
-                    score=None if result is None else float(result.score),
-                    threshold=detector.settings.threshold, model_id=detector.model_id,
-                    latency_ms=None if result is None else round(result.latency_ms, 3),
-                    overlay_path=overlay, archive_error=archive_error)
-            except ResultsLogError as e:
-                bar.write(f"error: result NOT logged: {e}", file=err)
-                counts["not_logged"] += 1
-        row = {
-            "index": len(rows), "file": item.file, "frame": "" if item.frame is None else item.frame,
-            "verdict": verdict, "score": "" if result is None else round(result.score, 6),
-            "threshold": detector.settings.threshold, "category": "" if result is None else result.category,
-            "category_source": "" if result is None else result.category_source,
-            "category_confidence": "" if result is None or result.category_confidence is None
-            else round(result.category_confidence, 4),
-            "latency_ms": "" if result is None else round(result.latency_ms, 2),
-            "model_id": detector.model_id, "overlay": overlay, "error": error,
-        }
-        rows.append(row)
-        counts[verdict] += 1
-        if writer:
-            writer.writerow(row)
-            csv_file.flush()
-        where = item.file + (f" [frame {item.frame}]" if item.frame is not None else "")
-        if verdict == "fail":
-            bar.write(f"FAIL  {where}  score {result.score:.3f} > {result.threshold:.3f}  ({result.category})", file=out)
-        elif verdict == "error":
-            bar.write(f"ERROR {where}: {error}", file=err)
-        bar.update(1)
-
+    session = InspectionSession(
+        detector, InspectionRecipe(category=args.category, fail_threshold=threshold, review_threshold=threshold,
+                                   thumbnails=False, view_max_side=0, full_heatmap=args.full_heatmap),
+        results_log=results_log, overlay_dir=args.save_overlays,
+        on_problem=lambda text, severity: bar.write(f"{severity}: {text}", file=err))
+    json_writer = JsonWriter(args.json) if args.json else None
+    for listener in (CsvWriter(args.csv) if args.csv else None, json_writer, _ConsolePrinter(bar, out, err)):
+        if listener is not None:
+            session.subscribe(listener)
+    interrupted = 0
     try:
-        for batch in _batched(not_logged_yet(iter_inputs(entries)), detector.settings.batch_size):
-            good = [it for it in batch if it.rgb is not None]
-            results: dict[int, object] = {}
-            failures: dict[int, str] = {}
-            if good:
-                try:
-                    for it, res in zip(good, detector.predict([it.rgb for it in good], category=args.category)):
-                        results[id(it)] = res
-                except (ValueError, RuntimeError) as e:
-                    for it in good:
-                        try:
-                            results[id(it)] = detector.predict([it.rgb], category=args.category)[0]
-                        except (ValueError, RuntimeError) as e1:
-                            failures[id(it)] = f"inspection failed: {e1 or e}"
-            for it in batch:
-                if it.rgb is None or id(it) in failures:
-                    emit(it, "error", error=it.error or failures[id(it)])
-                    continue
-                res = results[id(it)]
-                verdict = "fail" if res.is_anomalous else "pass"
-                overlay = overlay_error = ""
-                if args.save_overlays:
-                    overlay_path = args.save_overlays / _overlay_name(len(rows), it, verdict)
-                    try:
-                        write_image(overlay_path, operator_overlay(it.rgb, res.anomaly_map, res.threshold,
-                                                                   full_map=args.full_heatmap))
-                        overlay = str(overlay_path)
-                    except OSError as e:
-                        overlay_error = f"cannot save overlay {overlay_path}: {e.strerror or e}"
-                        bar.write(f"warning: {overlay_error} (the result is kept)", file=err)
-                latencies.append(res.latency_ms)
-                emit(it, verdict, res, overlay=overlay, archive_error=overlay_error)
+        session.run(queued(iter_inputs(entries)))
     except KeyboardInterrupt:
         bar.write("interrupted: rows written so far are kept", file=err)
-        counts["error"] += 1
+        interrupted = 1
     finally:
-        bar.close()
-        if csv_file:
-            csv_file.close()
+        summary = session.summary()
+        errors = summary.counts[ERROR] + interrupted
+        described = {"error": errors, "skipped": skipped, "model_id": detector.model_id, "model": detector.source,
+                     "threshold": threshold, "device": detector.describe().device}
+        if json_writer is not None:
+            json_writer.extra_summary = described
+        session.close()
         if results_log is not None:
             results_log.close()
-    elapsed = time.perf_counter() - started
-    inspected = counts["pass"] + counts["fail"]
-    summary = {
-        "inputs": len(rows), "inspected": inspected, "pass": counts["pass"], "fail": counts["fail"],
-        "error": counts["error"], "skipped": skipped, "not_logged": counts["not_logged"],
-        "yield_percent": round(100.0 * counts["pass"] / inspected, 2) if inspected else None,
-        "median_latency_ms": round(float(np.median(latencies)), 2) if latencies else None,
-        "seconds": round(elapsed, 2), "model_id": detector.model_id, "model": detector.source,
-        "threshold": detector.settings.threshold, "device": detector.describe().device,
-    }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(f".{args.json.name}.tmp")
-        tmp.write_text(json.dumps({"summary": summary, "rows": rows}, indent=2), encoding="utf-8")
-        os.replace(tmp, args.json)
-    yield_text = f"{summary['yield_percent']:.1f}%" if inspected else "n/a"
-    print(f"{inspected} inspected: {counts['pass']} pass, {counts['fail']} fail, {counts['error']} errors; "
-          f"yield {yield_text}; median {summary['median_latency_ms']} ms/part on {summary['device']} "
-          f"({elapsed:.1f} s)" + (f"; {skipped} skipped (already in {args.log})" if skipped else ""), file=out)
-    if counts["not_logged"]:
-        print(f"error: {counts['not_logged']} results could not be written to {args.log}", file=err)
-    if counts["error"] or counts["not_logged"]:
+    counts = summary.counts
+    yield_text = f"{summary.yield_percent:.1f}%" if summary.inspected else "n/a"
+    print(f"{summary.inspected} inspected: {counts['pass']} pass, {counts['fail']} fail, {errors} errors; "
+          f"yield {yield_text}; median {summary.median_latency_ms} ms/part on {described['device']} "
+          f"({summary.seconds:.1f} s)" + (f"; {skipped} skipped (already in {args.log})" if skipped else ""), file=out)
+    if summary.not_logged:
+        print(f"error: {summary.not_logged} results could not be written to {args.log}", file=err)
+    if errors or summary.not_logged:
         return 2
     return 1 if counts["fail"] else 0

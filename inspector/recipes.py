@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .imageio import natural_key
-from .inspection import Roi
+from inspection import Roi
 from .paths import user_data_dir
 from .sources import SourceSpec
 

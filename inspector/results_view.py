@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeade
                                QLineEdit, QPushButton, QTableView, QVBoxLayout, QWidget)
 
 from .display import VERDICT_COLORS
-from .results_log import ResultFilter
+from inspection.results_log import ResultFilter
 
 __all__ = ["ResultsTableModel", "ResultsView", "COLUMNS", "short_frame_id"]
 

@@ -18,6 +18,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from inspection import Frame
+
 from .imageio import (IMAGE_EXTENSIONS, ImageReadError, is_video, list_images, natural_path_key, printable,
                       read_image)
 
@@ -43,20 +45,6 @@ StatusCallback = Callable[[str, str], None]
 CaptureFactory = Callable[..., object]
 
 URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-
-
-@dataclass
-class Frame:
-    """One picture from a source. `rgb` is None when it could not be read (`error` says why).
-    `captured` is time.monotonic() when it was read; `frame_id` names it in the results log."""
-
-    rgb: np.ndarray | None
-    source: str
-    frame_id: str
-    index: int
-    captured: float
-    live: bool = False
-    error: str = ""
 
 
 class SourceError(Exception):

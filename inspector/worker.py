@@ -1,11 +1,12 @@
-"""The engine worker: a QObject living in its own QThread that owns the Detector.
+"""The engine worker: a QObject living in its own QThread that owns the Detector and drives an
+InspectionSession (inspection.session) with it.
 
 Frames arrive through a FrameQueue (latest-frame-wins for live sources, every frame for
-folders and videos, taken in detector-sized batches). For each frame the worker runs the
-model, decides the verdict, commits the results-log row and archives images, and only then
-emits `inspected`, so a verdict is never shown before it is logged. Any exception is
-reported through `problem` and the worker carries on with the next frames; out of memory,
-the engine falls back to smaller batches, then to the CPU, and says so through `problem`.
+folders and videos, taken in detector-sized batches) and go to the session, which runs the
+model, decides the verdict, commits the results-log row and archives images; the worker listens
+to the session and only then emits `inspected`, so a verdict is never shown before it is logged.
+Any exception is reported through `problem` and the worker carries on with the next frames; out of
+memory, the engine falls back to smaller batches, then to the CPU, and says so through `problem`.
 """
 
 from __future__ import annotations
@@ -13,21 +14,19 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import traceback
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 
+from engine.defaults import DEFAULT_THRESHOLD
+from inspection import Inspection, InspectionRecipe, InspectionSession, SessionSummary, apply_roi, calibrate_thresholds
+from inspection.results_log import Archiver, ArchiveQueue, ResultsLog
+
 from .frame_queue import FrameQueue
 from .imageio import ImageReadError, read_image
-from .inspection import (ERROR, Inspection, InspectionContext, apply_roi, calibrate_thresholds, fit_within,
-                         make_thumbnail, place_map, verdict_for)
-from .results_log import Archiver, ArchiveJob, ArchiveQueue, ResultsLog, ResultsLogError, now_text
-from .sources import Frame
 
 __all__ = ["EngineWorker", "default_loader", "model_disk_bytes", "engine_threads", "engine_lanes"]
 
@@ -102,15 +101,37 @@ class EngineWorker(QObject):
         self.loader = loader or default_loader
         self.results_log = ResultsLog(log_path)
         self.archive = ArchiveQueue(Archiver(archive_root), log_path, on_error=self.problem.emit)
-        self.detector = None
+        self.session = InspectionSession(None, InspectionRecipe(), results_log=self.results_log, archive=self.archive,
+                                         on_problem=lambda text, severity: self._report(text))
+        self.session.subscribe(self)
         self.model_path = ""
-        self.context = InspectionContext()
         self._wake_lock = threading.Lock()
         self._wake_pending = False
         self._last_problem = ""
         self._threads_set = False
         self._wake.connect(self._drain, Qt.ConnectionType.QueuedConnection)
         frames.on_put = self.wake
+
+    @property
+    def detector(self):
+        """The model the session inspects with (None before one is loaded)."""
+        return self.session.model
+
+    @detector.setter
+    def detector(self, model) -> None:
+        self.session.model = model
+
+    @property
+    def context(self) -> InspectionRecipe:
+        """The recipe frames are judged by now."""
+        return self.session.recipe
+
+    # ----------------------------------------------------------------- session listener
+    def on_inspection(self, inspection: Inspection) -> None:
+        self.inspected.emit(inspection)
+
+    def on_session_end(self, summary: SessionSummary) -> None:
+        """The window's session lasts as long as the worker; nothing to do at its end."""
 
     # ----------------------------------------------------------------- commands (queued slots)
     @Slot(str, object)
@@ -151,7 +172,7 @@ class EngineWorker(QObject):
         info = det.describe().to_dict()
         s = det.settings
         info.update({name: getattr(s, name, default) for name, default in (
-            ("threshold", 0.3), ("reverse_steps", None), ("start_t", None), ("gate_fusion", False),
+            ("threshold", DEFAULT_THRESHOLD), ("reverse_steps", None), ("start_t", None), ("gate_fusion", False),
             ("batch_size", 1))})
         lanes = getattr(det, "lane_count", None)
         info.update(path=self.model_path, disk_bytes=model_disk_bytes(self.model_path),
@@ -178,8 +199,8 @@ class EngineWorker(QObject):
         self.settings_applied.emit(self.model_info())
 
     @Slot(object)
-    def configure(self, context: InspectionContext) -> None:
-        self.context = context
+    def configure(self, recipe: InspectionRecipe) -> None:
+        self.session.set_recipe(recipe)
 
     @Slot(object, float, float)
     def calibrate(self, paths: list, percentile: float, margin: float) -> None:
@@ -211,6 +232,7 @@ class EngineWorker(QObject):
     @Slot()
     def close_log(self) -> None:
         """Finish archiving and close the database connections (at shutdown)."""
+        self.session.close()
         self.archive.close()
         self.results_log.close()
 
@@ -236,7 +258,7 @@ class EngineWorker(QObject):
             n = self.detector.settings.batch_size if self.frames.policy == "every" else self.frames.keep
             batch = self.frames.take(max_items=n)
             if batch:
-                self._inspect(batch)
+                self.session.inspect(batch)
         except Exception as e:  # noqa: BLE001 - the loop must survive anything
             log.error("engine worker error: %s", traceback.format_exc())
             self._report(f"Engine error: {type(e).__name__}: {e}")
@@ -252,102 +274,3 @@ class EngineWorker(QObject):
         if text != self._last_problem:
             self._last_problem = text
             self.problem.emit(text)
-
-    def _predict(self, crops: list[np.ndarray], category) -> list:
-        """Results for each crop, or an error text where the engine refused it."""
-        try:
-            return list(self.detector.predict(crops, category=category))
-        except Exception as e:  # noqa: BLE001 - retried one by one so one bad frame does not sink the batch
-            if len(crops) == 1:
-                return [f"inspection failed: {e}"]
-        out = []
-        for crop in crops:
-            try:
-                out.append(self.detector.predict([crop], category=category)[0])
-            except Exception as e:  # noqa: BLE001
-                out.append(f"inspection failed: {e}")
-        return out
-
-    def _inspect(self, frames: list[Frame]) -> None:
-        ctx = self.context
-        good = [f for f in frames if f.rgb is not None]
-        rois = [apply_roi(f.rgb, ctx.roi) for f in good]
-        outcomes = dict(zip((id(f) for f in good), zip(rois, self._predict([c for c, _ in rois], ctx.category))))
-        for frame in frames:
-            roi, result = outcomes.get(id(frame), (None, None))
-            try:
-                inspection, full_map = self._build(frame, ctx, roi, result)
-            except Exception as e:  # noqa: BLE001 - one bad result becomes an error row, the run goes on
-                log.error("cannot build the result of %s: %s", frame.frame_id, traceback.format_exc())
-                self._report(f"Engine error on {frame.frame_id}: {type(e).__name__}: {e}")
-                inspection, full_map = self._base(frame, ctx), None
-                inspection.error = f"internal error: {type(e).__name__}: {e}"
-            self._record(inspection, frame, full_map, ctx)
-            inspection.inspected = time.monotonic()
-            self.inspected.emit(inspection)
-
-    def _base(self, frame: Frame, ctx: InspectionContext) -> Inspection:
-        """An 'error' Inspection for the frame; `_build` fills in the verdict when there is a result."""
-        return Inspection(source=frame.source, frame_id=frame.frame_id, index=frame.index, verdict=ERROR,
-                          fail_threshold=ctx.fail_threshold, review_threshold=ctx.review_threshold,
-                          model_id=str(getattr(self.detector, "model_id", "")), recipe=ctx.recipe,
-                          captured=frame.captured, live=frame.live, error=frame.error)
-
-    def _build(self, frame: Frame, ctx: InspectionContext, roi, result) -> tuple[Inspection, np.ndarray | None]:
-        """The Inspection for one frame and its anomaly map over the whole frame (None without a result)."""
-        insp = self._base(frame, ctx)
-        if frame.rgb is None:
-            return insp, None
-        view = fit_within(frame.rgb, ctx.view_max_side)
-        insp.view_frame = np.ascontiguousarray(view)
-        insp.thumbnail = make_thumbnail(view)
-        if isinstance(result, str) or result is None:
-            insp.error = result or "no result from the engine"
-            return insp, None
-        insp.score = float(result.score)
-        insp.verdict = verdict_for(insp.score, ctx.fail_threshold, ctx.review_threshold)
-        if insp.verdict == ERROR:
-            insp.error = f"the engine returned an invalid score ({result.score})"
-        insp.category = result.category
-        insp.category_source = result.category_source
-        insp.category_confidence = result.category_confidence
-        insp.latency_ms = float(result.latency_ms)
-        insp.timings = dict(result.timings)
-        insp.reconstruction = result.reconstruction
-        _, rect = roi
-        scale_x = view.shape[1] / frame.rgb.shape[1]
-        scale_y = view.shape[0] / frame.rgb.shape[0]
-        vx, vy = int(round(rect[0] * scale_x)), int(round(rect[1] * scale_y))
-        vw = max(1, min(int(round(rect[2] * scale_x)), view.shape[1] - vx))
-        vh = max(1, min(int(round(rect[3] * scale_y)), view.shape[0] - vy))
-        view_map = np.zeros(view.shape[:2], np.float32)
-        view_map[vy:vy + vh, vx:vx + vw] = cv2.resize(np.asarray(result.anomaly_map, np.float32), (vw, vh),
-                                                      interpolation=cv2.INTER_LINEAR)
-        insp.view_map = view_map
-        if rect != (0, 0, frame.rgb.shape[1], frame.rgb.shape[0]):
-            insp.view_roi = (vx, vy, vw, vh)
-        return insp, place_map(np.asarray(result.anomaly_map, np.float32), frame.rgb.shape[:2], rect)
-
-    def _record(self, insp: Inspection, frame: Frame, full_map: np.ndarray | None, ctx: InspectionContext) -> None:
-        """Commit the row, then hand the images to the archive thread (which notes where they went)."""
-        insp.time = now_text()
-        thumbnail = self.archive.archiver.save_thumbnail(insp.frame_id, insp.thumbnail) \
-            if ctx.thumbnails and insp.thumbnail is not None else None
-        if thumbnail is not None and thumbnail.error:
-            self._report(f"Thumbnails cannot be saved: {thumbnail.error.rsplit(': ', 1)[-1]}")
-        try:
-            insp.part_id = self.results_log.add(
-                time=insp.time, source=insp.source, frame_id=insp.frame_id, category=insp.category,
-                score=insp.score, threshold=insp.fail_threshold, review_threshold=insp.review_threshold,
-                verdict=insp.verdict, model_id=insp.model_id, recipe=insp.recipe,
-                latency_ms=round(insp.latency_ms, 3) if insp.score is not None else None, error=insp.error,
-                thumbnail_path=thumbnail.thumbnail_path if thumbnail else "",
-                archive_error=thumbnail.error if thumbnail else "")
-        except ResultsLogError as e:
-            insp.log_error = str(e)
-            self._report(f"Result NOT logged: {e}")
-            return
-        if frame.rgb is not None and full_map is not None and insp.verdict in ctx.archive_verdicts:
-            self.archive.submit(ArchiveJob(insp.part_id, insp.frame_id, insp.verdict, image=frame.rgb,
-                                           anomaly_map=full_map, fail_threshold=insp.fail_threshold,
-                                           review_threshold=insp.review_threshold, full_heatmap=ctx.full_heatmap))

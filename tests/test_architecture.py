@@ -1,4 +1,5 @@
-"""The package layering: engine/ below training/ below inspector/, and no import circles.
+"""The package layering: engine/ at the bottom; training/ and the inspection core (inspection/) on it;
+inspector/ (the Qt app) on top; no Qt below the app, and no import circles.
 
 Every module under the three packages is parsed with `ast`; all its imports count, also those
 inside functions (a lazy import is still an arrow between modules). Relative imports are
@@ -11,10 +12,13 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("engine", "training", "inspector")
+PACKAGES = ("engine", "training", "inspection", "inspector")
 
-# package -> the packages it must not import (engine is the bottom layer, inspector the top)
-FORBIDDEN = {"engine": ("training", "inspector"), "training": ("inspector",)}
+# package -> the packages it must not import (engine is the bottom layer, inspector the top; only the
+# app imports Qt)
+FORBIDDEN = {"engine": ("training", "inspection", "inspector", "PySide6"),
+             "training": ("inspection", "inspector", "PySide6"),
+             "inspection": ("training", "inspector", "PySide6")}
 
 
 def module_name(path: Path) -> str:

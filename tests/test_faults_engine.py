@@ -146,7 +146,7 @@ def test_worker_reports_unexpected_exceptions_and_keeps_serving(qtbot, tmp_path,
     def add(**fields):  # the database hits a disk error once
         if faults["add"]:
             faults["add"] -= 1
-            from inspector.results_log import ResultsLogError
+            from inspection.results_log import ResultsLogError
 
             raise ResultsLogError(f"{worker.results_log.path}: cannot write the result: disk I/O error")
         return real_add(**fields)

@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 
 from engine.imageio import list_images
-from inspector.results_log import export_csv
+from inspection.results_log import export_csv
 
 REPO = Path(__file__).resolve().parents[1]
 KILLS = 5

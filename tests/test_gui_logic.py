@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from inspector.display import DisplayOptions, render_part
 from engine.overlay import operator_overlay, render_overlay
-from inspector.inspection import (FAIL, PASS, REVIEW, Inspection, Roi, apply_roi, calibrate_thresholds, place_map,
+from inspection import (FAIL, PASS, REVIEW, Inspection, Roi, apply_roi, calibrate_thresholds, place_map,
                                   verdict_for)
 from inspector.recipes import Recipe, RecipeError, RecipeStore
 from inspector.sources import SourceSpec

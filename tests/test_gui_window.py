@@ -15,7 +15,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
 from inspector.imageio import read_image
-from inspector.inspection import verdict_for
+from inspection import verdict_for
 from inspector.sources import SourceSpec
 from tests.gui_helpers import (SleepyDetector, db_rows, load_model, make_tiny_detector, open_inspector, tiny_loader,
                                write_images)
@@ -193,7 +193,7 @@ def test_roi_crops_frames_before_inspection(qtbot, home, tmp_path):
     window, ctl = open_inspector(qtbot, home, sleepy_loader())
     load_model(qtbot, ctl)
     ctl.set_thresholds(0.5, 0.5)
-    from inspector.inspection import Roi
+    from inspection import Roi
 
     ctl.set_roi(Roi(0.0, 0.0, 0.5, 1.0))
     ctl.open_source(SourceSpec("folder", str(tmp_path / "imgs")))

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from engine.version import __version__
-from inspector.results_log import (CSV_COLUMNS, SCHEMA_VERSION, ArchiveJob, ArchiveQueue, Archiver, ResultFilter,
+from inspection.results_log import (CSV_COLUMNS, SCHEMA_VERSION, ArchiveJob, ArchiveQueue, Archiver, ResultFilter,
                                    ResultsLog, ResultsLogError, ResultsReader, export_csv)
 
 

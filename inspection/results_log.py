@@ -22,10 +22,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from engine.imageio import printable, write_image
 from engine.overlay import operator_overlay
 from engine.version import __version__
-
-from .imageio import printable, write_image
 
 __all__ = [
     "SCHEMA_VERSION",
