@@ -157,7 +157,8 @@ def compute_anomaly_maps(images, recons, latents, latent_recons, gates=None, nor
     latent factor); gates: optional DoD gate [B,C,L,L] for gate fusion. Without
     `normalization` these are the reference maps (fixed clip constants); with an
     `engine.normalization.MapNormalization` and the class ids [B] the two discrepancies are
-    normalized by the good parts' statistics of each sample's category instead."""
+    normalized by the good parts' statistics of each sample's category instead, and `geometric`
+    is the category's weighted geometric mean (`MapNormalization.fuse`)."""
     x0 = _as_tensor(images)
     device = x0.device
     xr = _as_tensor(recons, device)
@@ -175,7 +176,7 @@ def compute_anomaly_maps(images, recons, latents, latent_recons, gates=None, nor
         image_d, latent_small = normalization.normalize(*raw_discrepancies(x0, xr, z, zr), class_ids)
         latent_d = resize_bilinear(latent_small, size)
     maps = AnomalyMaps(
-        geometric=torch.sqrt(image_d * latent_d),
+        geometric=torch.sqrt(image_d * latent_d) if normalization is None else normalization.fuse(image_d, latent_d, class_ids),
         arithmetic=(image_d + latent_d) / 2,
         image_discrepancy=image_d,
         latent_discrepancy=latent_d,

@@ -13,7 +13,11 @@ light up) or one global value. The normalized maps are
     image_d  = clip(((blur3(max_c |x_rec - x0|) - mean_img[c]) / std_img[c]) / scale[c], 0, 1)
     latent_d = resize(clip(((blur1(mean_c |z_rec - z|) - mean_lat[c]) / std_lat[c]) / scale[c], 0, 1))
 
-then fused as the reference fuses (geometric mean). `scale[c]` (z units) is chosen so that the
+then fused as a weighted geometric mean, image_d ** w[c] * latent_d ** (1 - w[c]): w = 0.5 is
+the reference's fusion, sqrt(image_d * latent_d); a product whose decoded images do not reproduce
+its own texture (the VAE loses the grain of polycrystalline cells, say) scores better on the
+latent discrepancy alone, w = 0. `fit` chooses w per category on labelled validation parts when
+the data has them (`training.normalize_maps.choose_image_weights`), and keeps 0.5 otherwise. `scale[c]` (z units) is chosen so that the
 `SCALE_QUANTILE` quantile of good parts' scores lands at `GOOD_TAIL_SCORE` (0.4), on images that
 were not used for the mean and std: a score means the same for every product, and a good part
 reaches the top of the scale (1.0) only at 2.5 times the good parts' tail.
@@ -32,7 +36,8 @@ import torch
 from .maps import gaussian_blur, raw_discrepancies
 
 __all__ = ["MapNormalization", "raw_discrepancies", "fit_normalization", "NORMALIZATION_FILE",
-           "NORMALIZATION_MODES", "GOOD_TAIL_SCORE", "SCALE_QUANTILE", "MIN_FIT_IMAGES"]
+           "NORMALIZATION_MODES", "GOOD_TAIL_SCORE", "SCALE_QUANTILE", "MIN_FIT_IMAGES",
+           "DEFAULT_IMAGE_WEIGHT", "IMAGE_WEIGHT_CHOICES", "MIN_FUSION_GAIN"]
 
 NORMALIZATION_FILE = "normalization.safetensors"
 NORMALIZATION_MODES = ("position", "global")
@@ -45,6 +50,12 @@ STATS_SIGMA_LATENT = 1.0
 # A position's std never falls below this share of the category's median std.
 STD_FLOOR_SHARE = 0.5
 MIN_FIT_IMAGES = 2
+# Exponent of the image discrepancy in the fused map (the latent's is 1 - w): 0.5 is the reference's
+# geometric mean; the choices `choose_image_weights` tries, the reference's first.
+DEFAULT_IMAGE_WEIGHT = 0.5
+IMAGE_WEIGHT_CHOICES = (0.5, 0.25, 0.0)
+# A weight other than the reference's must beat it by this much validation image AUROC.
+MIN_FUSION_GAIN = 0.005
 
 
 @dataclass
@@ -53,7 +64,8 @@ class MapNormalization:
 
     image_mean / image_std: [C,S,S]; latent_mean / latent_std: [C,L,L] (constant over positions
     in 'global' mode); scale: [C] z-units mapped to a score of 1.0; mode: 'position' | 'global';
-    images: {category: (images for mean/std, images for the scale)}."""
+    images: {category: (images for mean/std, images for the scale)}; image_weight: [C] exponent
+    of the image discrepancy in the fused map (DEFAULT_IMAGE_WEIGHT for every category if None)."""
 
     image_mean: torch.Tensor
     image_std: torch.Tensor
@@ -62,8 +74,12 @@ class MapNormalization:
     scale: torch.Tensor
     mode: str = "position"
     images: dict | None = None
+    image_weight: torch.Tensor | None = None
+    details: dict | None = None  # how it was fitted (training images used, fusion choice): model.json only
 
     def __post_init__(self) -> None:
+        if self.image_weight is None:
+            self.image_weight = torch.full_like(self.scale, DEFAULT_IMAGE_WEIGHT)
         if self.mode not in NORMALIZATION_MODES:
             raise ValueError(f"normalization mode must be one of {NORMALIZATION_MODES}, got {self.mode!r}")
         c = self.scale.shape[0]
@@ -73,6 +89,8 @@ class MapNormalization:
                 raise ValueError(f"{name} must be [{c},H,W], got {list(t.shape)}")
         if (self.image_std <= 0).any() or (self.latent_std <= 0).any() or (self.scale <= 0).any():
             raise ValueError("normalization std and scale must be positive")
+        if self.image_weight.shape != self.scale.shape or ((self.image_weight < 0) | (self.image_weight > 1)).any():
+            raise ValueError(f"image_weight must be [{c}] values in [0, 1], got {self.image_weight.tolist()}")
 
     @property
     def num_classes(self) -> int:
@@ -92,10 +110,25 @@ class MapNormalization:
 
         return norm(image_raw, self.image_mean, self.image_std), norm(latent_raw, self.latent_mean, self.latent_std)
 
+    def fuse(self, image_d: torch.Tensor, latent_d: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+        """The two maps [B,S,S] (latent already on the image grid) -> the fused score map [B,S,S]:
+        image_d ** w * latent_d ** (1 - w) with each sample's category weight (the geometric mean,
+        computed as sqrt(image_d * latent_d), where every weight is 0.5)."""
+        w = self.image_weight[class_ids.long().to(self.image_weight.device)].to(image_d.device, image_d.dtype)
+        if bool((w == DEFAULT_IMAGE_WEIGHT).all()):
+            return torch.sqrt(image_d * latent_d)
+        w = w.view(-1, 1, 1)
+        return image_d.pow(w) * latent_d.pow(1 - w)
+
+    def with_image_weights(self, weights: torch.Tensor) -> "MapNormalization":
+        """A copy with other fusion weights [C] (statistics and scale unchanged)."""
+        return MapNormalization(self.image_mean, self.image_std, self.latent_mean, self.latent_std, self.scale,
+                                mode=self.mode, images=self.images, image_weight=weights.float())
+
     def to(self, device) -> "MapNormalization":
         return MapNormalization(*(t.to(device) for t in (self.image_mean, self.image_std, self.latent_mean,
                                                           self.latent_std, self.scale)),
-                                mode=self.mode, images=self.images)
+                                mode=self.mode, images=self.images, image_weight=self.image_weight.to(device))
 
     # ------------------------------------------------------------------ storage
     def save(self, folder: Path) -> dict:
@@ -103,7 +136,7 @@ class MapNormalization:
         from safetensors.torch import save_file
 
         tensors = {k: getattr(self, k).detach().cpu().float().contiguous()
-                   for k in ("image_mean", "image_std", "latent_mean", "latent_std", "scale")}
+                   for k in ("image_mean", "image_std", "latent_mean", "latent_std", "scale", "image_weight")}
         save_file(tensors, str(Path(folder) / NORMALIZATION_FILE))
         return {"file": NORMALIZATION_FILE, "mode": self.mode, "images": self.images,
                 "good_tail_score": GOOD_TAIL_SCORE, "scale_quantile": SCALE_QUANTILE}
@@ -123,7 +156,8 @@ class MapNormalization:
         try:
             t = load_file(str(path))
             return cls(t["image_mean"], t["image_std"], t["latent_mean"], t["latent_std"], t["scale"],
-                       mode=entry.get("mode", "position"), images=entry.get("images"))
+                       mode=entry.get("mode", "position"), images=entry.get("images"),
+                       image_weight=t.get("image_weight"))
         except (SafetensorError, KeyError, ValueError, OSError) as e:
             raise CheckpointError(path, f"unreadable map normalization: {e}") from None
 
@@ -144,21 +178,20 @@ def _stats(raw: torch.Tensor, mode: str, sigma: float) -> tuple[torch.Tensor, to
 def fit_normalization(stats_maps: dict[str, tuple[torch.Tensor, torch.Tensor]],
                       scale_maps: dict[str, tuple[torch.Tensor, torch.Tensor]],
                       class_names: Sequence[str], mode: str = "position",
-                      fuse=None) -> MapNormalization:
+                      image_weight: dict[str, float] | None = None) -> MapNormalization:
     """Fit per-category statistics.
 
     stats_maps[c] = (image_raw [N,S,S], latent_raw [N,L,L]) of good images for the mean and std;
     scale_maps[c] = the same for other good images, whose normalized scores set scale[c] (the
-    SCALE_QUANTILE quantile of their best z, see the module docstring). `fuse(image_d, latent_d)`
-    -> score maps [N,S,S] (the detector's fusion; default the geometric mean after resizing the
-    latent map). Categories without images keep mean 0, std 1, scale 1 (the class is unused)."""
+    SCALE_QUANTILE quantile of their best fused z, see the module docstring); image_weight[c]: the
+    category's fusion weight (DEFAULT_IMAGE_WEIGHT when not given). Categories without images keep
+    mean 0, std 1, scale 1 (the class is unused)."""
     from .maps import resize_bilinear
 
     if mode not in NORMALIZATION_MODES:
         raise ValueError(f"normalization mode must be one of {NORMALIZATION_MODES}, got {mode!r}")
-    if fuse is None:
-        def fuse(image_d, latent_d):
-            return torch.sqrt(image_d * resize_bilinear(latent_d, tuple(image_d.shape[-2:])))
+    image_weight = image_weight or {}
+    weights = torch.tensor([float(image_weight.get(c, DEFAULT_IMAGE_WEIGHT)) for c in class_names])
     fitted = [c for c in class_names if c in stats_maps]
     if not fitted:
         raise ValueError("no good images to fit the map normalization on")
@@ -182,11 +215,14 @@ def fit_normalization(stats_maps: dict[str, tuple[torch.Tensor, torch.Tensor]],
             raise ValueError(f"{name}: no good images left to set the score scale on")
         z_img = (held[0].float().cpu() - image_mean[k]) / image_std[k]
         z_lat = (held[1].float().cpu() - latent_mean[k]) / latent_std[k]
-        best = fuse(z_img.clamp_min(0), z_lat.clamp_min(0)).flatten(1).amax(dim=1)
+        z_lat = resize_bilinear(z_lat.clamp_min(0), tuple(z_img.shape[-2:]))
+        w = float(weights[k])
+        best = (z_img.clamp_min(0).pow(w) * z_lat.pow(1 - w)).flatten(1).amax(dim=1)
         tail = float(np.quantile(best.numpy(), SCALE_QUANTILE))
         scale[k] = max(tail, 1e-3) / GOOD_TAIL_SCORE
         counts[name] = [int(img.shape[0]), int(held[0].shape[0])]
-    return MapNormalization(image_mean, image_std, latent_mean, latent_std, scale, mode=mode, images=counts)
+    return MapNormalization(image_mean, image_std, latent_mean, latent_std, scale, mode=mode, images=counts,
+                            image_weight=weights)
 
 
 def describe(entry: dict | None) -> str:

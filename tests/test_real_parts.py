@@ -178,6 +178,80 @@ def test_normalization_fitted_stored_reloaded_and_checked(tmp_path):
                                 "--device", "cpu"]) == 2
 
 
+def test_fusion_weight_formula_choice_and_storage(tmp_path):
+    """The fused map is image_d ** w * latent_d ** (1 - w) per category; w is chosen on labelled
+    parts (the latent-only weight where the image discrepancy is noise), stored and reloaded; an
+    old statistics file without weights reads as the reference's geometric mean."""
+    from safetensors.torch import load_file, save_file
+
+    from engine.normalization import DEFAULT_IMAGE_WEIGHT, MapNormalization
+
+    img, lat = _raw(0, n=12)
+    norm = fit_normalization({"a": (img, lat), "b": (img, lat)}, {"a": _raw(1), "b": _raw(1)}, ["a", "b"])
+    assert norm.image_weight.tolist() == [DEFAULT_IMAGE_WEIGHT] * 2
+    # labelled parts: in "a" the defect shows in the latent only and the image is loud noise;
+    # in "b" it shows in both, so the reference's weight stays
+    g = torch.Generator().manual_seed(5)
+    n_good, n_bad = 10, 10
+    val_img = torch.rand(20, 16, 16, generator=g) * 0.2
+    val_img[:, 4:12, 4:12] += torch.rand(20, 1, 1, generator=g) * 0.4  # noise unrelated to the label
+    val_lat = torch.rand(20, 4, 4, generator=g) * 0.1
+    val_lat[n_good:, 1:3, 1:3] += 0.04
+    labels = [0] * n_good + [1] * n_bad
+    b_img = val_img.clone()
+    b_img[:, 4:12, 4:12] = 0.1
+    b_img[n_good:, 6:10, 6:10] += 0.4
+    weights, report = normalize_maps.choose_image_weights(
+        norm, ["a", "b"], {"a": (val_img, val_lat), "b": (b_img, val_lat)}, {"a": labels, "b": labels})
+    assert weights["a"] < DEFAULT_IMAGE_WEIGHT and weights["b"] == DEFAULT_IMAGE_WEIGHT
+    assert report["a"]["auroc"][str(weights["a"])] > report["a"]["auroc"]["0.5"] + 0.005
+    assert report["a"]["defective"] == n_bad and report["b"]["auroc"]["0.5"] == 1.0
+    # a category with one kind of part only keeps the reference
+    _, one_kind = normalize_maps.choose_image_weights(norm, ["a", "b"], {"a": (val_img, val_lat)}, {"a": [0] * 20})
+    assert one_kind["a"]["image_weight"] == DEFAULT_IMAGE_WEIGHT and "needs good and defective" in one_kind["a"]["note"]
+
+    chosen = norm.with_image_weights(torch.tensor([0.0, 0.5]))
+    g = torch.Generator().manual_seed(3)
+    x0, xr = torch.rand(2, 3, 16, 16, generator=g), torch.rand(2, 3, 16, 16, generator=g)
+    z, zr = torch.rand(2, 4, 4, 4, generator=g), torch.rand(2, 4, 4, 4, generator=g)
+    maps = compute_anomaly_maps(x0, xr, z, zr, normalization=chosen, class_ids=torch.tensor([0, 1]))
+    torch.testing.assert_close(maps.geometric[0], maps.latent_discrepancy[0])  # w = 0: latent only
+    torch.testing.assert_close(maps.geometric[1], torch.sqrt(maps.image_discrepancy[1] * maps.latent_discrepancy[1]))
+    entry = chosen.save(tmp_path)
+    again = MapNormalization.load(tmp_path, entry)
+    assert again.image_weight.tolist() == [0.0, 0.5]
+    tensors = load_file(str(tmp_path / entry["file"]))
+    del tensors["image_weight"]
+    save_file(tensors, str(tmp_path / entry["file"]))
+    assert MapNormalization.load(tmp_path, entry).image_weight.tolist() == [DEFAULT_IMAGE_WEIGHT] * 2
+    with pytest.raises(ValueError, match="image_weight"):
+        norm.with_image_weights(torch.tensor([1.5, 0.5]))
+
+
+def test_normalize_maps_with_training_images_and_a_labelled_split(tmp_path, capsys):
+    """The CLI as fit uses it: held-out good images, training images for the statistics, the
+    fusion chosen on a labelled split; what was used lands in model.json."""
+    data = make_tiny_mvtec(tmp_path / "data")
+    model = _tiny_model(tmp_path / "model", ["tile", "wood"])
+    held = [{"path": str(data / c / "train" / "good" / f"{i:03d}.png"), "category": c}
+            for c in ("tile", "wood") for i in range(4)]
+    (tmp_path / "holdout.json").write_text(json.dumps(held))
+    assert normalize_maps.main(["--model", str(model), "--images-list", str(tmp_path / "holdout.json"),
+                                "--data-dir", str(data), "--train-images", "5", "--choose-fusion-on", "test",
+                                "--device", "cpu"]) == 0
+    entry = json.loads((model / "model.json").read_text())["normalization"]
+    assert entry["images"] == {"tile": [4, 2], "wood": [4, 2]}  # 2 held-out + 2 training images for the stats
+    assert entry["train_images"] == {"tile": 2, "wood": 2}
+    assert set(entry["fusion"]) == {"tile", "wood"} and entry["fusion"]["tile"]["parts"] == 4
+    det = Detector.load(model, device="cpu")
+    assert det.normalization.image_weight.tolist() == [entry["fusion"][c]["image_weight"] for c in det.class_names]
+    assert "fusion image weights" in capsys.readouterr().out
+    # no labelled split of that name: one clear message
+    assert normalize_maps.main(["--model", str(model), "--images-list", str(tmp_path / "holdout.json"),
+                                "--data-dir", str(data), "--choose-fusion-on", "val", "--device", "cpu"]) == 2
+    assert "no val split with good and defective parts" in capsys.readouterr().err
+
+
 def _toy_data(root: Path, per_category: int = 14) -> Path:
     make_tiny_mvtec(root)
     rng = np.random.default_rng(1)

@@ -11,7 +11,9 @@ Steps (each one line on stderr, a progress bar with the time left while the netw
    epoch count is fitted to the time budget after the first epoch, the best epoch by the held-out
    loss is kept, training stops early when it no longer improves;
 4. from the held-out good images: the map normalization and threshold (`normalize_maps`) for
-   DeCo-Diff; the threshold (`threshold_from_good`) for DiAD;
+   DeCo-Diff, its mean and std also from up to 100 training images per category, and, when the
+   data has a labelled validation split (`<category>/val/good` and `val/<defect>`), each
+   category's fusion weight chosen on it; the threshold (`threshold_from_good`) for DiAD;
 5. `evaluate` on the test split when the data has one (metrics recorded in the model folder).
 
 The budget covers steps 1-4 (evaluation is extra) and is kept within 10 %. A work folder beside
@@ -50,7 +52,7 @@ DEFAULT_VAE = PROJECT_ROOT / "resources" / "demo_model" / "vae"
 HOLDOUT_SHARE = 0.1
 MIN_GOOD_IMAGES = 16
 # Seconds kept back from the UNet's share of the budget for the map statistics, per held-out image.
-NORMALIZE_S_PER_IMAGE = 0.6
+NORMALIZE_S_PER_IMAGE = 0.3
 # Seconds kept back for starting the training processes and exporting the model.
 LAUNCH_ALLOWANCE_S = 10.0
 PATIENCE = 5
@@ -272,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
 def _fit(args, events: EventLog) -> int:
     from engine.loading import load_model
 
-    from .normalize_maps import DEFAULT_THRESHOLD, fit_model_normalization, write_normalization
+    from .normalize_maps import (DEFAULT_THRESHOLD, TRAIN_STATS_IMAGES, fit_model_normalization, labelled_items,
+                                 training_items, write_normalization)
 
     started = time.monotonic()
     cuda = torch.cuda.is_available() if args.device is None else args.device == "cuda"
@@ -314,8 +317,14 @@ def _fit(args, events: EventLog) -> int:
 
     # 3. the UNet, in what is left of the budget less the calibration
     n_held = len(split_holdout(train.samples, HOLDOUT_SHARE, HOLDOUT_MIN, args.seed)[1])
+    labelled = []
+    n_calibration = n_held
+    if args.detector == "deco-diff":
+        labelled = labelled_items(args.dataset, args.data_dir, categories, "val", pre) if args.dataset != "folder" else []
+        per_cat = Counter(s.category for s in train.samples if not s.label)
+        n_calibration += len(labelled) + sum(min(n, TRAIN_STATS_IMAGES) for n in per_cat.values())
     spent = time.monotonic() - started
-    unet_budget = args.time_budget - spent - NORMALIZE_S_PER_IMAGE * n_held - LAUNCH_ALLOWANCE_S
+    unet_budget = args.time_budget - spent - NORMALIZE_S_PER_IMAGE * n_calibration - LAUNCH_ALLOWANCE_S
     if unet_budget < 30:
         raise FitError(f"a time budget of {args.time_budget:.0f} s leaves {unet_budget:.0f} s for the UNet; give more")
     events.emit("stage", stage="unet", budget_s=unet_budget)
@@ -330,10 +339,19 @@ def _fit(args, events: EventLog) -> int:
     items = [(h["path"], h["category"]) for h in holdout]
     detector = load_model(model_dir, device="cuda" if cuda else "cpu")
     if args.detector == "deco-diff":
-        normalization = fit_model_normalization(detector, items, args.map_normalization)
+        normalization = fit_model_normalization(detector, items, args.map_normalization,
+                                                train_items=training_items(train, items, TRAIN_STATS_IMAGES),
+                                                labelled=labelled)
         threshold = DEFAULT_THRESHOLD
         entry = write_normalization(model_dir, normalization, threshold)
-        events.emit("normalization", mode=args.map_normalization, images=entry["images"], threshold=threshold)
+        weights = {c: float(normalization.image_weight[k]) for k, c in enumerate(detector.class_names)}
+        events.emit("normalization", mode=args.map_normalization, images=entry["images"], threshold=threshold,
+                    train_images=entry.get("train_images"), image_weight=weights)
+        if labelled:
+            _say(f"fusion chosen on {len(labelled)} labelled validation parts: image weight {weights} "
+                 f"(0.5 = geometric mean, 0 = latent discrepancy only)")
+        for note in entry.get("notes", []):
+            _say(f"note: {note}")
     else:
         threshold = threshold_from_good(detector, items)
         set_threshold(model_dir, threshold)

@@ -5,7 +5,12 @@
 
 The good images are split in two, alternately by name within each category: the first half
 gives each category's mean and std of the raw discrepancies (see `engine.normalization`), the
-second half the score scale that puts its 99th-percentile score at 0.4; the model's threshold
+second half the score scale that puts its 99th-percentile score at 0.4. With `--train-images N`
+up to N of each category's training images join the first half (many more images give steadier
+per-position statistics; a UNet that reproduces its training images noticeably better than unseen
+ones, by more than TRAIN_DEVIATION_TOLERANCE, is caught and they are left out). With
+`--choose-fusion-on val` the fusion weight of each category is chosen on labelled validation parts
+(`choose_image_weights`). The model's threshold
 becomes 0.5 (`DEFAULT_THRESHOLD`), so the review band (0.4-0.5) starts at the good parts' tail.
 Per-category score scales (`calibrate_scores`) are dropped: the normalization replaces them.
 Writes normalization.safetensors and model.json's `normalization` entry into the model folder.
@@ -19,21 +24,31 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from engine.checkpoint import read_model_json, update_model_json
 from engine.imageio import read_image
-from engine.normalization import GOOD_TAIL_SCORE, NORMALIZATION_MODES, MapNormalization, fit_normalization
+from engine.maps import resize_bilinear
+from engine.normalization import (DEFAULT_IMAGE_WEIGHT, GOOD_TAIL_SCORE, IMAGE_WEIGHT_CHOICES, MIN_FUSION_GAIN,
+                                  NORMALIZATION_MODES, MapNormalization, fit_normalization)
 from engine.preprocess import preprocess_frames
 
 from .common import EventLog, run_reporting_errors
-from .datasets import build_dataset
+from .datasets import DatasetLayoutError, build_dataset
+from .metrics import auroc
 
-__all__ = ["build_arg_parser", "main", "fit_model_normalization", "split_halves", "DEFAULT_THRESHOLD"]
+__all__ = ["build_arg_parser", "main", "fit_model_normalization", "split_halves", "choose_image_weights",
+           "training_items", "labelled_items", "DEFAULT_THRESHOLD", "TRAIN_STATS_IMAGES"]
 
 # The fail threshold of a normalized model: 25 % above the good parts' 99th-percentile score (0.4).
 DEFAULT_THRESHOLD = 0.5
 BATCH = 8
+# Training images per category that join the statistics half (fit's default).
+TRAIN_STATS_IMAGES = 100
+# Training images whose mean raw latent discrepancy is lower than the held-out ones' by more than
+# this share are left out of the statistics (the UNet has learnt them by heart).
+TRAIN_DEVIATION_TOLERANCE = 0.15
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -50,6 +65,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=NORMALIZATION_MODES, default="position",
                    help="position: each position's own statistics (aligned parts); global: one value per category")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="fail threshold stored in the model")
+    p.add_argument("--train-images", type=int, default=0,
+                   help="also use up to this many training images per category for the mean and std (needs --data-dir)")
+    p.add_argument("--choose-fusion-on", choices=["none", "val", "test"], default="none",
+                   help="choose each category's fusion weight on this labelled split (needs --data-dir); "
+                        "never the split you report on")
     p.add_argument("--device", default=None)
     p.add_argument("--events", type=Path, default=None)
     return p
@@ -84,9 +104,13 @@ def _raw_maps(detector, items: Sequence[tuple[str, str]], bar) -> dict[str, tupl
 
 
 def fit_model_normalization(detector, items: Sequence[tuple[str, str]], mode: str = "position",
-                            progress: bool = True) -> MapNormalization:
-    """Fit `detector`'s map normalization on good images [(path, category)] and switch the detector
-    to it. Each category needs at least 4 images (2 for the statistics, 2 for the scale)."""
+                            progress: bool = True, train_items: Sequence[tuple[str, str]] = (),
+                            labelled: Sequence[tuple[str, str, int]] = ()) -> MapNormalization:
+    """Fit `detector`'s map normalization on held-out good images [(path, category)] and switch
+    the detector to it. Each category needs at least 4 of them (2 for the statistics, 2 for the
+    scale). `train_items`: training images that join the statistics half (see the module
+    docstring); `labelled`: validation parts [(path, category, label 0/1)] to choose each
+    category's fusion weight on. What was used and chosen is in the result's `details`."""
     from tqdm import tqdm
 
     counts: dict[str, int] = {}
@@ -97,22 +121,104 @@ def fit_model_normalization(detector, items: Sequence[tuple[str, str]], mode: st
         raise ValueError("too few good images to normalize the maps (at least 4 per category): "
                          + ", ".join(f"{c} {n}" for c, n in few.items()))
     stats_items, scale_items = split_halves(items)
-    with tqdm(total=len(items), desc="map statistics", unit="img", disable=not progress, file=sys.stderr) as bar:
+    total = len(items) + len(train_items) + len(labelled)
+    with tqdm(total=total, desc="map statistics", unit="img", disable=not progress, file=sys.stderr) as bar:
         saved, detector.normalization = detector.normalization, None  # raw maps do not depend on it
         try:
             stats = _raw_maps(detector, stats_items, bar)
             scale = _raw_maps(detector, scale_items, bar)
+            train = _raw_maps(detector, train_items, bar) if train_items else {}
+            val = _raw_maps(detector, [(p, c) for p, c, _ in labelled], bar) if labelled else {}
         finally:
             detector.normalization = saved
+    details: dict = {"train_images": {}, "notes": []}
+    for cat, (img, lat) in train.items():
+        held_level = float(torch.cat([stats[cat][1], scale[cat][1]]).mean())
+        train_level = float(lat.mean())
+        if train_level < (1 - TRAIN_DEVIATION_TOLERANCE) * held_level:
+            details["notes"].append(f"{cat}: training images reproduce {1 - train_level / held_level:.0%} better than "
+                                    "held-out ones; statistics from held-out images only")
+            continue
+        stats[cat] = (torch.cat([stats[cat][0], img]), torch.cat([stats[cat][1], lat]))
+        details["train_images"][cat] = int(img.shape[0])
     normalization = fit_normalization(stats, scale, detector.class_names, mode=mode)
+    if val:
+        labels: dict[str, list[int]] = {}
+        for _, cat, label in labelled:
+            labels.setdefault(cat, []).append(int(label))
+        weights, details["fusion"] = choose_image_weights(normalization, detector.class_names, val, labels)
+        normalization = fit_normalization(stats, scale, detector.class_names, mode=mode, image_weight=weights)
+    normalization.details = details
     detector.normalization = normalization
     return normalization
+
+
+def choose_image_weights(normalization: MapNormalization, class_names: Sequence[str],
+                         val_maps: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                         labels: dict[str, list[int]]) -> tuple[dict[str, float], dict]:
+    """Each category's fusion weight (IMAGE_WEIGHT_CHOICES) by image AUROC on labelled
+    validation parts: val_maps[c] = raw (image [N,S,S], latent [N,L,L]) maps, labels[c] = their
+    N labels in the same order. The reference's weight stays unless another beats it by
+    MIN_FUSION_GAIN; a category without both good and defective parts keeps it. Returns
+    ({category: weight}, {category: {"image_weight", "auroc": {weight: AUROC}, "parts"}})."""
+    weights, report = {}, {}
+    for cat, (img, lat) in val_maps.items():
+        y = np.asarray(labels.get(cat, []))
+        if len(y) != img.shape[0] or y.min(initial=1) != 0 or y.max(initial=0) != 1:
+            report[cat] = {"image_weight": DEFAULT_IMAGE_WEIGHT, "parts": int(len(y)),
+                           "note": "needs good and defective validation parts"}
+            continue
+        k = class_names.index(cat)
+        ids = torch.full((img.shape[0],), k, dtype=torch.long)
+        image_d, latent_d = normalization.normalize(img, lat, ids)
+        latent_d = resize_bilinear(latent_d, tuple(image_d.shape[-2:]))
+        scores = {}
+        for w in IMAGE_WEIGHT_CHOICES:
+            fused = image_d.pow(w) * latent_d.pow(1 - w)
+            scores[w] = float(auroc(y, fused.flatten(1).amax(dim=1).numpy()))
+        best = max(scores, key=scores.get)
+        if scores[best] < scores[DEFAULT_IMAGE_WEIGHT] + MIN_FUSION_GAIN:
+            best = DEFAULT_IMAGE_WEIGHT
+        weights[cat] = best
+        report[cat] = {"image_weight": best, "auroc": {str(w): round(a, 4) for w, a in scores.items()},
+                       "parts": int(len(y)), "defective": int(y.sum())}
+    return weights, report
+
+
+def training_items(dataset, held_out: Sequence[tuple[str, str]], per_category: int,
+                   seed: int = 0) -> list[tuple[str, str]]:
+    """Up to `per_category` good training images of each category that are not held out,
+    drawn with a fixed seed (the same ones on every run)."""
+    import random
+
+    held = {p for p, _ in held_out}
+    by_cat: dict[str, list[str]] = {}
+    for sample in dataset.samples:
+        if not sample.label and str(sample.path) not in held:
+            by_cat.setdefault(sample.category, []).append(str(sample.path))
+    out = []
+    for cat, paths in sorted(by_cat.items()):
+        paths = sorted(paths)
+        out += [(p, cat) for p in random.Random(seed).sample(paths, min(per_category, len(paths)))]
+    return out
+
+
+def labelled_items(dataset_kind: str, data_dir: Path, categories, split: str, preprocess) -> list[tuple[str, str, int]]:
+    """The labelled parts [(path, category, label)] of a split, or [] when the data has no such
+    split (or it holds only one kind of part)."""
+    try:
+        dataset = build_dataset(dataset_kind, data_dir, categories, split, preprocess, augment=False)
+    except (DatasetLayoutError, ValueError, FileNotFoundError):
+        return []
+    items = [(str(s.path), s.category, int(s.label)) for s in dataset.samples]
+    return items if len({label for *_, label in items}) == 2 else []
 
 
 def write_normalization(model_dir: Path, normalization: MapNormalization, threshold: float) -> dict:
     """Store the normalization in the model folder; the threshold becomes `threshold` and any
     per-category score scales are dropped. Returns the model.json entry."""
     entry = normalization.save(model_dir)
+    entry.update(normalization.details or {})
 
     def update(meta: dict) -> None:
         meta["normalization"] = entry
@@ -156,14 +262,31 @@ def _normalize(args, events: EventLog) -> int:
         raise ValueError(f"{args.model}: map normalization is for DeCo-Diff models; this one is {meta['detector']}")
     detector = Detector.load(args.model, device=args.device)
     items = _items_from(args, detector)
-    events.emit("started", images=len(items), mode=args.mode)
-    normalization = fit_model_normalization(detector, items, args.mode)
+    train, labelled = [], []
+    if (args.train_images or args.choose_fusion_on != "none") and args.data_dir is None:
+        raise ValueError("--train-images and --choose-fusion-on need --data-dir")
+    categories = "all" if args.object_category == "all" else args.object_category.split(",")
+    if args.train_images:
+        dataset = build_dataset(args.dataset, args.data_dir, categories, "train", detector.preprocess, augment=False)
+        train = training_items(dataset, items, args.train_images)
+    if args.choose_fusion_on != "none":
+        labelled = labelled_items(args.dataset, args.data_dir, categories, args.choose_fusion_on, detector.preprocess)
+        if not labelled:
+            raise ValueError(f"{args.data_dir}: no {args.choose_fusion_on} split with good and defective parts")
+    events.emit("started", images=len(items), mode=args.mode, train_images=len(train), labelled=len(labelled))
+    normalization = fit_model_normalization(detector, items, args.mode, train_items=train, labelled=labelled)
     entry = write_normalization(args.model, normalization, args.threshold)
     scales = {c: round(float(normalization.scale[k]), 4) for k, c in enumerate(detector.class_names)
               if c in (normalization.images or {})}
     events.emit("normalization", mode=args.mode, scale=scales, images=entry["images"], threshold=args.threshold)
-    print(f"map normalization ({args.mode}) from {len(items)} good images written to {args.model}; "
-          f"score scale (z units at 1.0): {scales}; good tail at {GOOD_TAIL_SCORE}, threshold {args.threshold}")
+    weights = {c: float(normalization.image_weight[k]) for k, c in enumerate(detector.class_names)
+               if c in (normalization.images or {})}
+    events.emit("fusion", image_weight=weights, details=entry.get("fusion"))
+    print(f"map normalization ({args.mode}) from {len(items)} held-out and {len(train)} training good images "
+          f"written to {args.model}; score scale (z units at 1.0): {scales}; fusion image weights {weights}; "
+          f"good tail at {GOOD_TAIL_SCORE}, threshold {args.threshold}")
+    for note in entry.get("notes", []):
+        print(f"note: {note}")
     events.emit("finished")
     return 0
 
