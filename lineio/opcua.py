@@ -53,6 +53,7 @@ class OpcUaSink(Sink):
         self._thread: threading.Thread | None = None
         self._server: Server | None = None
         self._nodes: dict[str, object] = {}
+        self._pending: set[asyncio.Task] = set()
         self._state = "Offline"
         self._result_since_busy = False
         self._counter = 0
@@ -117,7 +118,8 @@ class OpcUaSink(Sink):
         return [ua.Variant(problem or "", ua.VariantType.String)]
 
     def _write(self, values: dict[str, tuple[object, object]]) -> None:
-        """Write node values from any thread (waits until written)."""
+        """Write node values from any thread: waits until written, except on the server's own thread
+        (a method handler that changes the state), where it is scheduled."""
         if self._server is None or self._loop is None:
             raise SinkError(f"the OPC UA server at {self.endpoint} is not running")
 
@@ -125,7 +127,12 @@ class OpcUaSink(Sink):
             for name, (value, kind) in values.items():
                 await self._nodes[name].write_value(value, kind)
 
-        asyncio.run_coroutine_threadsafe(write(), self._loop).result(CALL_TIMEOUT_S)
+        if threading.current_thread() is self._thread:
+            task = self._loop.create_task(write())
+            self._pending.add(task)   # the loop keeps only a weak reference
+            task.add_done_callback(self._pending.discard)
+        else:
+            asyncio.run_coroutine_threadsafe(write(), self._loop).result(CALL_TIMEOUT_S)
 
     def set_active_recipe(self, name: str) -> None:
         """The recipe the station runs (shown in RecipeManagement/ActiveRecipe)."""
