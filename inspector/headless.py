@@ -20,9 +20,10 @@ from typing import Iterator
 from inspection import FAIL, ERROR, Frame, Inspection, InspectionRecipe, InspectionSession, SessionSummary
 from inspection.outputs import ROW_FIELDS, CsvWriter, JsonWriter
 from inspection.results_log import ResultsLog, ResultsLogError
+from lineio.cli import OUTBOX_FILE, add_sink_arguments, close_outputs, open_outputs
 
 from .imageio import ImageReadError, is_video, list_images, natural_path_key, printable, read_image
-from .paths import DEMO_DATA_DIR, DEMO_MODEL_DIR
+from .paths import DEMO_DATA_DIR, DEMO_MODEL_DIR, user_data_dir
 from .sources import SourceError, VideoFileSource
 
 __all__ = ["iter_inputs", "expand_inputs", "run_inspect", "add_inspect_arguments", "ROW_FIELDS", "LOG_SOURCE"]
@@ -119,6 +120,7 @@ def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="with --log: skip inputs this command already logged there (continue a killed run)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, only failures and the summary")
+    add_sink_arguments(p)
 
 
 def _load_detector(args, err) -> object | None:
@@ -196,6 +198,13 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
         except ResultsLogError as e:
             print(f"error: cannot open the results log: {e}", file=err)
             return 2
+    outputs = None
+    if args.sink:
+        outputs = open_outputs(args.sink, args.outbox or args.log or user_data_dir() / OUTBOX_FILE, args.station, err)
+        if outputs is None:
+            if results_log is not None:
+                results_log.close()
+            return 2
     skipped = len(entries)
     entries = [(path, kind) for path, kind in entries if kind == "video" or printable(path) not in done]
     skipped -= len(entries)
@@ -223,7 +232,7 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
         results_log=results_log, overlay_dir=args.save_overlays,
         on_problem=lambda text, severity: bar.write(f"{severity}: {text}", file=err))
     json_writer = JsonWriter(args.json) if args.json else None
-    for listener in (CsvWriter(args.csv) if args.csv else None, json_writer, _ConsolePrinter(bar, out, err)):
+    for listener in (CsvWriter(args.csv) if args.csv else None, json_writer, _ConsolePrinter(bar, out, err), outputs):
         if listener is not None:
             session.subscribe(listener)
     interrupted = 0
@@ -242,6 +251,8 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
         session.close()
         if results_log is not None:
             results_log.close()
+        if outputs is not None:
+            close_outputs(outputs, args.sink_wait, out, err)
     counts = summary.counts
     yield_text = f"{summary.yield_percent:.1f}%" if summary.inspected else "n/a"
     print(f"{summary.inspected} inspected: {counts['pass']} pass, {counts['fail']} fail, {errors} errors; "
