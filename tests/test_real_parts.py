@@ -240,7 +240,8 @@ def test_normalize_maps_with_training_images_and_a_labelled_split(tmp_path, caps
                                 "--data-dir", str(data), "--train-images", "5", "--choose-fusion-on", "test",
                                 "--device", "cpu"]) == 0
     entry = json.loads((model / "model.json").read_text())["normalization"]
-    assert entry["images"] == {"tile": [4, 2], "wood": [4, 2]}  # 2 held-out + 2 training images for the stats
+    # statistics: 2 held-out + 2 training images; scale: 2 held-out + the 2 good test parts
+    assert entry["images"] == {"tile": [4, 4], "wood": [4, 4]} and entry["scale_val_good"] == {"tile": 2, "wood": 2}
     assert entry["train_images"] == {"tile": 2, "wood": 2}
     assert set(entry["fusion"]) == {"tile", "wood"} and entry["fusion"]["tile"]["parts"] == 4
     det = Detector.load(model, device="cpu")

@@ -13,7 +13,8 @@ Steps (each one line on stderr, a progress bar with the time left while the netw
 4. from the held-out good images: the map normalization and threshold (`normalize_maps`) for
    DeCo-Diff, its mean and std also from up to 100 training images per category, and, when the
    data has a labelled validation split (`<category>/val/good` and `val/<defect>`), each
-   category's fusion weight chosen on it; the threshold (`threshold_from_good`) for DiAD;
+   category's fusion weight chosen on it (its good parts also set the score scale); the threshold
+   (`threshold_from_good`) for DiAD;
 5. `evaluate` on the test split when the data has one (metrics recorded in the model folder).
 
 The budget covers steps 1-4 (evaluation is extra) and is kept within 10 %. A work folder beside

@@ -10,7 +10,8 @@ up to N of each category's training images join the first half (many more images
 per-position statistics; a UNet that reproduces its training images noticeably better than unseen
 ones, by more than TRAIN_DEVIATION_TOLERANCE, is caught and they are left out). With
 `--choose-fusion-on val` the fusion weight of each category is chosen on labelled validation parts
-(`choose_image_weights`). The model's threshold
+(`choose_image_weights`), and their good parts join the second half (more good images give a
+steadier 99th percentile to scale on). The model's threshold
 becomes 0.5 (`DEFAULT_THRESHOLD`), so the review band (0.4-0.5) starts at the good parts' tail.
 Per-category score scales (`calibrate_scores`) are dropped: the normalization replaces them.
 Writes normalization.safetensors and model.json's `normalization` entry into the model folder.
@@ -147,6 +148,13 @@ def fit_model_normalization(detector, items: Sequence[tuple[str, str]], mode: st
         for _, cat, label in labelled:
             labels.setdefault(cat, []).append(int(label))
         weights, details["fusion"] = choose_image_weights(normalization, detector.class_names, val, labels)
+        # the validation split's good parts join the scale half: a longer good tail to scale on
+        details["scale_val_good"] = {}
+        for cat, (img, lat) in val.items():
+            good = torch.tensor([label == 0 for label in labels[cat]])
+            if cat in scale and bool(good.any()):
+                scale[cat] = (torch.cat([scale[cat][0], img[good]]), torch.cat([scale[cat][1], lat[good]]))
+                details["scale_val_good"][cat] = int(good.sum())
         normalization = fit_normalization(stats, scale, detector.class_names, mode=mode, image_weight=weights)
     normalization.details = details
     detector.normalization = normalization
