@@ -2,6 +2,7 @@
 
     python main.py                      open the inspector on the bundled demo
     python main.py inspect PATH...      inspect images, folders or videos without a window
+    python main.py station --recipe R   a headless station on the line: camera, trigger, engine, outputs
     python main.py train ...            train a DeCo-Diff model (same as torchrun -m training.train_deco_diff)
     python main.py train-vae ...        train the compact VAE
     python main.py train-classifier ... train the category classifier
@@ -52,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Inspect images, folders (recursively) or videos without a window. "
                                          "Exit code 0: all pass; 1: some fail; 2: errors.")
     add_inspect_arguments(inspect)
+    from inspector.station import add_station_arguments
+
+    station = sub.add_parser("station", help="run a headless station on the line (no window)",
+                             description="A headless inspection station: source + trigger + engine + outputs "
+                                         "(MQTT, webhook, PostgreSQL, Modbus TCP, OPC UA). Status lines on stdout; "
+                                         "SIGTERM or Ctrl+C stops it cleanly.")
+    add_station_arguments(station)
     for name, (_, text) in DELEGATED.items():
         sub.add_parser(name, help=text, add_help=False)
     return parser
@@ -72,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         from inspector.headless import run_inspect
 
         return run_inspect(args)
+    if args.command == "station":
+        from inspector.station import run_station
+
+        return run_station(args)
     from inspector.startup import EXIT_NO_SCREEN, import_problem, screen_problem
 
     problem = screen_problem()

@@ -124,7 +124,6 @@ class ModbusSink(Sink):
         except OSError as e:
             raise SinkError(f"cannot listen on {self.host}:{self.port}: {e.strerror or e}") from None
         self.bound_port = self._server.sockets[0].getsockname()[1]
-        self.on_state(self._state if self._state != "offline" else "ready")
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._clients += 1

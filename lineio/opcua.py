@@ -85,7 +85,7 @@ class OpcUaSink(Sink):
         results = await system.add_folder(idx, "ResultManagement")
         n = self._nodes
         n["Station"] = await system.add_variable(idx, "Station", self.station, ua.VariantType.String)
-        n["State"] = await system.add_variable(idx, "State", "Ready", ua.VariantType.String)
+        n["State"] = await system.add_variable(idx, "State", self._state, ua.VariantType.String)
         n["StateDetail"] = await system.add_variable(idx, "StateDetail", "", ua.VariantType.String)
         n["ActiveRecipe"] = await recipes.add_variable(idx, "ActiveRecipe", self.active_recipe, ua.VariantType.String)
         for name, value, kind in (("ResultCounter", 0, ua.VariantType.UInt32), ("ResultId", "", ua.VariantType.String),
@@ -99,7 +99,6 @@ class OpcUaSink(Sink):
                                  [ua.VariantType.String])
         await server.start()
         self._server = server
-        self._state = "Ready"
 
     async def _start_single_job(self, parent, part_id) -> list:
         text = part_id.Value if isinstance(part_id, ua.Variant) else part_id

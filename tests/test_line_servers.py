@@ -125,6 +125,7 @@ class Station:
 
     def start(self) -> "Station":
         self._thread.start()
+        self.outputs.set_state("ready")
         return self
 
     def stop(self) -> None:
