@@ -147,6 +147,11 @@ class SinkWorker:
         self._wake.set()
 
     def snapshot(self) -> SinkStatus:
+        """The status now (queue counts read from the outbox)."""
+        try:
+            self._refresh_counts()
+        except OutboxError as e:
+            self._error(str(e))
         with self._lock:
             self.status.connected = self.sink.connected
             return SinkStatus(**vars(self.status))
