@@ -219,7 +219,10 @@ class Station:
             self.printer.origin = trigger.origin
             self.session.inspect([replace(frame, frame_id=part_id, index=parts, file=frame.file or frame.frame_id)])
             parts += 1
-            self._state("ready")
+            if frame.rgb is None:   # no picture (camera lost, unreadable file): the PLC sees FAULT until the next one
+                self._state("error", frame.error)
+            else:
+                self._state("ready")
         return parts
 
 
