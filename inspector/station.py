@@ -24,7 +24,7 @@ import numpy as np
 
 from inspection import ERROR, Frame, Inspection, InspectionRecipe, InspectionSession, SessionSummary
 from inspection.results_log import ResultsLog, ResultsLogError
-from lineio.cli import add_sink_arguments, close_outputs, open_outputs, print_status
+from lineio.cli import STATION_SINK_WAIT_S, add_sink_arguments, close_outputs, open_outputs, print_status
 from lineio.triggers import TRIGGER_MODES, PartCounter, StdinTrigger, Trigger, TriggerQueue
 
 from .paths import DEMO_DATA_DIR, DEMO_MODEL_DIR, user_data_dir
@@ -62,7 +62,7 @@ def add_station_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS",
                    help="print the outputs' status this often (default 10; 0: only at the end)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
-    add_sink_arguments(p)
+    add_sink_arguments(p, STATION_SINK_WAIT_S)
 
 
 class FrameGrabber:

@@ -10,13 +10,14 @@ from typing import TextIO
 from .outbox import OutboxError
 from .outputs import LineOutputs
 
-__all__ = ["add_sink_arguments", "open_outputs", "print_status", "close_outputs", "DEFAULT_SINK_WAIT_S", "OUTBOX_FILE"]
+__all__ = ["STATION_SINK_WAIT_S", "add_sink_arguments", "open_outputs", "print_status", "close_outputs", "DEFAULT_SINK_WAIT_S", "OUTBOX_FILE"]
 
-DEFAULT_SINK_WAIT_S = 30.0
+DEFAULT_SINK_WAIT_S = 30.0          # main.py inspect: a batch's end
+STATION_SINK_WAIT_S = 5.0           # main.py station: a stop (SIGTERM) should not hang on an absent peer
 OUTBOX_FILE = "line_outbox.sqlite"   # in the user data folder, when there is no results log to hold the outbox
 
 
-def add_sink_arguments(p: argparse.ArgumentParser) -> None:
+def add_sink_arguments(p: argparse.ArgumentParser, wait_s: float = DEFAULT_SINK_WAIT_S) -> None:
     p.add_argument("--sink", action="append", default=[], metavar="URL",
                    help="send every result to this output (repeatable): mqtt://host:1883/topic, "
                         "http(s)://host/path, postgresql://user@host/db?table=T, modbus://0.0.0.0:1502?unit=1, "
@@ -26,9 +27,9 @@ def add_sink_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outbox", type=Path, default=None, metavar="FILE",
                    help=f"SQLite file where results wait for their outputs (default: the results log, else "
                         f"{OUTBOX_FILE} in the user data folder)")
-    p.add_argument("--sink-wait", type=float, default=DEFAULT_SINK_WAIT_S, metavar="SECONDS",
+    p.add_argument("--sink-wait", type=float, default=wait_s, metavar="SECONDS",
                    help="at the end, wait this long for the outputs to take what is queued "
-                        f"(default {DEFAULT_SINK_WAIT_S:.0f}; what is left goes out at the next start)")
+                        f"(default {wait_s:g}; what is left goes out at the next start)")
 
 
 def open_outputs(urls: list[str], outbox: Path, station: str | None, err: TextIO) -> LineOutputs | None:

@@ -276,6 +276,8 @@ class ModbusSink(Sink):
         if self.ack:
             deadline = time.monotonic() + ACK_TIMEOUT_S
             while not self._acked.wait(0.05):
+                if self.stopping.is_set():
+                    raise SinkError("stopped before the PLC acknowledged the result")
                 if time.monotonic() > deadline:
                     raise SinkError(f"the PLC did not acknowledge result {self.registers[Reg.RESULT_COUNTER]} "
                                     f"within {ACK_TIMEOUT_S:.0f} s")

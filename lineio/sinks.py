@@ -104,6 +104,7 @@ class Sink:
         self.station = ""
         self.on_trigger: Callable[[str], bool] | None = None        # a PLC asks for one acquisition (part id)
         self.on_select_recipe: Callable[[str], str] | None = None   # '' when done, else the reason it was not
+        self.stopping = threading.Event()   # set when the station stops: a delivery that waits gives up
 
     @property
     def connected(self) -> bool:
@@ -231,6 +232,7 @@ class SinkWorker:
         """Stop after the message in hand (what is still queued stays in the outbox)."""
         self._stop.set()
         self._wake.set()
+        self.sink.stopping.set()
         if self._thread.ident is not None:
             self._thread.join(timeout)
         try:
