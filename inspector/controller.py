@@ -27,12 +27,14 @@ from .dialogs import SHORTCUTS_TEXT, BackgroundTask, CalibrationDialog, CameraPi
 from .display import VERDICT_TEXT, DisplayOptions, render_part
 from .frame_queue import FrameQueue
 from .imageio import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, ImageReadError, list_images, read_image
+from .line_panel import LinePanel
 from .main_window import MainWindow
 from .paths import DEMO_DATA_DIR, DEMO_MODEL_DIR, user_data_dir
 from .reader import PLAYING, STOPPED, SourceReader
 from .recipes import Recipe, RecipeError, RecipeStore
 from .results_view import short_frame_id
 from .sources import SourceError, SourceSpec, demo_spec, open_source, spec_for_drop, spec_for_path
+from .station import RECIPE_OUTPUTS
 from .worker import EngineWorker
 
 __all__ = ["InspectorController", "automatic_category", "model_summary"]
@@ -159,6 +161,7 @@ class InspectorController(QObject):
         self.worker.calibration_failed.connect(self._on_worker_problem)
         self.worker.busy_changed.connect(self.window.show_busy)
         self.worker_thread.start()
+        self.line = LinePanel(self.window, self.worker.session, self.log_path, self.message, self._mark_recipe_modified)
 
         self.display_timer = QTimer(self)
         self.display_timer.timeout.connect(self._on_display_tick)
@@ -972,7 +975,8 @@ class InspectorController(QObject):
         return Recipe(name=name, model=self.model_path, category=ctx.category, fail_threshold=ctx.fail_threshold,
                       review_threshold=ctx.review_threshold, roi=ctx.roi.to_list() if ctx.roi else None,
                       source=self.source_spec.to_dict() if self.source_spec else None,
-                      reverse_steps=info.get("reverse_steps"), gate_fusion=info.get("gate_fusion"))
+                      reverse_steps=info.get("reverse_steps"), gate_fusion=info.get("gate_fusion"),
+                      extra={RECIPE_OUTPUTS: list(self.line.urls)} if self.line.urls else {})
 
     def save_recipe(self, name: str) -> None:
         try:
@@ -1014,6 +1018,7 @@ class InspectorController(QObject):
         self.recipe_modified = False
         self.context = replace(self.context, recipe=recipe.name)
         self.settings.setValue("recipe/current", recipe.name)
+        self.line.set_urls(recipe.extra.get(RECIPE_OUTPUTS) or [])
         overrides = {k: v for k, v in (("reverse_steps", recipe.reverse_steps), ("gate_fusion", recipe.gate_fusion))
                      if v is not None}
         if recipe.model and (recipe.model != self.model_path or self.model_info is None):
@@ -1171,6 +1176,7 @@ class InspectorController(QObject):
         self.worker_thread.quit()
         if not self.worker_thread.wait(15000):
             log.warning("the engine worker did not stop in time")
+        self.line.close()
         self.worker.close_log()
         self.results_writer.close()
         self.results_reader.close()

@@ -1,0 +1,68 @@
+"""Line ▸ Outputs in the window (offscreen): the dialog checks URLs, the outputs are stored in the
+recipe, every part the window inspects reaches a webhook receiver on loopback, and the status bar
+shows the outputs' state."""
+
+from __future__ import annotations
+
+import pytest
+
+from inspector.line_panel import OutputsDialog, status_summary
+from inspector.recipes import RecipeStore
+from inspector.sources import SourceSpec
+from lineio import SinkStatus
+from tests.gui_helpers import SleepyDetector, load_model, open_inspector, write_images
+from tests.line_servers import HttpReceiver
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    path = tmp_path / "home"
+    monkeypatch.setenv("DECO_INSPECTOR_HOME", str(path))
+    return path
+
+
+def test_outputs_dialog_checks_each_url(qtbot):
+    dialog = OutputsDialog(["mqtt://broker/line"])
+    qtbot.addWidget(dialog)
+    dialog.url_edit.setText("ftp://nowhere/x")
+    assert not dialog.add_url() and "unknown output" in dialog.problem.text()
+    dialog.url_edit.setText("modbus://0.0.0.0:1502?unit=1")
+    assert dialog.add_url() and dialog.problem.text() == ""
+    dialog.url_edit.setText("mqtt://broker/line")
+    assert not dialog.add_url() and "already" in dialog.problem.text()
+    dialog.list.setCurrentRow(0)
+    dialog.remove_selected()
+    assert dialog.urls() == ["modbus://0.0.0.0:1502?unit=1"]
+
+
+def test_status_summary_says_what_is_wrong():
+    assert status_summary([]) == ("", "", "info")
+    text, tooltip, level = status_summary([SinkStatus("mqtt://b/t", connected=True, sent=4),
+                                           SinkStatus("http://h/x", queued=3, last_error="refused")])
+    assert text == "outputs 1/2 connected, 3 queued" and level == "warning" and "refused" in tooltip
+
+
+def test_window_parts_reach_the_outputs_stored_in_the_recipe(qtbot, home, tmp_path):
+    receiver = HttpReceiver()
+    write_images(tmp_path / "imgs", 4, bright={1})
+    window, ctl = open_inspector(qtbot, home, lambda path, **overrides: SleepyDetector(0.0))
+    try:
+        load_model(qtbot, ctl)
+        ctl.line.set_urls([receiver.url])
+        menus = [a.text().replace("&", "") for a in window.menuBar().actions()]
+        assert menus.index("Line") == menus.index("Training") - 1
+        ctl.open_source(SourceSpec("folder", str(tmp_path / "imgs")), autostart=False)
+        ctl.save_recipe("Widgets on line 1")
+        assert RecipeStore(home / "recipes").load("Widgets on line 1").extra == {"outputs": [receiver.url]}
+        ctl.start()
+        qtbot.waitUntil(lambda: len(receiver.bodies) == 4, timeout=30000)
+        assert [b["verdict"] for b in receiver.bodies] == ["pass", "fail", "pass", "pass"]
+        assert {b["recipe"] for b in receiver.bodies} == {"Widgets on line 1"}
+        ctl.line.refresh_status()
+        assert ctl.line.status.text() == "outputs 1/1 connected" and ctl.line.status.isVisible()
+        ctl.line.set_urls([])
+        assert not ctl.line.status.isVisible()
+        ctl.apply_recipe("Widgets on line 1")   # the recipe brings its outputs back
+        assert ctl.line.urls == [receiver.url] and ctl.line.outputs is not None
+    finally:
+        receiver.close()
