@@ -171,7 +171,7 @@ class InspectorController(QObject):
         self.stats_timer.start(1000)
         self._wire_window()
         self._show_recipes()
-        self._show_models()
+        self.refresh_models()
         self.window.trend.set_thresholds(self.context.fail_threshold, self.context.review_threshold)
         self.window.controls.show_thresholds(self.context.fail_threshold, self.context.review_threshold)
 
@@ -347,7 +347,8 @@ class InspectorController(QObject):
         self.settings.setValue("app/first_run_done", True)
 
     # ----------------------------------------------------------------- model
-    def _show_models(self) -> None:
+    def refresh_models(self) -> None:
+        """Refill the model picker (recent models, the app's model folder, the demo)."""
         entries: list[tuple[str, str]] = []
         seen: set[str] = set()
 
@@ -416,7 +417,7 @@ class InspectorController(QObject):
         recent = [self.model_path] + [p for p in self._recent_models() if p != self.model_path]
         self.settings.setValue("model/recent", recent[:RECENT_MODELS])
         self.settings.setValue("model/path", self.model_path)
-        self._show_models()
+        self.refresh_models()
         classes = list(info.get("classes") or [])
         auto, auto_label = automatic_category(info)
         recipe = self._pending_recipe

@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from inspector.training_jobs import (FINISHED, STOPPED, EventTail, JobStore, StepProgress, TrainingJob,
-                                     TrainingPlan, build_steps, suggested_threshold)
+from training.events import EventTail, StepProgress
+from training.jobs import FINISHED, STOPPED, JobStore, TrainingJob, TrainingPlan, build_steps, suggested_threshold
 from tests.gui_helpers import TINY_VAE, open_inspector
 from tests.test_gui_screenshots import save
 
@@ -169,7 +169,7 @@ def test_a_job_running_when_the_app_closed_comes_back_resumable(tmp_path):
 
 def test_register_model_copies_with_the_threshold_and_never_overwrites(tmp_path):
     from engine.checkpoint import read_model_json, write_model_json
-    from inspector.training_jobs import register_model
+    from training.jobs import register_model
 
     model = tmp_path / "run" / "model"
     (model / "vae").mkdir(parents=True)
@@ -211,7 +211,7 @@ emit(event="finished", epoch=3, model_dir="m")
 
 
 def _fake_steps(job_dir: Path, *modes: str):
-    from inspector.training_jobs import TrainingStep
+    from training.jobs import TrainingStep
 
     steps = []
     for i, mode in enumerate(modes):
@@ -223,9 +223,10 @@ def _fake_steps(job_dir: Path, *modes: str):
 
 
 def test_queue_runs_jobs_in_turn_reports_failures_and_stops_gracefully(qtbot, tmp_path):
-    from inspector.training_jobs import FAILED, TrainingJobQueue
+    from inspector.training_jobs import TrainingJobQueue
+    from training.jobs import FAILED
 
-    from inspector.training_wizard import RunPage
+    from inspector.job_monitor import RunPage
 
     queue = TrainingJobQueue(tmp_path / "jobs.json", poll_ms=50)
     from inspector.app import apply_style
@@ -254,7 +255,7 @@ def test_queue_runs_jobs_in_turn_reports_failures_and_stops_gracefully(qtbot, tm
 
 
 def _run_three_jobs(qtbot, queue, tmp_path):
-    from inspector.training_jobs import FAILED, QUEUED
+    from training.jobs import FAILED, QUEUED
 
     plans = [TrainingPlan(name=n, output_dir=str(tmp_path)) for n in ("a", "b", "c")]
     a = queue.submit(plans[0], _fake_steps(tmp_path / "a", "ok", "ok"))

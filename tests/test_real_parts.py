@@ -419,7 +419,8 @@ def test_fit_end_to_end_on_a_tiny_folder(toy, tmp_path):
 
 
 def test_the_wizard_runs_the_fit_recipe_and_plots_the_held_out_loss(tmp_path):
-    from inspector.training_jobs import StepProgress, TrainingPlan, build_steps
+    from training.events import StepProgress
+    from training.jobs import TrainingPlan, build_steps
 
     data = make_tiny_mvtec(tmp_path / "data")
     plan = TrainingPlan(name="auto", dataset="mvtec", data_dir=str(data), output_dir=str(tmp_path / "runs"),

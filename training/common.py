@@ -21,6 +21,8 @@ import torch.distributed as dist
 
 from engine.checkpoint import atomic_torch_save, safe_torch_load
 
+from .events import EVENTS
+
 __all__ = [
     "DistContext",
     "setup_distributed",
@@ -146,6 +148,9 @@ class EventLog:
             self._file = open(self.path, "a", encoding="utf-8")
 
     def emit(self, event: str, **fields) -> None:
+        """Write one event (a name from training.events.EVENTS, the schema the wizard reads)."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown training event {event!r}; the names are listed in training.events")
         if not self.enabled:
             return
         record = {"event": event, "time": round(time.time(), 3), **fields}
