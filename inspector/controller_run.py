@@ -1,0 +1,223 @@
+"""The controller's run control: opening sources (folders, files, videos, cameras, streams, drops),
+the source reader, and start / pause / step / stop. A part of InspectorController."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from PySide6.QtWidgets import QFileDialog, QInputDialog
+
+
+from .dialogs import CameraPickerDialog
+from .imageio import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from .reader import PLAYING, STOPPED, SourceReader
+from .setting_values import short_source_text
+from .sources import SourceError, SourceSpec, open_source, spec_for_drop
+
+
+class RunControl:
+    """Sources and run control: a part of InspectorController."""
+
+    # ----------------------------------------------------------------- sources
+    def choose_source(self, kind: str) -> None:
+        w = self.window
+        c = w.controls
+        start_dir = str(self.settings.value("source/dir", "") or "")
+        spec = None
+        if kind == "folder":
+            folder = QFileDialog.getExistingDirectory(w, "Open a folder of images", start_dir)
+            if folder:
+                spec = SourceSpec("folder", folder, recursive=c.recursive_check.isChecked(),
+                                  watch=c.watch_check.isChecked())
+        elif kind == "image":
+            path, _ = QFileDialog.getOpenFileName(w, "Open an image", start_dir,
+                                                  f"Images ({' '.join('*' + e for e in IMAGE_EXTENSIONS)})")
+            if path:
+                spec = SourceSpec("image", path)
+        elif kind == "video":
+            path, _ = QFileDialog.getOpenFileName(w, "Open a video", start_dir,
+                                                  f"Videos ({' '.join('*' + e for e in VIDEO_EXTENSIONS)})")
+            if path:
+                spec = SourceSpec("video", path)
+        elif kind == "camera":
+            dialog = CameraPickerDialog(capture_factory=self.capture_factory, parent=w)
+            if dialog.exec():
+                spec = dialog.spec()
+        elif kind == "stream":
+            url, ok = QInputDialog.getText(w, "Network stream", "Stream URL (rtsp://, http://, …):",
+                                           text=str(self.settings.value("source/url", "") or ""))
+            if ok and url.strip():
+                self.settings.setValue("source/url", url.strip())
+                spec = SourceSpec("stream", url.strip())
+        if spec is not None:
+            if spec.kind in ("folder", "image", "video"):
+                self.settings.setValue("source/dir", str(Path(spec.target).parent if spec.kind != "folder"
+                                                         else Path(spec.target)))
+            self.open_source(spec)
+
+    def open_dropped(self, paths: list[str]) -> None:
+        try:
+            spec = spec_for_drop(paths, recursive=self.window.controls.recursive_check.isChecked())
+        except SourceError as e:
+            self.message(f"Dropped: {e}", "error")
+            return
+        self.open_source(spec)
+
+    def set_folder_options(self, recursive: bool, watch: bool) -> None:
+        self.window.controls.show_folder_options(recursive, watch)
+        for action, value in ((self.window.act_recursive, recursive), (self.window.act_watch, watch)):
+            action.blockSignals(True)
+            action.setChecked(value)
+            action.blockSignals(False)
+        self.settings.setValue("source/recursive", recursive)
+        self.settings.setValue("source/watch", watch)
+        spec = self.source_spec
+        if spec is not None and spec.kind == "folder" and (spec.recursive, spec.watch) != (recursive, watch):
+            self.open_source(replace(spec, recursive=recursive, watch=watch),
+                             autostart=self.reader is not None and self.reader.state == PLAYING)
+
+    def open_source(self, spec: SourceSpec, autostart: bool = True) -> None:
+        """Stop the current source and open `spec` (playing if `autostart` and a model is there)."""
+        self._retire_reader()
+        self.source_spec = spec
+        self.window.controls.show_source(short_source_text(spec.label()), spec.label())
+        self.window.show_source_status(spec.label())
+        self.window.act_watch.setEnabled(spec.kind == "folder")
+        if spec.kind == "folder":
+            self.set_folder_options(spec.recursive, spec.watch)
+        self._new_reader(spec, autostart)
+
+    def _new_reader(self, spec: SourceSpec, autostart: bool) -> None:
+        source = open_source(spec, capture_factory=self.capture_factory, **self.live_source_options)
+        batch = int((self.model_info or {}).get("batch_size", 8))
+        self.frames.set_policy("latest" if spec.live else "every", capacity=2 * batch)
+        reader = SourceReader(source, self.frames, self)
+        reader.frame_read.connect(self._on_frame_read)
+        reader.status.connect(lambda text, level, r=reader: self._on_source_status(r, text, level))
+        reader.opened.connect(lambda info, r=reader: self._on_source_opened(r, info))
+        reader.failed.connect(lambda text, r=reader: self._on_source_failed(r, text))
+        reader.finished.connect(lambda text, level, r=reader: self._on_source_finished(r, text, level))
+        reader.state_changed.connect(lambda state, r=reader: self._on_run_state(r, state))
+        self.reader = reader
+        self.run_counts = self._zero_counts()
+        self.run_reported = False
+        self.window.controls.show_progress("")
+        self._latencies.clear()
+        self._ages.clear()
+        self._rate_since = time.monotonic()
+        self._last_frames_read = 0
+        self._live_frame = None
+        can_run = self.model_info is not None or self.model_loading
+        if autostart and not can_run:
+            self.message("No model loaded: open a model (Model menu), then press Space", "warning")
+        if autostart and self.model_loading and self.model_info is None:
+            self._start_after_load = True
+            autostart = False
+        reader.start(play=autostart and can_run)
+        if self.last_inspection is None:
+            self.window.banner.show_idle(f"{spec.label()}: press Space to start" if can_run
+                                         else "Open a model to start (Model menu)")
+        self.message(f"Opened {spec.label()}" + ("" if reader.state == PLAYING else " (paused: press Space to start)"))
+
+    def _retire_reader(self) -> None:
+        reader = self.reader
+        if reader is None:
+            return
+        self.reader = None
+        reader.stop()
+        self.frames.clear()
+        if reader.is_running():
+            self._old_readers.append(reader)
+            reader.thread_done.connect(lambda r=reader: self._old_readers.remove(r) if r in self._old_readers else None)
+
+    def _reader_usable(self) -> bool:
+        return self.reader is not None and not self.reader.ended and self.reader.state != STOPPED
+
+    def start(self) -> None:
+        if self.model_info is None:
+            if self.model_loading:
+                self._start_after_load = True
+                self.message("Will start as soon as the model is loaded")
+            else:
+                self.message("No model loaded: open a model first (Model ▸ Open model folder)", "warning")
+            return
+        if self.source_spec is None:
+            self.message("No source: open a folder, image, video or camera first (Source menu)", "warning")
+            return
+        if not self._reader_usable():
+            self._retire_reader()
+            self._new_reader(self.source_spec, autostart=True)
+            return
+        self.reader.play()
+
+    def pause(self) -> None:
+        if self._reader_usable():
+            self.reader.pause()
+
+    def toggle_run(self) -> None:
+        if self._reader_usable() and self.reader.state == PLAYING:
+            self.pause()
+        else:
+            self.start()
+
+    def step(self) -> None:
+        if self.model_info is None:
+            self.message("No model loaded: open a model first", "warning")
+            return
+        if self.source_spec is None:
+            self.message("No source to step through", "warning")
+            return
+        if not self._reader_usable():
+            self._retire_reader()
+            self._new_reader(self.source_spec, autostart=False)
+        self.reader.step()
+
+    def stop(self) -> None:
+        if self.window.live_view.is_selecting():
+            self.start_roi_drawing(False)
+            return
+        if self.reader is None:
+            return
+        name = self.reader.source.name
+        self._retire_reader()
+        self._on_run_state(None, STOPPED)
+        self.message(f"Stopped {name}")
+
+    def _on_run_state(self, reader: SourceReader | None, state: str) -> None:
+        if reader is not None and reader is not self.reader:
+            return
+        has_source = self.source_spec is not None
+        self.window.controls.show_run_state(state, has_source)
+
+    def _on_source_opened(self, reader: SourceReader, info: dict) -> None:
+        total = info.get("total")
+        if total and reader is self.reader:
+            self.window.controls.show_progress(f"0 / {total}")
+
+    def _on_source_status(self, reader: SourceReader, text: str, level: str) -> None:
+        if reader is not self.reader:
+            return
+        self.window.show_source_status(text, level)
+        self._source_note_until = time.monotonic() + (4.0 if level != "info" else 2.0)
+        self.message(text, level)
+
+    def _on_source_failed(self, reader: SourceReader, text: str) -> None:
+        if reader is self.reader:
+            self.window.show_source_status("source failed", "error")
+            self._on_run_state(None, STOPPED)
+        self.message(text, "error")
+
+    def _on_source_finished(self, reader: SourceReader, text: str, level: str) -> None:
+        if reader is not self.reader:
+            return
+        self.message(text, level)
+        self.window.show_source_status(text if level != "info" else f"{reader.source.name}: ended", level)
+        self._on_run_state(None, STOPPED)
+        self._check_run_complete()
+
+    def _on_frame_read(self, frame) -> None:
+        if frame.rgb is not None and frame.live:
+            self._live_frame = frame.rgb
+            self._live_dirty = True
