@@ -250,9 +250,12 @@ class LiveCaptureSource(FrameSource):
         except (cv2.error, OSError, RuntimeError) as e:
             return None, str(e) or type(e).__name__
         if cap is None or not cap.isOpened():
+            problem = getattr(cap, "problem", "")   # a GenICamCapture says why
             if cap is not None:
                 cap.release()
-            return None, "cannot open (not connected, wrong index/URL, or in use by another program)"
+            return None, problem or "cannot open (not connected, wrong index/URL, or in use by another program)"
+        for warning in getattr(cap, "warnings", ()):
+            self._status(f"{self.name}: {warning}", "warning")
         for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, self.width), (cv2.CAP_PROP_FRAME_HEIGHT, self.height),
                             (cv2.CAP_PROP_FPS, self.fps)):
             if value:
@@ -553,6 +556,11 @@ def probe_cameras(max_index: int = 5, capture_factory: CaptureFactory | None = N
 def open_source(spec: SourceSpec, capture_factory: CaptureFactory | None = None, **live_options) -> FrameSource:
     """The FrameSource for a spec (not yet opened). `live_options` go to LiveCaptureSource
     (stall_timeout, backoff_start, ...)."""
+    if spec.kind == "stream" and spec.target.lower().startswith("genicam://"):
+        from .genicam import GenICamCapture
+
+        return LiveCaptureSource(spec.target, name=spec.name or None, capture_factory=capture_factory or GenICamCapture,
+                                 **live_options)
     if spec.kind in ("camera", "stream"):
         return LiveCaptureSource(spec.target, width=spec.width, height=spec.height, fps=spec.fps,
                                  capture_factory=capture_factory, **live_options)

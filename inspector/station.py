@@ -48,6 +48,8 @@ def add_station_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, metavar="DIR", help="model folder (default: the recipe's, else the demo's)")
     p.add_argument("--source", default=None, metavar="SOURCE",
                    help="camera index, stream URL, video, folder or image (default: the recipe's, else the demo images)")
+    p.add_argument("--category", default=None,
+                   help="product category (default: the recipe's, else chosen by the classifier)")
     p.add_argument("--threshold", type=float, default=None,
                    help="fail threshold (default: the recipe's, else the model's); the review level follows it")
     p.add_argument("--trigger", choices=TRIGGER_MODES, default=None,
@@ -114,10 +116,12 @@ class FrameGrabber:
             return None if self.ended and self._latest is None else self._latest
 
     def close(self) -> None:
+        """Stop the reading thread, then release the source."""
         self._stop = True
-        self.source.close()
+        self.source.request_stop()
         if self._thread is not None:
-            self._thread.join(2.0)
+            self._thread.join(FRAME_TIMEOUT_S)
+        self.source.close()
 
 
 class _StatusPrinter:
@@ -316,7 +320,19 @@ def run_station(args: argparse.Namespace, out=None, err=None) -> int:
             close_outputs(outputs, 0.0, out, err)
         results_log.close()
         return 2
-    session = InspectionSession(model, inspection_recipe(recipe, args.threshold, model.settings.threshold),
+    judged = inspection_recipe(recipe, args.threshold, model.settings.threshold)
+    if args.category is not None:
+        try:
+            model.class_id(args.category)
+        except ValueError as e:
+            print(f"error: {e}", file=err)
+            grabber.close()
+            results_log.close()
+            if outputs is not None:
+                close_outputs(outputs, 0.0, out, err)
+            return 2
+        judged = replace(judged, category=args.category)
+    session = InspectionSession(model, judged,
                                 results_log=results_log, overlay_dir=args.save_overlays,
                                 on_problem=lambda text, severity: print(f"{severity}: {text}", file=err, flush=True))
     if outputs is not None:
