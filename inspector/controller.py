@@ -34,10 +34,11 @@ from .dialogs import SHORTCUTS_TEXT, BackgroundTask, about_text
 from .display import DisplayOptions
 from .frame_queue import FrameQueue
 from .line_panel import LinePanel
-from .main_window import MainWindow
+from .main_window import LIVE_TAB, RESULTS_TAB, MainWindow
 from .paths import DEMO_DATA_DIR, DEMO_MODEL_DIR, user_data_dir
 from .reader import STOPPED, SourceReader
 from .recipes import Recipe, RecipeStore
+from .session_state import SessionState, state_property
 from .setting_values import as_bool, finite_float, saved_setting
 from .sources import SourceError, SourceSpec, demo_spec, spec_for_path
 from .worker import EngineWorker
@@ -54,6 +55,10 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
     the timers and keeps settings; each concern lives in its own part (ModelControl, RunControl,
     ResultsControl, RecipeControl, DisplayPump)."""
 
+    recipe_name = state_property("recipe_name", "The recipe in force ('' = none).")
+    recipe_modified = state_property("recipe_modified", "A setting changed since the recipe was applied or saved.")
+    replaying = state_property("replaying", "The live view shows a part from the results.")
+
     request_load = Signal(str, object)
     request_configure = Signal(object)
     request_settings = Signal(object)
@@ -65,6 +70,8 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
                  data_dir: Path | None = None):
         super().__init__(window)
         self.window = window
+        self.state = SessionState(self)
+        window.bind_state(self.state)
         self.settings = settings
         self.capture_factory = capture_factory
         self.live_source_options: dict = {}
@@ -84,8 +91,6 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
         self.source_spec: SourceSpec | None = None
         self.reader: SourceReader | None = None
         self._old_readers: list[SourceReader] = []
-        self.recipe_name = ""
-        self.recipe_modified = False
         self._pending_recipe: Recipe | None = None
         self._start_after_load = False
         self.counts = self._zero_counts()
@@ -93,7 +98,6 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
         self.run_reported = False
         self.parts: OrderedDict[int, Inspection] = OrderedDict()
         self.current_key: int | None = None
-        self.replaying = False
         self.last_inspection: Inspection | None = None
         self.display_frames = 0
         self.stats = {"engine_fps": 0.0, "display_fps": 0.0, "latency_ms": 0.0, "age_ms": 0.0, "source_fps": 0.0}
@@ -185,8 +189,8 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
         w.act_run.triggered.connect(self.toggle_run)
         w.act_step.triggered.connect(self.step)
         w.act_stop.triggered.connect(self.stop)
-        w.act_watch.toggled.connect(lambda on: self.set_folder_options(c.recursive_check.isChecked(), on))
-        w.act_recursive.toggled.connect(lambda on: self.set_folder_options(on, c.watch_check.isChecked()))
+        w.act_watch.toggled.connect(lambda on: self.set_folder_options(self.state.folder_recursive, on))
+        w.act_recursive.toggled.connect(lambda on: self.set_folder_options(on, self.state.folder_watch))
         w.act_open_model.triggered.connect(self.choose_model_folder)
         w.act_open_checkpoint.triggered.connect(self.choose_checkpoint)
         w.act_demo_model.triggered.connect(lambda: self.open_model(str(DEMO_MODEL_DIR)))
@@ -196,8 +200,8 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
         w.act_contour.toggled.connect(lambda on: self.set_display(replace(self.display, contour=on)))
         w.act_reconstruction.toggled.connect(lambda on: self.set_display(replace(self.display, reconstruction=on)))
         w.act_full_heatmap.toggled.connect(lambda on: self.set_display(replace(self.display, full_heatmap=on)))
-        w.act_live_tab.triggered.connect(lambda: w.tabs.setCurrentIndex(0))
-        w.act_results_tab.triggered.connect(lambda: w.tabs.setCurrentIndex(1))
+        w.act_live_tab.triggered.connect(lambda: w.show_tab(LIVE_TAB))
+        w.act_results_tab.triggered.connect(lambda: w.show_tab(RESULTS_TAB))
         w.act_reset_counters.triggered.connect(self.reset_counters)
         w.act_roi.triggered.connect(lambda: self.start_roi_drawing(True))
         w.act_clear_roi.triggered.connect(lambda: self.set_roi(None))
@@ -212,7 +216,7 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
         w.filmstrip.part_selected.connect(self.replay)
         w.live_view.roi_selected.connect(lambda x0, y0, x1, y1: self.set_roi(Roi(x0, y0, x1, y1)))
         w.live_view.roi_selection_finished.connect(self._show_roi)
-        w.tabs.currentChanged.connect(lambda i: self.refresh_results() if i == 1 else None)
+        w.tab_shown.connect(lambda tab: self.refresh_results() if tab == RESULTS_TAB else None)
         rv = w.results_view
         rv.filter_changed.connect(lambda _: self.refresh_results())
         rv.refresh_requested.connect(self.refresh_results)
@@ -319,7 +323,7 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
         s.sync()
 
     def dismiss_hint(self) -> None:
-        self.window.hint.hide()
+        self.window.hide_hint()
         self.settings.setValue("app/first_run_done", True)
 
     # ----------------------------------------------------------------- misc

@@ -11,6 +11,7 @@ from dataclasses import replace
 from inspection import DEFAULT_VIEW_MAX_SIDE, fit_within
 
 from .display import DisplayOptions, render_part
+from .main_window import RESULTS_TAB
 from .reader import PLAYING
 
 RATE_WINDOW_S = 5.0
@@ -32,7 +33,7 @@ class DisplayPump:
             action.blockSignals(True)
             action.setChecked(value)
             action.blockSignals(False)
-        w.recon_view.setVisible(options.reconstruction)
+        w.show_reconstruction_panel(options.reconstruction)
         self.display_timer.setInterval(max(1, round(1000 / options.repaint_hz)))
         self._part_dirty = True
         if self.context.full_heatmap != options.full_heatmap:  # the reject archive draws overlays the same way
@@ -47,22 +48,22 @@ class DisplayPump:
         if self._live_dirty and self._live_frame is not None:
             self._live_dirty = False
             if live:
-                w.live_view.set_inset(fit_within(self._live_frame, LIVE_INSET_SIDE))
+                w.show_live_inset(fit_within(self._live_frame, LIVE_INSET_SIDE))
                 if self.current_key is None:
-                    w.live_view.set_image(fit_within(self._live_frame, DEFAULT_VIEW_MAX_SIDE))
+                    w.show_live_image(fit_within(self._live_frame, DEFAULT_VIEW_MAX_SIDE))
                 shown = True
-        elif not live and w.live_view.has_inset():
-            w.live_view.set_inset(None)
+        elif not live and w.has_live_inset():
+            w.show_live_inset(None)
         if self._part_dirty:
             self._part_dirty = False
             part = self.parts.get(self.current_key) if self.current_key is not None else None
             if part is not None:
                 image = render_part(part, self.display)
                 if image is not None:
-                    w.live_view.set_image(image)
+                    w.show_live_image(image)
                     shown = True
                 if self.display.reconstruction:
-                    w.recon_view.set_image(part.reconstruction)
+                    w.show_reconstruction(part.reconstruction)
         if shown:
             self.display_frames += 1
         now = time.monotonic()
@@ -86,11 +87,11 @@ class DisplayPump:
         w = self.window
         if self._inspected_times and now - self._inspected_times[-1] < 5.0:
             live = self.reader is not None and self.reader.live
-            w.engine_status.setText(f"engine {latency:.0f} ms/part · {engine_fps:.1f} parts/s"
+            w.show_engine_status(f"engine {latency:.0f} ms/part · {engine_fps:.1f} parts/s"
                                     + (f" · age {age:.0f} ms" if live else ""))
         else:
-            w.engine_status.setText("engine idle")
-        w.display_status.setText(f"display {display_fps:.0f} fps")
+            w.show_engine_status("engine idle")
+        w.show_display_rate(f"display {display_fps:.0f} fps")
         reader = self.reader
         if reader is None:
             return
@@ -110,5 +111,5 @@ class DisplayPump:
                 dropped = self.frames.dropped
                 w.show_source_status(f"{reader.source.name} · {source_fps:.0f} fps in"
                                      + (f" · {dropped} not inspected (engine busy)" if dropped else ""), "ok")
-        if self._new_rows and w.tabs.currentIndex() == 1:
+        if self._new_rows and w.current_tab() == RESULTS_TAB:
             self.refresh_results()

@@ -14,6 +14,7 @@ from inspection import Calibration, Roi
 from .controls import AUTO_CATEGORY, AUTO_MIN_SCORE
 from .dialogs import CalibrationDialog
 from .imageio import list_images
+from .main_window import LIVE_TAB
 from .paths import DEMO_MODEL_DIR
 from .setting_values import finite_float, saved_setting
 
@@ -115,7 +116,7 @@ class ModelControl:
         previous = self.model_path
         self._adopt_model_info(info)
         self.model_path = info["path"]
-        self.window.device_status.setText(f"device {info.get('device', '?')}")
+        self.window.show_device(info.get('device', '?'))
         self._show_model_info(info)
         recent = [self.model_path] + [p for p in self._recent_models() if p != self.model_path]
         self.settings.setValue("model/recent", recent[:RECENT_MODELS])
@@ -149,10 +150,7 @@ class ModelControl:
     def _show_model_info(self, info: dict) -> None:
         self.window.controls.show_model_info(model_summary(info), info.get("reverse_steps"), info.get("gate_fusion"),
                                              bool(info.get("gating", True)))
-        self.window.act_gate_fusion.blockSignals(True)
-        self.window.act_gate_fusion.setChecked(bool(info.get("gate_fusion")))
-        self.window.act_gate_fusion.setEnabled(bool(info.get("gating", True)))
-        self.window.act_gate_fusion.blockSignals(False)
+        self.window.show_gate_fusion(bool(info.get("gate_fusion")), bool(info.get("gating", True)))
 
     def _restore_thresholds(self, info: dict) -> None:
         s = self.settings
@@ -229,7 +227,7 @@ class ModelControl:
             self.message("Open a source first: the region of interest is drawn on the image", "warning")
             self._show_roi()
             return
-        self.window.tabs.setCurrentIndex(0)
+        self.window.show_tab(LIVE_TAB)
         view.start_roi_selection()
         self.window.show_status("Drag a rectangle on the inspected image to set the region of interest")
 

@@ -15,6 +15,7 @@ from inspection.results_log import ResultFilter, ResultsLogError, export_csv
 from .dialogs import BackgroundTask
 from .display import VERDICT_TEXT
 from .imageio import ImageReadError, read_image
+from .main_window import LIVE_TAB, RESULTS_TAB
 from .results_view import short_frame_id
 
 PART_MEMORY = 60
@@ -101,7 +102,7 @@ class ResultsControl:
         self.message(text, "ok" if not c["error"] else "warning")
         self.window.controls.show_progress(f"{reader.frames_read} / {reader.frames_read} done")
         self.run_finished.emit(text)
-        if self.window.tabs.currentIndex() == 1:
+        if self.window.current_tab() == RESULTS_TAB:
             self.refresh_results()
 
     def reset_counters(self) -> None:
@@ -120,10 +121,9 @@ class ResultsControl:
         self.replaying = True
         self.current_key = key
         self._part_dirty = True
-        self.window.live_view.set_badge(f"REPLAY · part {part.part_id if part.part_id is not None else '-'}")
-        self.window.back_to_live.show()
+        self.window.show_replay(f"REPLAY · part {part.part_id if part.part_id is not None else '-'}")
         self._show_banner(part, replay=True)
-        self.window.tabs.setCurrentIndex(0)
+        self.window.show_tab(LIVE_TAB)
 
     def replay_logged(self, part_id: int) -> None:
         """Replay a part from the results table: from memory if recent, else its archived overlay."""
@@ -156,8 +156,7 @@ class ResultsControl:
 
     def back_to_live(self) -> None:
         self.replaying = False
-        self.window.live_view.set_badge("")
-        self.window.back_to_live.hide()
+        self.window.show_replay("")
         if self.last_inspection is not None:
             self.current_key = next(reversed(self.parts), None)
             self._show_banner(self.last_inspection)

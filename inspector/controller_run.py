@@ -23,14 +23,13 @@ class RunControl:
     # ----------------------------------------------------------------- sources
     def choose_source(self, kind: str) -> None:
         w = self.window
-        c = w.controls
         start_dir = str(self.settings.value("source/dir", "") or "")
         spec = None
         if kind == "folder":
             folder = QFileDialog.getExistingDirectory(w, "Open a folder of images", start_dir)
             if folder:
-                spec = SourceSpec("folder", folder, recursive=c.recursive_check.isChecked(),
-                                  watch=c.watch_check.isChecked())
+                spec = SourceSpec("folder", folder, recursive=self.state.folder_recursive,
+                                  watch=self.state.folder_watch)
         elif kind == "image":
             path, _ = QFileDialog.getOpenFileName(w, "Open an image", start_dir,
                                                   f"Images ({' '.join('*' + e for e in IMAGE_EXTENSIONS)})")
@@ -59,18 +58,14 @@ class RunControl:
 
     def open_dropped(self, paths: list[str]) -> None:
         try:
-            spec = spec_for_drop(paths, recursive=self.window.controls.recursive_check.isChecked())
+            spec = spec_for_drop(paths, recursive=self.state.folder_recursive)
         except SourceError as e:
             self.message(f"Dropped: {e}", "error")
             return
         self.open_source(spec)
 
     def set_folder_options(self, recursive: bool, watch: bool) -> None:
-        self.window.controls.show_folder_options(recursive, watch)
-        for action, value in ((self.window.act_recursive, recursive), (self.window.act_watch, watch)):
-            action.blockSignals(True)
-            action.setChecked(value)
-            action.blockSignals(False)
+        self.state.update(folder_recursive=recursive, folder_watch=watch)
         self.settings.setValue("source/recursive", recursive)
         self.settings.setValue("source/watch", watch)
         spec = self.source_spec
@@ -84,7 +79,7 @@ class RunControl:
         self.source_spec = spec
         self.window.controls.show_source(short_source_text(spec.label()), spec.label())
         self.window.show_source_status(spec.label())
-        self.window.act_watch.setEnabled(spec.kind == "folder")
+        self.window.show_watch_available(spec.kind == "folder")
         if spec.kind == "folder":
             self.set_folder_options(spec.recursive, spec.watch)
         self._new_reader(spec, autostart)

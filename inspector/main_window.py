@@ -17,8 +17,10 @@ from .paths import APP_NAME
 from .results_view import ResultsView
 from .views import CountersPanel, Filmstrip, ImageView, TrendPlot, VerdictBanner
 
-__all__ = ["MainWindow", "LOG_COLORS"]
+__all__ = ["MainWindow", "LOG_COLORS", "LIVE_TAB", "RESULTS_TAB"]
 
+LIVE_TAB, RESULTS_TAB = "live", "results"
+TABS = (LIVE_TAB, RESULTS_TAB)   # in the order of the main tabs
 LOG_COLORS = {"info": "#c9d1d9", "warning": "#f2a900", "error": "#ff6b60", "ok": "#3fb950"}
 
 
@@ -29,6 +31,7 @@ class MainWindow(QMainWindow):
     training_wizard_requested = Signal()
     style_requested = Signal(str)  # a name from appearance.STYLES, chosen in View ▸ Style
     closing = Signal()
+    tab_shown = Signal(str)  # LIVE_TAB or RESULTS_TAB, when the operator switches tabs
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -117,6 +120,7 @@ class MainWindow(QMainWindow):
         self.tabs.setObjectName("MainTabs")
         self.tabs.addTab(live, "Live")
         self.tabs.addTab(self.results_view, "Results")
+        self.tabs.currentChanged.connect(lambda i: self.tab_shown.emit(TABS[i]))
         self.setCentralWidget(self.tabs)
 
     def _build_docks(self) -> None:
@@ -309,6 +313,73 @@ class MainWindow(QMainWindow):
     def show_hint(self, html: str) -> None:
         self.hint_label.setText(html)
         self.hint.show()
+
+    def hide_hint(self) -> None:
+        self.hint.hide()
+
+    # ----------------------------------------------------------------- intents (the controller asks, the window shows)
+    def show_tab(self, name: str) -> None:
+        """Bring tab `name` (LIVE_TAB or RESULTS_TAB) to the front."""
+        self.tabs.setCurrentIndex(TABS.index(name))
+
+    def current_tab(self) -> str:
+        return TABS[self.tabs.currentIndex()]
+
+    def show_engine_status(self, text: str) -> None:
+        self.engine_status.setText(text)
+
+    def show_display_rate(self, text: str) -> None:
+        self.display_status.setText(text)
+
+    def show_device(self, device: str) -> None:
+        self.device_status.setText(f"device {device}")
+
+    def show_gate_fusion(self, on: bool, available: bool) -> None:
+        """Tick View ▸ Gate fusion without emitting its toggle."""
+        self.act_gate_fusion.blockSignals(True)
+        self.act_gate_fusion.setChecked(on)
+        self.act_gate_fusion.setEnabled(available)
+        self.act_gate_fusion.blockSignals(False)
+
+    def show_watch_available(self, available: bool) -> None:
+        self.act_watch.setEnabled(available)
+
+    def show_replay(self, badge: str) -> None:
+        """Mark the live view as a replay of a logged part ('' = back to the live frames)."""
+        self.live_view.set_badge(badge)
+        self.back_to_live.setVisible(bool(badge))
+
+    def show_live_image(self, image) -> None:
+        self.live_view.set_image(image)
+
+    def show_live_inset(self, image) -> None:
+        """The newest camera frame in the corner while a part is shown (None: no inset)."""
+        self.live_view.set_inset(image)
+
+    def has_live_inset(self) -> bool:
+        return self.live_view.has_inset()
+
+    def show_reconstruction(self, image) -> None:
+        self.recon_view.set_image(image)
+
+    def show_reconstruction_panel(self, visible: bool) -> None:
+        self.recon_view.setVisible(visible)
+
+    def bind_state(self, state) -> None:
+        """Follow the session state (inspector.session_state.SessionState): folder options."""
+        def follow(name: str) -> None:
+            if name in ("folder_recursive", "folder_watch"):
+                self._show_folder_options(state.folder_recursive, state.folder_watch)
+
+        state.changed.connect(follow)
+        self._show_folder_options(state.folder_recursive, state.folder_watch)
+
+    def _show_folder_options(self, recursive: bool, watch: bool) -> None:
+        self.controls.show_folder_options(recursive, watch)
+        for action, value in ((self.act_recursive, recursive), (self.act_watch, watch)):
+            action.blockSignals(True)
+            action.setChecked(value)
+            action.blockSignals(False)
 
     def sizeHint(self) -> QSize:
         return QSize(1500, 940)
