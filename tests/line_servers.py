@@ -190,3 +190,22 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.05) -> 
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+async def vision_system(client):
+    """The PLC side of the OPC UA output: (value(folder, name), call(folder, method, *args)) for an
+    asyncua client connected to a station; folder is 'system', 'recipes' or 'results'."""
+    from lineio.opcua import NAMESPACE
+
+    ns = await client.get_namespace_index(NAMESPACE)
+    system = await client.nodes.objects.get_child(f"{ns}:VisionSystem")
+    folders = {"system": system, "recipes": await system.get_child(f"{ns}:RecipeManagement"),
+               "results": await system.get_child(f"{ns}:ResultManagement")}
+
+    async def value(folder: str, name: str):
+        return await (await folders[folder].get_child(f"{ns}:{name}")).read_value()
+
+    async def call(folder: str, method: str, *args):
+        return await folders[folder].call_method(f"{ns}:{method}", *args)
+
+    return value, call

@@ -13,7 +13,7 @@ import pytest
 
 from lineio import LineOutputs
 from lineio.modbus import Coil, PART_ID_REGISTERS, Reg, decode_text, encode_text
-from tests.line_servers import Mosquitto, Postgres, free_port, wait_until
+from tests.line_servers import Mosquitto, Postgres, free_port, vision_system, wait_until
 from tests.test_line_outputs import record
 
 
@@ -172,8 +172,6 @@ def test_modbus_plc_handshake_with_pymodbus(tmp_path):
 def test_opcua_client_reads_state_and_result_selects_a_recipe_and_triggers(tmp_path):
     from asyncua import Client
 
-    from lineio.opcua import NAMESPACE
-
     port = free_port()
     outputs = LineOutputs([f"opcua://127.0.0.1:{port}"], tmp_path / "o.sqlite", station="st1")
     station = Station(outputs).start()
@@ -182,26 +180,19 @@ def test_opcua_client_reads_state_and_result_selects_a_recipe_and_triggers(tmp_p
 
     async def plc() -> dict:
         async with Client(f"opc.tcp://127.0.0.1:{port}/deco-inspector/") as client:
-            ns = await client.get_namespace_index(NAMESPACE)
-            system = await client.nodes.objects.get_child(f"{ns}:VisionSystem")
-            recipes = await system.get_child(f"{ns}:RecipeManagement")
-            results = await system.get_child(f"{ns}:ResultManagement")
-
-            async def value(parent, name):
-                return await (await parent.get_child(f"{ns}:{name}")).read_value()
-
-            seen = {"state_before": await value(system, "State")}
-            seen["refused"] = await recipes.call_method(f"{ns}:SelectRecipe", "bolts")
-            seen["selected"] = await recipes.call_method(f"{ns}:SelectRecipe", "coins")
-            seen["active"] = await value(recipes, "ActiveRecipe")
-            seen["accepted"] = await system.call_method(f"{ns}:StartSingleJob", "B-7")
+            value, call = await vision_system(client)
+            seen = {"state_before": await value("system", "State")}
+            seen["refused"] = await call("recipes", "SelectRecipe", "bolts")
+            seen["selected"] = await call("recipes", "SelectRecipe", "coins")
+            seen["active"] = await value("recipes", "ActiveRecipe")
+            seen["accepted"] = await call("system", "StartSingleJob", "B-7")
             for _ in range(200):
-                if await value(results, "ResultCounter") == 1:
+                if await value("results", "ResultCounter") == 1:
                     break
                 await asyncio.sleep(0.05)
             for name in ("ResultCounter", "PartId", "Verdict", "VerdictCode", "Score", "LastResult"):
-                seen[name] = await value(results, name)
-            seen["state_after"] = await value(system, "State")
+                seen[name] = await value("results", name)
+            seen["state_after"] = await value("system", "State")
             return seen
 
     try:

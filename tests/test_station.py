@@ -21,7 +21,7 @@ import pytest
 from inspector.paths import DEMO_DATA_DIR, DEMO_MODEL_DIR
 from inspector.recipes import Recipe, RecipeStore
 from lineio.modbus import Coil, PART_ID_REGISTERS, Reg, decode_text, encode_text
-from tests.line_servers import free_port, wait_until
+from tests.line_servers import free_port, vision_system, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 STARTUP_S = 120.0   # model load and the OPC UA address space on a busy 2-core machine
@@ -40,8 +40,6 @@ def _start_station(tmp_path: Path, argv: list[str]) -> tuple[subprocess.Popen, P
 def test_plc_triggers_the_station_over_modbus_and_opcua_selects_a_recipe(tmp_path):
     from asyncua import Client
     from pymodbus.client import ModbusTcpClient
-
-    from lineio.opcua import NAMESPACE
 
     store = RecipeStore(tmp_path / "home" / "recipes")
     source = {"kind": "folder", "target": str(DEMO_DATA_DIR / "coin" / "test" / "good")}
@@ -81,24 +79,17 @@ def test_plc_triggers_the_station_over_modbus_and_opcua_selects_a_recipe(tmp_pat
 
         async def opcua() -> dict:
             async with Client(f"opc.tcp://127.0.0.1:{opcua_port}/deco-inspector/") as client:
-                ns = await client.get_namespace_index(NAMESPACE)
-                system = await client.nodes.objects.get_child(f"{ns}:VisionSystem")
-                recipes = await system.get_child(f"{ns}:RecipeManagement")
-                results = await system.get_child(f"{ns}:ResultManagement")
-
-                async def value(parent, name):
-                    return await (await parent.get_child(f"{ns}:{name}")).read_value()
-
-                seen = {"state": await value(system, "State"), "station": await value(system, "Station"),
-                        "last": json.loads(await value(results, "LastResult"))}
-                seen["missing"] = await recipes.call_method(f"{ns}:SelectRecipe", "bolts")
-                seen["select"] = await recipes.call_method(f"{ns}:SelectRecipe", "coins-strict")
-                seen["accepted"] = await system.call_method(f"{ns}:StartSingleJob", "UA-1")
+                value, call = await vision_system(client)
+                seen = {"state": await value("system", "State"), "station": await value("system", "Station"),
+                        "last": json.loads(await value("results", "LastResult"))}
+                seen["missing"] = await call("recipes", "SelectRecipe", "bolts")
+                seen["select"] = await call("recipes", "SelectRecipe", "coins-strict")
+                seen["accepted"] = await call("system", "StartSingleJob", "UA-1")
                 for _ in range(600):
-                    if await value(results, "PartId") == "UA-1":
+                    if await value("results", "PartId") == "UA-1":
                         break
                     await asyncio.sleep(0.05)
-                seen["after"] = json.loads(await value(results, "LastResult"))
+                seen["after"] = json.loads(await value("results", "LastResult"))
                 return seen
 
         seen = asyncio.run(opcua())
