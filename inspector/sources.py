@@ -3,15 +3,15 @@
 Qt-free. A `FrameSource` is opened, then `read()` is called from one reader thread until it
 returns None (the source has ended; `end_message` says why). Live sources (cameras, streams)
 reconnect by themselves with backoff and report what they are doing through `on_status`;
-unreadable images come back as frames with `error` set, so a run goes on past them.
+unreadable images come back as frames with `error` set, so a run goes on past them. What to open
+(`SourceSpec`) is described in inspector/source_spec.py.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,8 +20,8 @@ import numpy as np
 
 from inspection import Frame
 
-from .imageio import (IMAGE_EXTENSIONS, ImageReadError, is_video, list_images, natural_path_key, printable,
-                      read_image)
+from .imageio import IMAGE_EXTENSIONS, ImageReadError, list_images, printable, read_image
+from .source_spec import SourceError, SourceSpec, demo_spec, hide_password, spec_for_drop, spec_for_path
 
 __all__ = [
     "Frame",
@@ -43,129 +43,6 @@ __all__ = [
 
 StatusCallback = Callable[[str, str], None]
 CaptureFactory = Callable[..., object]
-
-URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-
-
-class SourceError(Exception):
-    """A source that cannot be opened; the message names it and says why."""
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """What to open, in a form that can be saved in settings and recipes.
-
-    kind: 'camera' (target = index), 'stream' (URL), 'video', 'folder', 'image' (one file)
-    or 'files' (several dropped files, in `paths`)."""
-
-    kind: str
-    target: str = ""
-    recursive: bool = True
-    watch: bool = False
-    width: int = 0
-    height: int = 0
-    fps: float = 0.0
-    paths: tuple[str, ...] = field(default_factory=tuple)
-    name: str = ""
-
-    KINDS = ("camera", "stream", "video", "folder", "image", "files")
-
-    def __post_init__(self) -> None:
-        if self.kind not in self.KINDS:
-            raise ValueError(f"unknown source kind {self.kind!r}; expected one of {', '.join(self.KINDS)}")
-        object.__setattr__(self, "paths", tuple(str(p) for p in self.paths))
-
-    @property
-    def live(self) -> bool:
-        return self.kind in ("camera", "stream")
-
-    def label(self) -> str:
-        """Short name for the operator and the results log."""
-        if self.name:
-            return self.name
-        if self.kind == "camera":
-            return f"camera {self.target}"
-        if self.kind == "stream":
-            return f"stream {_hide_password(self.target)}"
-        if self.kind == "files":
-            return f"{len(self.paths)} dropped files"
-        if self.kind == "folder" and self.watch:
-            return f"watch {self.target}"
-        return f"{self.kind} {self.target}"
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["paths"] = list(self.paths)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SourceSpec":
-        if not isinstance(d, dict) or "kind" not in d:
-            raise ValueError(f"not a source description: {d!r}")
-        known = {k: d[k] for k in ("kind", "target", "recursive", "watch", "width", "height", "fps", "paths", "name")
-                 if k in d}
-        known["paths"] = tuple(known.get("paths") or ())
-        return cls(**known)
-
-
-def _hide_password(url: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
-
-
-def spec_for_path(text: str, recursive: bool = True, watch: bool = False) -> SourceSpec:
-    """A camera index, stream URL, folder, video or image path -> SourceSpec.
-    Raises SourceError for paths that are none of these."""
-    text = str(text).strip()
-    if text.isascii() and text.isdigit():   # not '²' or '١': str.isdigit() takes those, int() does not
-        return SourceSpec("camera", text)
-    if URL_PATTERN.match(text):
-        return SourceSpec("stream", text)
-    path = Path(text)
-    if path.is_dir():
-        return SourceSpec("folder", str(path), recursive=recursive, watch=watch)
-    if not path.exists():
-        raise SourceError(f"{text}: no such file or folder")
-    if is_video(path):
-        return SourceSpec("video", str(path))
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
-        return SourceSpec("image", str(path))
-    raise SourceError(f"{text}: not an image, video or folder (images: {', '.join(IMAGE_EXTENSIONS)})")
-
-
-def spec_for_drop(paths: list[str], recursive: bool = True) -> SourceSpec:
-    """Files and folders dropped on the window -> one SourceSpec (several images: 'files')."""
-    paths = [str(p) for p in paths if str(p).strip()]
-    if not paths:
-        raise SourceError("nothing was dropped")
-    if len(paths) == 1:
-        return spec_for_path(paths[0], recursive=recursive)
-    images: list[str] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            images.extend(str(f) for f in list_images(p, recursive=recursive))
-        elif p.suffix.lower() in IMAGE_EXTENSIONS:
-            images.append(str(p))
-    if not images:
-        raise SourceError(f"none of the {len(paths)} dropped items is an image or a folder of images")
-    return SourceSpec("files", paths=tuple(images))
-
-
-def demo_spec(data_dir) -> SourceSpec | None:
-    """The test images of an MVTec-layout folder (<category>/test/<kind>/...), interleaved across
-    categories and kinds so that a demo run shows a mix of products and defects; None if there are none."""
-    data_dir = Path(data_dir)
-    kinds = sorted(data_dir.glob("*/test/*"), key=lambda k: natural_path_key(k.relative_to(data_dir)))
-    groups = [list_images(kind, recursive=True) for kind in kinds if kind.is_dir()]
-    groups = [g for g in groups if g]
-    ordered: list[str] = []
-    while any(groups):
-        for group in groups:
-            if group:
-                ordered.append(str(group.pop(0)))
-    if not ordered:
-        return None
-    return SourceSpec("files", str(data_dir), paths=tuple(ordered), name=f"demo images ({len(ordered)})")
-
 
 def bgr_to_rgb(image: np.ndarray) -> np.ndarray:
     """An OpenCV frame (gray, BGR or BGRA) -> HxWx3 RGB uint8."""
@@ -231,7 +108,7 @@ class LiveCaptureSource(FrameSource):
                  backoff_start: float = 0.5, backoff_max: float = 8.0):
         is_camera = isinstance(target, int) or str(target).isdigit()
         self.target = int(target) if is_camera else str(target)
-        super().__init__(name or (f"camera {self.target}" if is_camera else f"stream {_hide_password(str(target))}"))
+        super().__init__(name or (f"camera {self.target}" if is_camera else f"stream {hide_password(str(target))}"))
         self.width, self.height, self.fps = int(width), int(height), float(fps)
         self.capture_factory = capture_factory or cv2.VideoCapture
         self.failures_before_reconnect = max(1, failures_before_reconnect)
