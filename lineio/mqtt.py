@@ -3,6 +3,7 @@ station state retained on `<topic>/state` (with a last will: 'offline' when the 
 disappears without saying goodbye).
 
     mqtt://[user:password@]host[:1883]/line3/station1?client_id=NAME&keepalive=30
+    mqtts://host[:8883]/line3/station1[?ca=/path/ca.pem]     TLS (the system's CAs unless ca= names a file)
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import zlib
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
@@ -19,6 +21,7 @@ from .sinks import Sink, SinkError, parse_sink_url
 __all__ = ["MqttSink", "DEFAULT_PORT", "PUBACK_TIMEOUT_S"]
 
 DEFAULT_PORT = 1883
+DEFAULT_TLS_PORT = 8883
 PUBACK_TIMEOUT_S = 5.0     # a message counts as delivered when the broker has acknowledged it (PUBACK)
 KEEPALIVE_S = 30
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 15
@@ -30,8 +33,12 @@ class MqttSink(Sink):
 
     def __init__(self, url: str):
         super().__init__(url)
-        _, parts, query = parse_sink_url(url)
-        self.host, self.port = parts.hostname, parts.port or DEFAULT_PORT
+        scheme, parts, query = parse_sink_url(url)
+        self.tls = scheme == "mqtts"
+        self.ca_file = query.get("ca") or None
+        if self.ca_file and not Path(self.ca_file).is_file():
+            raise ValueError(f"{self.name}: the CA file {self.ca_file} does not exist")
+        self.host, self.port = parts.hostname, parts.port or (DEFAULT_TLS_PORT if self.tls else DEFAULT_PORT)
         self.topic = parts.path.strip("/")
         self.username, self.password = parts.username, parts.password
         self.client_id = query.get("client_id", "")
@@ -63,6 +70,8 @@ class MqttSink(Sink):
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         if self.username:
             client.username_pw_set(self.username, self.password)
+        if self.tls:
+            client.tls_set(ca_certs=self.ca_file)
         client.will_set(self.state_topic, self._state_payload("offline", "connection lost"), qos=1, retain=True)
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         client.on_connect = self._on_connect

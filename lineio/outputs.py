@@ -17,6 +17,7 @@ __all__ = ["LineOutputs", "make_sink", "SINK_CLASSES"]
 # scheme -> (module, class, the pip package it needs)
 SINK_CLASSES = {
     "mqtt": ("lineio.mqtt", "MqttSink", "paho-mqtt"),
+    "mqtts": ("lineio.mqtt", "MqttSink", "paho-mqtt"),
     "http": ("lineio.webhook", "WebhookSink", ""),
     "https": ("lineio.webhook", "WebhookSink", ""),
     "postgresql": ("lineio.postgres", "PostgresSink", "psycopg[binary]"),

@@ -2,7 +2,7 @@
 its `SinkWorker` thread takes messages from the outbox, retries with backoff and keeps the status.
 
 Sink URLs:
-    mqtt://host:1883/topic            MQTT broker, one JSON message per part, QoS 1
+    mqtt://host:1883/topic            MQTT broker, one JSON message per part, QoS 1 (mqtts://host:8883 with TLS)
     http://host/path, https://...     webhook: POST JSON
     postgresql://user@host/db         central results table (?table=NAME)
     modbus://0.0.0.0:1502?unit=1      Modbus TCP server for the PLC (coils and registers)
@@ -23,7 +23,7 @@ from .outbox import Outbox, OutboxError
 __all__ = ["Sink", "SinkError", "RejectedMessage", "SinkStatus", "SinkWorker", "parse_sink_url", "safe_url",
            "SCHEMES", "STATION_STATES"]
 
-SCHEMES = ("mqtt", "http", "https", "postgresql", "postgres", "modbus", "opcua")
+SCHEMES = ("mqtt", "mqtts", "http", "https", "postgresql", "postgres", "modbus", "opcua")
 STATION_STATES = ("ready", "busy", "error", "offline")
 RETRY_FIRST_S = 0.5      # first wait after a failed delivery; doubles up to RETRY_MAX_S
 RETRY_MAX_S = 30.0

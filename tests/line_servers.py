@@ -57,14 +57,15 @@ def missing(what: str, install: str):
 class Mosquitto:
     """A Mosquitto broker on 127.0.0.1:port, no persistence; `stop`/`start` for fault tests."""
 
-    def __init__(self, folder: Path, port: int | None = None):
+    def __init__(self, folder: Path, port: int | None = None, tls: dict[str, Path] | None = None):
         self.binary = shutil.which("mosquitto") or next(iter(glob.glob("/usr/sbin/mosquitto")), None)
         if self.binary is None:
             missing("mosquitto", "apt-get install mosquitto")
         self.folder = Path(folder)
         self.port = port or free_port()
         self.config = self.folder / "mosquitto.conf"
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        tls_lines = "" if tls is None else f"cafile {tls['ca']}\ncertfile {tls['cert']}\nkeyfile {tls['key']}\n"
+        self.config.write_text(f"listener {self.port} 127.0.0.1\n{tls_lines}allow_anonymous true\npersistence false\n")
         self.process: subprocess.Popen | None = None
 
     @property
@@ -86,6 +87,30 @@ class Mosquitto:
             self.process = None
 
     stop = kill
+
+
+def make_tls_files() -> dict[str, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1 signed by it (openssl): {'ca', 'cert', 'key',
+    'folder'}, in a readable temp folder (not under pytest's 0700 ones: as root, mosquitto reads them as
+    its own user). The caller removes 'folder'."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        missing("openssl", "apt-get install openssl")
+    folder = Path(tempfile.mkdtemp(prefix="deco-tls-"))
+    folder.chmod(0o755)
+    files = {"ca": folder / "ca.pem", "ca_key": folder / "ca.key", "cert": folder / "server.pem",
+             "key": folder / "server.key", "csr": folder / "server.csr", "ext": folder / "san.ext"}
+    files["ext"].write_text("subjectAltName=IP:127.0.0.1\n")
+    for argv in (
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", files["ca_key"], "-out", files["ca"],
+             "-days", "2", "-subj", "/CN=deco-test-ca"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", files["key"], "-out", files["csr"], "-subj", "/CN=127.0.0.1"],
+            ["x509", "-req", "-in", files["csr"], "-CA", files["ca"], "-CAkey", files["ca_key"], "-CAcreateserial",
+             "-out", files["cert"], "-days", "2", "-extfile", files["ext"]]):
+        subprocess.run([openssl, *map(str, argv)], check=True, capture_output=True, timeout=60)
+    for path in files.values():
+        path.chmod(0o644)
+    return {**files, "folder": folder}
 
 
 class Postgres:

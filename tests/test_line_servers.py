@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import shutil
 import sqlite3
 import threading
+import time
 
 import pytest
 
 from lineio import LineOutputs
 from lineio.modbus import Coil, PART_ID_REGISTERS, Reg, decode_text, encode_text
-from tests.line_servers import Mosquitto, Postgres, free_port, vision_system, wait_until
+from tests.line_servers import Mosquitto, Postgres, free_port, make_tls_files, vision_system, wait_until
 from tests.test_line_outputs import record
 
 
@@ -68,6 +70,28 @@ def test_mqtt_one_message_per_part_and_retained_station_state(tmp_path):
     finally:
         outputs.close()
         broker.kill()
+
+
+def test_mqtt_over_tls_checks_the_broker_certificate(tmp_path):
+    tls = make_tls_files()
+    broker = Mosquitto(tmp_path, tls=tls).start()
+    trusted = LineOutputs([f"mqtts://127.0.0.1:{broker.port}/line/tls?ca={tls['ca']}"], tmp_path / "a.sqlite",
+                          station="st1")
+    untrusted = LineOutputs([f"mqtts://127.0.0.1:{broker.port}/line/tls"], tmp_path / "b.sqlite", station="st1")
+    try:
+        trusted.start()
+        untrusted.start()
+        trusted.publish(record(1))
+        untrusted.publish(record(1))
+        assert trusted.drain(20) and trusted.status()[0].connected
+        time.sleep(1.0)
+        status = untrusted.status()[0]   # the system's CAs do not know this broker: nothing goes out
+        assert not status.connected and status.queued == 1
+    finally:
+        trusted.close()
+        untrusted.close()
+        broker.kill()
+        shutil.rmtree(tls["folder"], ignore_errors=True)
 
 
 def test_postgres_rows_keyed_by_message_id_never_double(tmp_path):
@@ -166,6 +190,32 @@ def test_modbus_plc_handshake_with_pymodbus(tmp_path):
     finally:
         plc.close()
         station.stop()
+        outputs.close()
+
+
+def test_modbus_server_answers_bad_requests_with_modbus_exceptions(tmp_path):
+    from pymodbus.client import ModbusTcpClient
+
+    port = free_port()
+    outputs = LineOutputs([f"modbus://127.0.0.1:{port}?unit=3&coils=100&registers=200"], tmp_path / "o.sqlite",
+                          station="st1")
+    outputs.start()
+    outputs.set_state("ready")
+    plc = ModbusTcpClient("127.0.0.1", port=port, retries=0)
+    try:
+        wait_until(lambda: plc.connect(), 10, "the station's Modbus server")
+        assert plc.read_coils(100 + Coil.READY, count=1, device_id=3).bits[0]           # moved blocks
+        assert plc.read_discrete_inputs(100, count=10, device_id=3).bits[Coil.READY]    # coils as inputs
+        assert plc.read_input_registers(200 + Reg.STATE, count=1, device_id=3).registers == [1]
+        assert plc.read_coils(0, count=1, device_id=3).isError()                        # outside the block
+        assert plc.read_holding_registers(200 + Reg.PART_ID_IN, count=30, device_id=3).isError()
+        assert plc.write_register(200 + Reg.VERDICT, 1, device_id=3).isError()         # station output
+        assert plc.read_coils(100, count=1, device_id=4).isError()                      # another unit
+        assert not plc.write_registers(200 + Reg.PART_ID_IN, encode_text("X-1"), device_id=3).isError()
+        assert decode_text(plc.read_holding_registers(200 + Reg.PART_ID_IN, count=PART_ID_REGISTERS,
+                                                      device_id=3).registers) == "X-1"
+    finally:
+        plc.close()
         outputs.close()
 
 
