@@ -20,7 +20,9 @@ import torch
 import torch.distributed as dist
 
 from engine.checkpoint import atomic_torch_save, safe_torch_load
+from engine.defaults import DEFAULT_THRESHOLD
 
+from .events import ERROR as ERROR_EVENT
 from .events import EVENTS
 
 __all__ = [
@@ -35,6 +37,11 @@ __all__ = [
     "str2bool",
     "next_experiment_dir",
     "seed_for",
+    "run_entry",
+    "run_reporting_errors",
+    "add_run_arguments",
+    "add_detector_training_arguments",
+    "add_selection_arguments",
 ]
 
 
@@ -62,6 +69,80 @@ def run_reporting_errors(prog: str, events: "EventLog", body) -> int:
     except Exception as e:
         events.emit("error", message=f"{type(e).__name__}: {e}")
         raise
+
+
+def run_entry(prog: str, argv: list[str] | None, build_parser, body, distributed: bool = True,
+              user_errors_exit: bool = True) -> int:
+    """The one `main()` of the training commands: parse `argv` with `build_parser()`, set up the
+    process group on `args.device` (torchrun; `distributed` False: none, ctx None), open the event
+    log (`args.events`, rank 0 only), run `body(args, ctx, events)` and close both whatever happens.
+    user_errors_exit: a `user_errors()` fault ends the command with `prog: error:` lines and exit
+    code 2 (`run_reporting_errors`); False: every fault is one `error` event and is re-raised
+    (the traceback goes to stderr)."""
+    args = build_parser().parse_args(argv)
+    ctx = setup_distributed(args.device) if distributed else None
+    events = EventLog(args.events, enabled=ctx is None or ctx.is_main)
+    try:
+        if user_errors_exit:
+            return run_reporting_errors(prog, events, lambda: body(args, ctx, events))
+        try:
+            return body(args, ctx, events)
+        except Exception as e:  # reported as one event; the traceback goes to stderr
+            events.emit(ERROR_EVENT, message=f"{type(e).__name__}: {e}")
+            raise
+    finally:
+        events.close()
+        if distributed:
+            cleanup_distributed()
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """--device and --events, which every training command takes."""
+    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
+    p.add_argument("--events", type=Path, default=None, help="append JSON-line events here (for the wizard)")
+
+
+def add_detector_training_arguments(p: argparse.ArgumentParser, sizes, default_size: str, global_batch_size: int,
+                                    accumulation_steps: int, results_name: str) -> None:
+    """The arguments both detector trainers (train_deco_diff, train_diad) take: data, preprocessing,
+    schedule, VAE, outputs, checkpoints, run and held-out selection (`add_selection_arguments`)."""
+    p.add_argument("--dataset", choices=["mvtec", "visa", "folder"], default="mvtec")
+    p.add_argument("--data-dir", type=Path, default=Path("./mvtec-dataset/"),
+                   help="dataset root (for --dataset folder: the folder of good images)")
+    p.add_argument("--test-dir", type=Path, default=None, help="--dataset folder: optional test folder")
+    p.add_argument("--object-category", default="all", help="a category name, a comma list, or all")
+    p.add_argument("--model-size", choices=sizes, default=default_size)
+    p.add_argument("--image-size", type=int, default=288)
+    p.add_argument("--center-size", type=int, default=256)
+    p.add_argument("--resize-filter", choices=["bicubic", "bilinear"], default="bicubic",
+                   help="resize filter, stored in the model so inference uses the same one")
+    p.add_argument("--epochs", type=int, default=800)
+    p.add_argument("--warmup-epochs", type=int, default=10)
+    p.add_argument("--global-batch-size", type=int, default=global_batch_size)
+    p.add_argument("--accumulation-steps", type=int, default=accumulation_steps)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--augmentation", type=str2bool, default=True)
+    p.add_argument("--global-seed", type=int, default=1000)
+    p.add_argument("--vae", default=None, help="VAE folder (our compact VAE or a diffusers SD VAE) or a cached HF id")
+    p.add_argument("--vae-type", choices=["ema", "mse"], default="ema",
+                   help="Stable-Diffusion VAE from the local Hugging Face cache when --vae is not given")
+    p.add_argument("--classifier", type=Path, default=None, help="classifier folder to bundle into the exported model")
+    p.add_argument("--cache-latents", type=str2bool, default=True,
+                   help="encode each image once per augmentation variant (exact for the reference augmentation)")
+    p.add_argument("--latent-crop", type=int, default=0,
+                   help="train on random NxN crops of the model input (0: whole); the network is convolutional, "
+                        "so CPU training can use e.g. 16 (4x fewer pixels, 16x cheaper attention)")
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help=f"default: results/{results_name}_{{dataset}}_{{category}}_{{size}}_{{center}}")
+    p.add_argument("--experiment-dir", type=Path, default=None, help="exact output folder (no numbering)")
+    p.add_argument("--resume", default="", help="a checkpoint to continue from, or 'auto' (last.pt of the experiment dir)")
+    p.add_argument("--ckpt-every", type=int, default=10, help="epochs between checkpoints")
+    p.add_argument("--log-every", type=int, default=20, help="steps between step events")
+    p.add_argument("--num-workers", type=int, default=0)
+    add_run_arguments(p)
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="threshold stored in the exported model")
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: no limit)")
+    add_selection_arguments(p)
 
 
 def str2bool(text: str) -> bool:

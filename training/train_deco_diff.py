@@ -35,10 +35,9 @@ from engine.unet import UNET_SIZES, create_unet
 from engine.vae import LATENT_SCALE, VAE, load_vae
 from engine.version import __version__
 
-from .common import (EpochMonitor, EventLog, add_selection_arguments, cleanup_distributed, hold_out, make_lr_scheduler,
-                     next_experiment_dir, restore_training_state, resume_checkpoint_path, run_epochs,
-                     save_training_checkpoint, seed_for, setup_distributed, shared_experiment_dir, str2bool, wrap_ddp,
-                     write_args)
+from .common import (EpochMonitor, EventLog, add_detector_training_arguments, hold_out, make_lr_scheduler,
+                     next_experiment_dir, restore_training_state, resume_checkpoint_path, run_entry, run_epochs,
+                     save_training_checkpoint, seed_for, shared_experiment_dir, str2bool, wrap_ddp, write_args)
 from .datasets import AnomalyDataset, build_dataset
 
 __all__ = ["build_arg_parser", "main", "LatentCache", "encode_latent_cache", "HeldOutValidation"]
@@ -52,53 +51,17 @@ SCHEDULE_STRETCH = 1.5
 def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train_deco_diff", description="Train a gated DeCo-Diff model on good images.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", choices=["mvtec", "visa", "folder"], default="mvtec")
-    p.add_argument("--data-dir", type=Path, default=Path("./mvtec-dataset/"),
-                   help="dataset root (for --dataset folder: the folder of good images)")
-    p.add_argument("--test-dir", type=Path, default=None, help="--dataset folder: optional test folder")
-    p.add_argument("--object-category", default="all", help="a category name, a comma list, or all")
-    p.add_argument("--model-size", choices=UNET_SIZES, default="UNet_L")
-    p.add_argument("--image-size", type=int, default=288)
-    p.add_argument("--center-size", type=int, default=256)
-    p.add_argument("--resize-filter", choices=["bicubic", "bilinear"], default="bicubic",
-                   help="resize filter, stored in the model so inference uses the same one")
-    p.add_argument("--epochs", type=int, default=800)
-    p.add_argument("--warmup-epochs", type=int, default=10)
-    p.add_argument("--global-batch-size", type=int, default=128)
-    p.add_argument("--accumulation-steps", type=int, default=2)
-    p.add_argument("--lr", type=float, default=1e-4)
+    add_detector_training_arguments(p, UNET_SIZES, "UNet_L", global_batch_size=128, accumulation_steps=2,
+                                    results_name="DeCo-Diff")
     p.add_argument("--mask-ratio", type=float, default=0.7)
     p.add_argument("--patch-shuffle-ratio", type=float, default=0.3)
     p.add_argument("--mask-random-ratio", type=str2bool, default=True)
-    p.add_argument("--augmentation", type=str2bool, default=True)
     p.add_argument("--use-gating", type=str2bool, default=True)
-    p.add_argument("--global-seed", type=int, default=1000)
-    p.add_argument("--vae", default=None, help="VAE folder (our compact VAE or a diffusers SD VAE) or a cached HF id")
-    p.add_argument("--vae-type", choices=["ema", "mse"], default="ema",
-                   help="Stable-Diffusion VAE from the local Hugging Face cache when --vae is not given")
-    p.add_argument("--classifier", type=Path, default=None, help="classifier folder to bundle into the exported model")
-    p.add_argument("--cache-latents", type=str2bool, default=True,
-                   help="encode each image once per augmentation variant (exact for the reference augmentation)")
-    p.add_argument("--latent-crop", type=int, default=0,
-                   help="train on random NxN crops of the latents (0: whole latents); the UNet is convolutional, "
-                        "so CPU training can use e.g. 16 (4x fewer pixels, 16x cheaper attention)")
-    p.add_argument("--results-dir", type=Path, default=None,
-                   help="default: results/DeCo-Diff_{dataset}_{category}_{size}_{center}")
-    p.add_argument("--experiment-dir", type=Path, default=None, help="exact output folder (no numbering)")
-    p.add_argument("--resume", default="", help="a checkpoint to continue from, or 'auto' (last.pt of the experiment dir)")
     p.add_argument("--init", type=Path, default=None,
                    help="start from this UNet's weights (our model folder or a reference .pt; same size, classes "
                         "and latent channels) with a new optimizer and schedule: longer training or new data")
-    p.add_argument("--ckpt-every", type=int, default=10, help="epochs between checkpoints")
-    p.add_argument("--log-every", type=int, default=20, help="steps between step events")
-    p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
-    p.add_argument("--events", type=Path, default=None, help="append JSON-line events here (for the wizard)")
-    p.add_argument("--threshold", type=float, default=0.3, help="threshold stored in the exported model")
-    p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: no limit)")
     p.add_argument("--reverse-steps", type=int, default=5,
                    help="DDIM steps stored in the exported model (and used by the held-out validation)")
-    add_selection_arguments(p)
     return p
 
 
@@ -222,7 +185,8 @@ class HeldOutValidation:
                 "images": int(dev.numel())}
 
 
-def _collate_indices(batch):
+def collate_indices(batch):
+    """A DataLoader batch of dataset indices as one long tensor (latent-cache batches)."""
     return torch.tensor(batch, dtype=torch.long)
 
 
@@ -246,7 +210,7 @@ def init_unet_weights(unet, source: Path, size: str, class_names: list[str]) -> 
         raise CheckpointError(source, f"its weights do not fit this UNet (gating on one side only?): {e}") from None
 
 
-def _resolve_vae(args) -> tuple[VAE, str | None, bool]:
+def resolve_vae(args) -> tuple[VAE, str | None, bool]:
     """(vae, reference string for the exported model or None to copy it, is_compact)."""
     spec = args.vae if args.vae else args.vae_type
     vae = load_vae(spec)
@@ -266,18 +230,8 @@ def _experiment_dir(args, category_label: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_arg_parser().parse_args(argv)
-    ctx = setup_distributed(args.device)
-    events = EventLog(None, enabled=False)
-    try:
-        return _train(args, ctx)
-    except Exception as e:  # reported as one event and one line; the traceback goes to stderr
-        if ctx.is_main and args.events:
-            EventLog(args.events).emit("error", message=f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        events.close()
-        cleanup_distributed()
+    return run_entry("train_deco_diff", argv, build_arg_parser, lambda args, ctx, events: _train(args, ctx),
+                     user_errors_exit=False)
 
 
 def _train(args, ctx) -> int:
@@ -302,7 +256,7 @@ def _train(args, ctx) -> int:
     clock_start = time.perf_counter()
 
     torch.manual_seed(seed_for(args.global_seed, ctx))
-    vae, vae_ref, _ = _resolve_vae(args)
+    vae, vae_ref, _ = resolve_vae(args)
     vae = vae.to(ctx.device).eval()
     vae.requires_grad_(False)
     unet = create_unet(args.model_size, ncls=len(class_names), latent_size=args.center_size // 8,
@@ -338,7 +292,7 @@ def _train(args, ctx) -> int:
     sampler = DistributedSampler(source, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                  seed=args.global_seed, drop_last=False)
     loader = DataLoader(source, batch_size=per_rank_batch, sampler=sampler, num_workers=args.num_workers,
-                        collate_fn=_collate_indices if cache is not None else None,
+                        collate_fn=collate_indices if cache is not None else None,
                         pin_memory=ctx.device.type == "cuda", drop_last=False)
     schedule = make_schedule(10)
     steps_per_epoch = math.ceil(len(loader) / args.accumulation_steps)

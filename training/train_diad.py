@@ -34,13 +34,12 @@ from engine.diad import DIAD_SIZES, DiADSettings, NoiseSchedule, NoiseScheduleCo
 from engine.preprocess import PreprocessConfig
 from engine.version import __version__
 
-from .common import (EpochMonitor, EventLog, add_selection_arguments, cleanup_distributed, hold_out, make_lr_scheduler,
-                     next_experiment_dir, restore_training_state, resume_checkpoint_path, run_epochs,
-                     save_training_checkpoint, seed_for, setup_distributed, shared_experiment_dir, str2bool, wrap_ddp,
-                     write_args)
+from .common import (EpochMonitor, EventLog, add_detector_training_arguments, hold_out, make_lr_scheduler,
+                     next_experiment_dir, restore_training_state, resume_checkpoint_path, run_entry, run_epochs,
+                     save_training_checkpoint, seed_for, shared_experiment_dir, wrap_ddp, write_args)
 from .datasets import AnomalyDataset, build_dataset
-from .train_deco_diff import (LatentCache, _collate_indices, _resolve_vae, augmentation_variants,
-                              encode_latent_cache, random_latent_crops)
+from .train_deco_diff import (LatentCache, augmentation_variants, collate_indices, encode_latent_cache,
+                              random_latent_crops, resolve_vae)
 
 __all__ = ["build_arg_parser", "main", "image_cache", "HeldOutNoiseLoss"]
 
@@ -72,53 +71,18 @@ class HeldOutNoiseLoss:
 def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train_diad", description="Train a DiAD model on good images.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", choices=["mvtec", "visa", "folder"], default="mvtec")
-    p.add_argument("--data-dir", type=Path, default=Path("./mvtec-dataset/"),
-                   help="dataset root (for --dataset folder: the folder of good images)")
-    p.add_argument("--test-dir", type=Path, default=None, help="--dataset folder: optional test folder")
-    p.add_argument("--object-category", default="all", help="a category name, a comma list, or all")
-    p.add_argument("--model-size", choices=DIAD_SIZES, default="DiAD_S")
+    add_detector_training_arguments(p, DIAD_SIZES, "DiAD_S", global_batch_size=64, accumulation_steps=1,
+                                    results_name="DiAD")
     p.add_argument("--space", choices=["latent", "pixel"], default="latent",
                    help="diffuse the VAE latents (feature-space diffusion) or the pixels")
     p.add_argument("--noise-schedule", choices=["linear", "cosine"], default="linear")
     p.add_argument("--num-train-timesteps", type=int, default=1000)
-    p.add_argument("--image-size", type=int, default=288)
-    p.add_argument("--center-size", type=int, default=256)
-    p.add_argument("--resize-filter", choices=["bicubic", "bilinear"], default="bicubic",
-                   help="resize filter, stored in the model so inference uses the same one")
-    p.add_argument("--epochs", type=int, default=800)
-    p.add_argument("--warmup-epochs", type=int, default=10)
-    p.add_argument("--global-batch-size", type=int, default=64)
-    p.add_argument("--accumulation-steps", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--augmentation", type=str2bool, default=True)
-    p.add_argument("--global-seed", type=int, default=1000)
-    p.add_argument("--vae", default=None, help="VAE folder (our compact VAE or a diffusers SD VAE) or a cached HF id")
-    p.add_argument("--vae-type", choices=["ema", "mse"], default="ema",
-                   help="Stable-Diffusion VAE from the local Hugging Face cache when --vae is not given")
-    p.add_argument("--classifier", type=Path, default=None, help="classifier folder to bundle into the exported model")
-    p.add_argument("--cache-latents", type=str2bool, default=True,
-                   help="encode each image once per augmentation variant (exact for the reference augmentation)")
-    p.add_argument("--latent-crop", type=int, default=0,
-                   help="train on random NxN crops of the model input (0: whole); the UNet is convolutional")
-    p.add_argument("--results-dir", type=Path, default=None,
-                   help="default: results/DiAD_{dataset}_{category}_{size}_{center}")
-    p.add_argument("--experiment-dir", type=Path, default=None, help="exact output folder (no numbering)")
-    p.add_argument("--resume", default="", help="a checkpoint to continue from, or 'auto' (last.pt of the experiment dir)")
-    p.add_argument("--ckpt-every", type=int, default=10, help="epochs between checkpoints")
-    p.add_argument("--log-every", type=int, default=20, help="steps between step events")
-    p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
-    p.add_argument("--events", type=Path, default=None, help="append JSON-line events here (for the wizard)")
-    p.add_argument("--threshold", type=float, default=0.3, help="threshold stored in the exported model")
     p.add_argument("--noise-t", type=int, default=DiADSettings.noise_t,
                    help="inference: timestep the input is noised to before the DDIM walk back (stored in the model)")
     p.add_argument("--reverse-steps", type=int, default=DiADSettings.reverse_steps,
                    help="inference: DDIM steps from --noise-t to the clean signal (stored in the model)")
     p.add_argument("--score-steps", type=int, default=DiADSettings.score_steps,
                    help="inference: seeded timesteps the diffusion score averages over (stored in the model)")
-    p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: no limit)")
-    add_selection_arguments(p)
     return p
 
 
@@ -150,18 +114,8 @@ def _settings(args) -> DiADSettings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_arg_parser().parse_args(argv)
-    ctx = setup_distributed(args.device)
-    try:
-        return _train(args, ctx)
-    except Exception as e:  # reported as one event and one line; the traceback goes to stderr
-        if ctx.is_main and args.events:
-            log = EventLog(args.events)
-            log.emit("error", message=f"{type(e).__name__}: {e}")
-            log.close()
-        raise
-    finally:
-        cleanup_distributed()
+    return run_entry("train_diad", argv, build_arg_parser, lambda args, ctx, events: _train(args, ctx),
+                     user_errors_exit=False)
 
 
 def _train(args, ctx) -> int:
@@ -186,7 +140,7 @@ def _train(args, ctx) -> int:
     torch.manual_seed(seed_for(args.global_seed, ctx))
     vae, vae_ref = None, None
     if args.space == "latent":
-        vae, vae_ref, _ = _resolve_vae(args)
+        vae, vae_ref, _ = resolve_vae(args)
         vae = vae.to(ctx.device).eval()
         vae.requires_grad_(False)
         sample_size = args.center_size // vae.downsample_factor
@@ -238,7 +192,7 @@ def _train(args, ctx) -> int:
     sampler = DistributedSampler(source, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                  seed=args.global_seed, drop_last=False)
     loader = DataLoader(source, batch_size=per_rank_batch, sampler=sampler, num_workers=args.num_workers,
-                        collate_fn=_collate_indices if cache is not None else None,
+                        collate_fn=collate_indices if cache is not None else None,
                         pin_memory=ctx.device.type == "cuda", drop_last=False)
     steps_per_epoch = math.ceil(len(loader) / args.accumulation_steps)
     events.emit("started", experiment_dir=str(exp_dir), detector="diad", model_size=args.model_size,
