@@ -58,6 +58,7 @@ def test_window_parts_reach_the_outputs_stored_in_the_recipe(qtbot, home, tmp_pa
         qtbot.waitUntil(lambda: len(receiver.bodies) == 4, timeout=30000)
         assert [b["verdict"] for b in receiver.bodies] == ["pass", "fail", "pass", "pass"]
         assert {b["recipe"] for b in receiver.bodies} == {"Widgets on line 1"}
+        qtbot.waitUntil(lambda: ctl.line.outputs.status()[0].queued == 0, timeout=10000)   # the last one marked sent
         ctl.line.refresh_status()
         assert ctl.line.status.text() == "outputs 1/1 connected" and ctl.line.status.isVisible()
         ctl.line.set_urls([])
