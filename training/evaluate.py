@@ -26,7 +26,7 @@ import torch.distributed as dist
 from engine.loading import load_model, model_kind
 from engine.runtime import InspectionModel
 
-from .common import EventLog, cleanup_distributed, run_reporting_errors, setup_distributed, str2bool
+from .common import EventLog, add_run_arguments, run_entry, str2bool
 from .datasets import build_dataset
 from .metrics import METRIC_NAMES, compute_metrics, suggest_threshold_from_good
 
@@ -65,8 +65,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-maps", action="store_true", help="save every anomaly map as .npy")
     p.add_argument("--save-overlays", action="store_true", help="save every test image with its overlay")
     p.add_argument("--record", action="store_true", help="store the results and threshold in the model folder")
-    p.add_argument("--device", default=None)
-    p.add_argument("--events", type=Path, default=None)
+    add_run_arguments(p)
     p.add_argument("--max-per-category", type=int, default=0, help="evaluate at most N images per category")
     return p
 
@@ -301,14 +300,7 @@ def load_detector_for_eval(args, device) -> InspectionModel:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_arg_parser().parse_args(argv)
-    ctx = setup_distributed(args.device)
-    events = EventLog(args.events, enabled=ctx.is_main)
-    try:
-        return run_reporting_errors("evaluate", events, lambda: _evaluate(args, ctx, events))
-    finally:
-        events.close()
-        cleanup_distributed()
+    return run_entry("evaluate", argv, build_arg_parser, _evaluate)
 
 
 def _evaluate(args, ctx, events: EventLog) -> int:

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from engine.classifier import ARCHS, CategoryClassifier, ClassifierConfig, build_classifier, save_classifier
 from engine.imageio import read_image
 
-from .common import EventLog, cleanup_distributed, seed_for, setup_distributed
+from .common import add_run_arguments, run_entry, seed_for
 from .datasets import build_dataset
 
 __all__ = ["build_arg_parser", "main", "augment_batch"]
@@ -45,8 +45,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--global-seed", type=int, default=1000)
-    p.add_argument("--device", default=None)
-    p.add_argument("--events", type=Path, default=None)
+    add_run_arguments(p)
     return p
 
 
@@ -82,17 +81,8 @@ def accuracy(module, x: torch.Tensor, y: torch.Tensor, device, batch: int = 32) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_arg_parser().parse_args(argv)
-    ctx = setup_distributed(args.device)
-    events = EventLog(args.events, enabled=ctx.is_main)
-    try:
-        return _train(args, ctx, events)
-    except Exception as e:
-        events.emit("error", message=f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        events.close()
-        cleanup_distributed()
+    return run_entry("train_classifier", argv, build_arg_parser, _train,
+                     user_errors_exit=False)
 
 
 def _train(args, ctx, events) -> int:

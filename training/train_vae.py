@@ -39,8 +39,8 @@ from engine.imageio import ImageReadError, list_images, read_image
 from engine.preprocess import PreprocessConfig
 from engine.vae import LATENT_SCALE, VAE, compact_vae_config, create_vae, load_vae, save_vae
 
-from .common import (EventLog, cleanup_distributed, load_training_checkpoint, make_lr_scheduler,
-                     save_training_checkpoint, seed_for, setup_distributed)
+from .common import (EventLog, add_run_arguments, load_training_checkpoint, make_lr_scheduler, run_entry,
+                     save_training_checkpoint, seed_for)
 from .datasets import build_dataset
 
 __all__ = ["build_arg_parser", "main", "psnr", "VAEObjective", "evaluate_psnr", "extra_image_files",
@@ -74,8 +74,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of the images for PSNR")
     p.add_argument("--global-seed", type=int, default=1000)
     p.add_argument("--resume", default="", help="checkpoint to continue from, or 'auto'")
-    p.add_argument("--device", default=None)
-    p.add_argument("--events", type=Path, default=None)
+    add_run_arguments(p)
     p.add_argument("--ckpt-every", type=int, default=5)
     return p
 
@@ -225,16 +224,8 @@ def evaluate_psnr(vae: VAE, images: torch.Tensor, device, batch_size: int = 8) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_arg_parser().parse_args(argv)
-    ctx = setup_distributed(args.device)
-    try:
-        return _train(args, ctx)
-    except Exception as e:
-        if ctx.is_main and args.events:
-            EventLog(args.events).emit("error", message=f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        cleanup_distributed()
+    return run_entry("train_vae", argv, build_arg_parser, lambda args, ctx, events: _train(args, ctx),
+                     user_errors_exit=False)
 
 
 def _train(args, ctx) -> int:
