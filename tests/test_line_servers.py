@@ -62,6 +62,7 @@ def test_mqtt_one_message_per_part_and_retained_station_state(tmp_path):
              "model_id": "m1"}
         assert (first["fail_threshold"], first["review_threshold"], first["score"]) == (0.5, 0.4, 0.0)
         plant.close()
+        time.sleep(0.5)   # the state is published without waiting for the broker
         late = Subscriber(broker.port, "line3/st1/state", client_id="late")   # retained: a newcomer gets it
         topic, state, retained = late.take(1)[0]
         assert (topic, state["state"], state["station"], retained) == ("line3/st1/state", "ready", "st1", True)
