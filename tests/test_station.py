@@ -111,3 +111,49 @@ def test_plc_triggers_the_station_over_modbus_and_opcua_selects_a_recipe(tmp_pat
     assert "station stopped after 4 parts" in output
     print(f"\nPLC trigger to verdict (Modbus TRIGGER coil -> RESULT_VALID, demo model, CPU): "
           f"{', '.join(f'{t:.0f}' for t in timings)} ms, median {statistics.median(timings):.0f} ms")
+
+
+def test_triggers_queue_one_part_and_name_it():
+    from lineio.triggers import PartCounter, TriggerQueue
+
+    taken = []
+    triggers = TriggerQueue(on_accept=taken.append)
+    assert triggers.accept("  BC\t42  ", "barcode") and not triggers.plc("P-2")   # one waits at most
+    assert triggers.refused == 1 and taken[0].part_id == "BC 42"
+    assert triggers.next(0.01).origin == "barcode" and triggers.next(0.01) is None
+    counter = PartCounter()
+    assert counter.next().endswith("-00001") and counter.next().endswith("-00002")
+
+
+@pytest.mark.slow
+def test_barcode_lines_trigger_the_station_and_name_the_parts(tmp_path):
+    db = tmp_path / "results.sqlite"
+    env = dict(os.environ, DECO_INSPECTOR_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    station = subprocess.Popen(
+        [sys.executable, "main.py", "station", "--source", str(DEMO_DATA_DIR / "coin" / "test" / "good"),
+         "--trigger", "software", "--log", str(db), "--status-every", "0"],
+        cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        while "trigger software" not in "".join(lines):
+            line = station.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        for scan in ("4006381333931", "", "LOT7-0012"):   # two scanned barcodes and a bare Enter
+            station.stdin.write(scan + "\n")
+            station.stdin.flush()
+            while not (line := station.stdout.readline()).startswith("part "):
+                assert line, "".join(lines)
+                lines.append(line)
+            lines.append(line)
+        station.send_signal(signal.SIGTERM)
+        rest, _ = station.communicate(timeout=60)
+    finally:
+        if station.poll() is None:
+            station.kill()
+    assert station.returncode == 0, "".join(lines) + rest
+    parts = [line.split()[1] for line in lines if line.startswith("part ")]
+    assert parts[0] == "4006381333931" and parts[2] == "LOT7-0012" and parts[1].endswith("-00001")
+    assert [line.split()[2] for line in lines if line.startswith("part ")] == ["[barcode]", "[software]", "[barcode]"]
+    rows = [r[0] for r in sqlite3.connect(db).execute("SELECT frame_id FROM parts ORDER BY id")]
+    assert rows == parts and "station stopped after 3 parts" in rest
