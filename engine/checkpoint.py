@@ -26,6 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .state_dicts import compare_state_dict
 from .unet import _SIZE_TABLE, GatedUNet, UNetConfig
 
 __all__ = [
@@ -190,19 +191,9 @@ def check_state_dict(path: Path, expected: dict, sd: dict, what: str,
                      allowed_missing: tuple[str, ...] = ()) -> None:
     """Raise one CheckpointError naming `path` when `sd` does not fit `expected` exactly
     (missing, unexpected or wrong-shape entries; keys starting with `allowed_missing` may be absent)."""
-    missing = [k for k in expected if k not in sd and not (allowed_missing and k.startswith(allowed_missing))]
-    unexpected = [k for k in sd if k not in expected]
-    wrong = [f"{k}: expected {tuple(expected[k].shape)}, found {tuple(sd[k].shape)}"
-             for k in sd if k in expected and tuple(sd[k].shape) != tuple(expected[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing weights (e.g. {missing[:3]})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected weights (e.g. {unexpected[:3]})")
-    if wrong:
-        problems.append(f"{len(wrong)} wrong shapes (e.g. {wrong[:3]})")
-    if problems:
-        raise CheckpointError(path, f"does not match {what}: " + "; ".join(problems))
+    mismatch = compare_state_dict(expected, sd, allowed_missing)
+    if mismatch:
+        raise CheckpointError(path, f"does not match {what}: {mismatch.describe()}")
 
 
 def _load_strict(path: Path, unet: GatedUNet, sd: dict, allow_missing_gating: bool = False) -> None:

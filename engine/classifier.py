@@ -26,6 +26,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .state_dicts import compare_state_dict
+
 __all__ = [
     "ARCHS",
     "IMAGENET_MEAN",
@@ -320,22 +322,16 @@ def _check_state_dict(module: nn.Module, state: dict, source: Path, what: str) -
     bad_values = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad_values:
         raise ValueError(f"{source}: state dict entries are not tensors: {bad_values[:_SHOW]}")
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k}: expected {tuple(expected[k].shape)}, found {tuple(state[k].shape)}"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if not (missing or unexpected or mismatched):
+    mismatch = compare_state_dict(expected, state)
+    if not mismatch:
         return
     parts = []
-    if missing:
-        parts.append(f"missing {len(missing)} keys (first: {missing[:_SHOW]})")
-    if unexpected:
-        parts.append(f"unexpected {len(unexpected)} keys (first: {unexpected[:_SHOW]})")
-    if mismatched:
-        parts.append(f"{len(mismatched)} shape mismatches (first: {mismatched[:_SHOW]})")
+    if mismatch.missing:
+        parts.append(f"missing {len(mismatch.missing)} keys (first: {list(mismatch.missing[:_SHOW])})")
+    if mismatch.unexpected:
+        parts.append(f"unexpected {len(mismatch.unexpected)} keys (first: {list(mismatch.unexpected[:_SHOW])})")
+    if mismatch.wrong_shapes:
+        parts.append(f"{len(mismatch.wrong_shapes)} shape mismatches (first: {list(mismatch.wrong_shapes[:_SHOW])})")
     raise ValueError(
         f"{source}: weights do not fit {what}: " + "; ".join(parts)
         + f". Expected {len(expected)} keys (first: {list(expected)[:_SHOW]}),"

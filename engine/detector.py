@@ -22,6 +22,7 @@ from .acceleration import CompiledOrEager, CpuLanes, in_chunks, set_memory_forma
 from .categories import dataset_categories
 from .checkpoint import (CheckpointError, read_model_json, read_reference_checkpoint, save_unet_weights,
                          write_model_json, _load_strict)
+from .defaults import DEFAULT_THRESHOLD
 from .diffusion import dod_gate, make_schedule, reconstruct_latents
 from .maps import compute_anomaly_maps, concat_maps
 from .normalization import MapNormalization, raw_discrepancies
@@ -49,7 +50,7 @@ CPU_VAE_CHUNK = 1
 class DetectorSettings:
     """Run-time choices that do not change the weights.
 
-    threshold: score above which a part is anomalous (the reference's single-image default 0.3);
+    threshold: score above which a part is anomalous (default DEFAULT_THRESHOLD, the reference's single-image default);
     start_t / reverse_steps: DDIM deviation reconstruction ('ddim{reverse_steps}', walked from
     start_t); gate_fusion: 0.6 geometric + 0.4 DoD-gate map; batch_size: frames per forward;
     precision: 'fp32', or 'fp16'/'bf16' autocast for the networks (maps stay float32);
@@ -68,7 +69,7 @@ class DetectorSettings:
     of that category's parts, so that one threshold fits products whose normal scores differ
     (written by `python -m training.calibrate_scores`; None = raw scores, as the reference)."""
 
-    threshold: float = 0.3
+    threshold: float = DEFAULT_THRESHOLD
     start_t: int = 5
     reverse_steps: int = 5
     gate_fusion: bool = False

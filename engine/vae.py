@@ -29,6 +29,8 @@ from diffusers import AutoencoderKL
 from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
+from .state_dicts import compare_state_dict
+
 __all__ = [
     "LATENT_SCALE",
     "VAE_SHORT_NAMES",
@@ -374,22 +376,9 @@ def _convert_legacy_keys(state: dict[str, torch.Tensor], expected: Mapping[str, 
 def _load_weights(model: AutoencoderKL, state: dict[str, torch.Tensor], weights_file: Path, config_file: Path) -> None:
     expected = model.state_dict()
     state = _convert_legacy_keys(state, expected)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs config {tuple(expected[k].shape)}"
-        for k in sorted(set(state) & set(expected))
-        if state[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} missing (e.g. {missing[:3]})")
-        if unexpected:
-            problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-        if mismatched:
-            problems.append(f"{len(mismatched)} with the wrong shape (e.g. {mismatched[:3]})")
-        raise ValueError(f"{weights_file}: weights do not fit the model in {config_file}: " + "; ".join(problems))
+    mismatch = compare_state_dict(expected, state)
+    if mismatch:
+        raise ValueError(f"{weights_file}: weights do not fit the model in {config_file}: {mismatch.describe()}")
     model.load_state_dict(state, strict=True)
 
 

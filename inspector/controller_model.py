@@ -9,6 +9,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog
 
+from engine.defaults import DEFAULT_THRESHOLD
 from inspection import Calibration, Roi
 
 from .controls import AUTO_CATEGORY, AUTO_MIN_SCORE
@@ -158,7 +159,7 @@ class ModelControl:
         if str(s.value("thresholds/model", "") or "") == self.model_path and saved is not None:
             fail, review = saved, saved_setting(s, "thresholds/review", 0.0, finite_float)
         else:
-            fail = float(info.get("threshold", 0.3))
+            fail = float(info.get("threshold", DEFAULT_THRESHOLD))
             review = round(0.8 * fail, 4)
         self.set_thresholds(fail, review, mark_modified=False)
 

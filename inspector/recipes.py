@@ -11,8 +11,10 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .imageio import natural_key
+from engine.defaults import DEFAULT_THRESHOLD
 from inspection import Roi
+
+from .imageio import natural_key
 from .paths import user_data_dir
 from .sources import SourceSpec
 
@@ -32,8 +34,8 @@ class Recipe:
     name: str
     model: str = ""
     category: str | None = None
-    fail_threshold: float = 0.3
-    review_threshold: float = 0.3
+    fail_threshold: float = DEFAULT_THRESHOLD
+    review_threshold: float = DEFAULT_THRESHOLD
     roi: list[float] | None = None
     source: dict | None = None
     reverse_steps: int | None = None

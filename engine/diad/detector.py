@@ -15,6 +15,7 @@ from torch import nn
 
 from ..checkpoint import (CheckpointError, check_state_dict, read_folder_weights, read_model_json, save_unet_weights,
                           write_model_json)
+from ..defaults import DEFAULT_THRESHOLD
 from ..preprocess import PreprocessConfig, preprocess_frames, to_rgb_uint8
 from ..runtime import (AnomalyResult, ModelInfo, StageClock, autocast_for, build_results, class_id_in, default_device,
                        predict_in_batches)
@@ -42,7 +43,7 @@ class DiADSettings:
     the reconstruction noise. gate_fusion is a DeCo-Diff feature and must stay off; batch_size:
     frames per forward; precision 'fp32', or 'fp16'/'bf16' autocast for the networks."""
 
-    threshold: float = 0.3
+    threshold: float = DEFAULT_THRESHOLD
     noise_t: int = 100
     reverse_steps: int = 5
     start_t: int = 5
