@@ -163,7 +163,7 @@ class Station:
         self._recipe_request: tuple[Recipe, threading.Event, list[str]] | None = None
         self._lock = threading.Lock()
         if outputs is not None:
-            outputs.set_trigger_handler(self.triggers.plc if mode == "plc" else None)
+            outputs.set_trigger_handler(self.triggers.accept if mode != "free" else None)
             outputs.set_recipe_handler(self.select_recipe if recipes is not None else None)
 
     def _state(self, state: str, detail: str = "") -> None:

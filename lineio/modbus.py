@@ -238,7 +238,7 @@ class ModbusSink(Sink):
             if not self.coils[Coil.TRIGGER] or self._state != "ready" or self.on_trigger is None:
                 return
             part_id = decode_text(self.registers[Reg.PART_ID_IN:Reg.PART_ID_IN + PART_ID_REGISTERS])
-        if self.on_trigger(part_id):
+        if self.on_trigger(part_id, "plc"):
             with self._lock:
                 self.coils[Coil.TRIGGER] = False
                 self.registers[Reg.PART_ID_IN:Reg.PART_ID_IN + PART_ID_REGISTERS] = [0] * PART_ID_REGISTERS

@@ -2,6 +2,12 @@
 station state retained on `<topic>/state` (with a last will: 'offline' when the station
 disappears without saying goodbye).
 
+With `commands=1` the station also takes commands on `<topic>/command` (JSON; give the broker an
+ACL so that only the plant's systems may publish there) and answers each on
+`<topic>/command/reply` with {"request_id", "command", "ok", "detail", "station"}:
+    {"command": "trigger", "part_id": "A-17", "request_id": "1"}        one acquisition
+    {"command": "select_recipe", "name": "coins", "request_id": "2"}   switch the product
+
     mqtt://[user:password@]host[:1883]/line3/station1?client_id=NAME&keepalive=30
     mqtts://host[:8883]/line3/station1[?ca=/path/ca.pem]     TLS (the system's CAs unless ca= names a file)
 """
@@ -42,6 +48,7 @@ class MqttSink(Sink):
         self.topic = parts.path.strip("/")
         self.username, self.password = parts.username, parts.password
         self.client_id = query.get("client_id", "")
+        self.commands = query.get("commands", "0").lower() in ("1", "true", "yes")
         try:
             self.keepalive = int(query.get("keepalive", KEEPALIVE_S))
         except ValueError:
@@ -57,6 +64,10 @@ class MqttSink(Sink):
     @property
     def state_topic(self) -> str:
         return f"{self.result_topic}/state"
+
+    @property
+    def command_topic(self) -> str:
+        return f"{self.result_topic}/command"
 
     @property
     def connected(self) -> bool:
@@ -76,6 +87,7 @@ class MqttSink(Sink):
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_command
         client.connect_async(self.host, self.port, keepalive=self.keepalive)
         client.loop_start()
         self._client = client
@@ -86,11 +98,42 @@ class MqttSink(Sink):
             self._connected.clear()
             return
         self._connected.set()
+        if self.commands:
+            client.subscribe(self.command_topic, qos=1)
         client.publish(self.state_topic, self._state_payload(self._state["state"], self._state["detail"]),
                        qos=1, retain=True)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
+
+    def _on_command(self, client, userdata, msg) -> None:
+        """A command from the plant (on paho's thread: a recipe switch runs in its own thread)."""
+        try:
+            request = json.loads(msg.payload)
+            command = request["command"]
+        except (ValueError, KeyError, TypeError):
+            self._reply({}, False, "not a command: expected JSON with a 'command' field")
+            return
+        if command == "trigger":
+            accepted = bool(self.on_trigger and self.on_trigger(str(request.get("part_id") or ""), "mqtt"))
+            detail = "" if accepted else ("this station takes no triggers (free-run)" if self.on_trigger is None
+                                          else "busy: a trigger is already waiting")
+            self._reply(request, accepted, detail)
+        elif command == "select_recipe" and self.on_select_recipe is not None:
+            def select() -> None:
+                problem = self.on_select_recipe(str(request.get("name") or ""))
+                self._reply(request, not problem, problem)
+
+            threading.Thread(target=select, name="mqtt recipe command", daemon=True).start()
+        else:
+            self._reply(request, False, f"unknown command {command!r}; this station takes "
+                                        + ("trigger and select_recipe" if self.on_select_recipe else "trigger"))
+
+    def _reply(self, request: dict, ok: bool, detail: str) -> None:
+        if self._client is not None:
+            self._client.publish(f"{self.command_topic}/reply", json.dumps(
+                {"request_id": request.get("request_id"), "command": request.get("command"), "ok": ok,
+                 "detail": detail, "station": self.station}), qos=1)
 
     def deliver(self, message: dict) -> None:
         if self._client is None or not self._connected.is_set():

@@ -102,7 +102,7 @@ class OpcUaSink(Sink):
 
     async def _start_single_job(self, parent, part_id) -> list:
         text = part_id.Value if isinstance(part_id, ua.Variant) else part_id
-        accepted = bool(self.on_trigger and self._state in ("Ready", RESULT_AVAILABLE) and self.on_trigger(text or ""))
+        accepted = bool(self.on_trigger and self._state in ("Ready", RESULT_AVAILABLE) and self.on_trigger(text or "", "plc"))
         return [ua.Variant(accepted, ua.VariantType.Boolean)]
 
     async def _select_recipe(self, parent, name) -> list:

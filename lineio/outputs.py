@@ -65,8 +65,9 @@ class LineOutputs:
     def names(self) -> list[str]:
         return [s.name for s in self.sinks]
 
-    def set_trigger_handler(self, handler: Callable[[str], bool] | None) -> None:
-        """`handler(part_id)` is called when a PLC asks for one acquisition (Modbus coil, OPC UA method)."""
+    def set_trigger_handler(self, handler: Callable[[str, str], bool] | None) -> None:
+        """`handler(part_id, origin)` is called when a PLC or the plant asks for one acquisition (Modbus
+        coil, OPC UA method: origin 'plc'; MQTT command: 'mqtt'); it returns False when refused."""
         for sink in self.sinks:
             sink.on_trigger = handler
 

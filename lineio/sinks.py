@@ -102,7 +102,7 @@ class Sink:
         self.url = url
         self.name = safe_url(url)
         self.station = ""
-        self.on_trigger: Callable[[str], bool] | None = None        # a PLC asks for one acquisition (part id)
+        self.on_trigger: Callable[[str, str], bool] | None = None   # (part id, origin): one acquisition, please
         self.on_select_recipe: Callable[[str], str] | None = None   # '' when done, else the reason it was not
         self.stopping = threading.Event()   # set when the station stops: a delivery that waits gives up
 

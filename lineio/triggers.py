@@ -7,6 +7,9 @@
     plc       a PLC asks: the Modbus TRIGGER coil (part id from PART_ID_IN) or the OPC UA method
               StartSingleJob(PartId)
 
+In the software and plc modes the outputs' commands trigger too (`TriggerQueue.accept` is their
+handler): the PLC's, and a plant system's MQTT command {"command": "trigger", "part_id": ...}.
+
 One trigger waits at most: a trigger that comes while the station is busy is refused (the PLC
 sees that: the Modbus coil stays set until the station takes it, StartSingleJob returns False).
 """
@@ -29,7 +32,7 @@ PART_ID_CHARS = 64     # a longer part id (a runaway barcode scan) is cut
 @dataclass(frozen=True)
 class Trigger:
     """One acquisition request: the part id ('' = let the counter name it), where it came from
-    ('free', 'software', 'barcode', 'plc') and when (time.monotonic())."""
+    ('free', 'software', 'barcode', 'plc', 'mqtt') and when (time.monotonic())."""
 
     part_id: str
     origin: str
@@ -67,10 +70,6 @@ class TriggerQueue:
         if self.on_accept is not None:
             self.on_accept(trigger)
         return True
-
-    def plc(self, part_id: str) -> bool:
-        """The handler the PLC-facing outputs call (Modbus TRIGGER coil, OPC UA StartSingleJob)."""
-        return self.accept(part_id, "plc")
 
     def next(self, timeout: float) -> Trigger | None:
         try:

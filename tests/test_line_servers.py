@@ -19,6 +19,13 @@ from tests.line_servers import Mosquitto, Postgres, free_port, make_tls_files, v
 from tests.test_line_outputs import record
 
 
+def _json_or_bytes(payload: bytes):
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return payload
+
+
 class Subscriber:
     """An MQTT client (the plant side) that keeps every message of a topic filter."""
 
@@ -30,7 +37,7 @@ class Subscriber:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *args: self.subscribed.set()
-        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, json.loads(m.payload), m.retain))
+        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, _json_or_bytes(m.payload), m.retain))
         self.client.reconnect_delay_set(0.2, 1)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
@@ -131,7 +138,7 @@ class Station:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.count = 0
 
-    def trigger(self, part_id: str) -> bool:
+    def trigger(self, part_id: str, origin: str = "plc") -> bool:
         self.triggers.put(part_id)
         self.outputs.set_state("busy")
         return True
@@ -257,3 +264,43 @@ def test_opcua_client_reads_state_and_result_selects_a_recipe_and_triggers(tmp_p
     assert (seen["ResultCounter"], seen["PartId"], seen["Verdict"], seen["VerdictCode"]) == (1, "B-7", "fail", 3)
     assert seen["Score"] == pytest.approx(0.01) and json.loads(seen["LastResult"])["part_id"] == "B-7"
     assert seen["state_after"] == "ResultAvailable"
+
+
+def test_mqtt_commands_trigger_and_switch_recipes(tmp_path):
+    broker = Mosquitto(tmp_path).start()
+    outputs = LineOutputs([f"{broker.url}/line4/st1?commands=1"], tmp_path / "o.sqlite", station="st1")
+    station = Station(outputs).start()
+    plant = Subscriber(broker.port, "line4/st1/#")
+    try:
+        outputs.start()
+        wait_until(lambda: outputs.status()[0].connected, 10, "the broker")
+        time.sleep(0.3)   # the station's subscription to its command topic
+        for request in ({"command": "trigger", "part_id": "M-1", "request_id": "a"},
+                        {"command": "select_recipe", "name": "bolts", "request_id": "b"},
+                        {"command": "select_recipe", "name": "coins", "request_id": "c"}, {"command": "dance"}):
+            plant.client.publish("line4/st1/command", json.dumps(request), qos=1)
+        plant.client.publish("line4/st1/command", b"\xff not json", qos=1)
+        seen = {}
+        wait_until(lambda: _collect(plant, seen) >= 6, 20, "the replies and the result")
+    finally:
+        station.stop()
+        outputs.close()
+        plant.close()
+        broker.kill()
+    replies = {m.get("request_id"): m for topic, m in seen.values() if topic.endswith("/reply")}
+    assert replies["a"]["ok"] and replies["c"]["ok"] and station.recipes == ["coins"]
+    assert not replies["b"]["ok"] and "no recipe named 'bolts'" in replies["b"]["detail"]
+    anonymous = [m["detail"] for topic, m in seen.values() if topic.endswith("/reply") and m["request_id"] is None]
+    assert sorted(d.split(" ")[0] for d in anonymous) == ["not", "unknown"]
+    assert any("unknown command 'dance'" in d for d in anonymous)
+    results = [m for topic, m in seen.values() if topic == "line4/st1"]
+    assert [m["part_id"] for m in results] == ["M-1"]
+
+
+def _collect(plant: Subscriber, seen: dict) -> int:
+    """Messages so far (by arrival), state messages left out."""
+    while not plant.messages.empty():
+        topic, message, _ = plant.messages.get()
+        if not topic.endswith("/state") and not topic.endswith("/command"):
+            seen[len(seen)] = (topic, message)
+    return len(seen)

@@ -118,7 +118,7 @@ def test_triggers_queue_one_part_and_name_it():
 
     taken = []
     triggers = TriggerQueue(on_accept=taken.append)
-    assert triggers.accept("  BC\t42  ", "barcode") and not triggers.plc("P-2")   # one waits at most
+    assert triggers.accept("  BC\t42  ", "barcode") and not triggers.accept("P-2", "plc")   # one waits at most
     assert triggers.refused == 1 and taken[0].part_id == "BC 42"
     assert triggers.next(0.01).origin == "barcode" and triggers.next(0.01) is None
     counter = PartCounter()
