@@ -3,6 +3,7 @@
     python main.py                      open the inspector on the bundled demo
     python main.py inspect PATH...      inspect images, folders or videos without a window
     python main.py station --recipe R   a headless station on the line: camera, trigger, engine, outputs
+    python main.py outputs              what waits for the line outputs (the outbox)
     python main.py train ...            train a DeCo-Diff model (same as torchrun -m training.train_deco_diff)
     python main.py train-vae ...        train the compact VAE
     python main.py train-classifier ... train the category classifier
@@ -60,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(MQTT, webhook, PostgreSQL, Modbus TCP, OPC UA). Status lines on stdout; "
                                          "SIGTERM or Ctrl+C stops it cleanly.")
     add_station_arguments(station)
+    from lineio.cli import add_outbox_arguments
+
+    outputs = sub.add_parser("outputs", help="what waits for the line outputs (the outbox); retry rejected messages",
+                             description="Each line output's queue in the outbox: pending, sent and rejected "
+                                         "messages, the oldest pending one and the last error.")
+    add_outbox_arguments(outputs)
     for name, (_, text) in DELEGATED.items():
         sub.add_parser(name, help=text, add_help=False)
     return parser
@@ -84,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         from inspector.station import run_station
 
         return run_station(args)
+    if args.command == "outputs":
+        from inspector.paths import user_data_dir
+        from inspector.station import RESULTS_LOG_FILE
+        from lineio.cli import run_outbox_report
+
+        return run_outbox_report(args, user_data_dir() / RESULTS_LOG_FILE, sys.stdout, sys.stderr)
     from inspector.startup import EXIT_NO_SCREEN, import_problem, screen_problem
 
     problem = screen_problem()

@@ -207,6 +207,37 @@ class Outbox:
             raise OutboxError(f"{self.path}: cannot read the outbox: {e}") from None
         return out
 
+    def summary(self) -> list[dict]:
+        """One entry per sink known to this outbox: name, pending, sent, rejected, the oldest pending
+        message's time and the last error of a pending or rejected message."""
+        conn = self._conn()
+        try:
+            names = [r[0] for r in conn.execute(
+                "SELECT name FROM line_sinks UNION SELECT DISTINCT sink FROM line_outbox ORDER BY 1")]
+            out = []
+            for name in names:
+                oldest = conn.execute("SELECT MIN(created) FROM line_outbox WHERE sink = ? AND state = 'pending'",
+                                      (name,)).fetchone()[0]
+                error = conn.execute("SELECT last_error FROM line_outbox WHERE sink = ? AND state != 'sent' "
+                                     "AND last_error != '' ORDER BY seq DESC LIMIT 1", (name,)).fetchone()
+                out.append({"sink": name, **self.counts(name), "oldest_pending": oldest or "",
+                            "last_error": error[0] if error else ""})
+            return out
+        except sqlite3.DatabaseError as e:
+            raise OutboxError(f"{self.path}: cannot read the outbox: {e}") from None
+
+    def retry_rejected(self, sink: str | None = None) -> int:
+        """Queue rejected messages again (after the receiver was fixed); returns how many."""
+        conn = self._conn()
+        try:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                cur = conn.execute("UPDATE line_outbox SET state = 'pending' WHERE state = 'rejected'"
+                                   + (" AND sink = ?" if sink else ""), (sink,) if sink else ())
+                return cur.rowcount
+        except sqlite3.DatabaseError as e:
+            raise OutboxError(f"{self.path}: cannot update the outbox: {e}") from None
+
     def prune(self, sink: str, keep: int = KEEP_SENT) -> int:
         """Forget delivered messages beyond the newest `keep` of a sink; the catch-up mark moves past
         them so they are not queued again. Returns the number removed."""

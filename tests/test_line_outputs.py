@@ -124,3 +124,24 @@ def test_results_wait_in_the_outbox_while_the_receiver_is_away(tmp_path):
         outputs.close()
         receiver.close()
     assert [b["message_id"] for b in receiver.bodies] == ids
+
+
+def test_outputs_command_lists_queues_and_requeues_rejected(tmp_path, capsys):
+    import main
+
+    box = Outbox(tmp_path / "o.sqlite")
+    for i in range(3):
+        box.enqueue(message_from_record(record(i, part_id=i + 1), "st1"), ["http://mes/x", "mqtt://b/t"])
+    rows = box.pending("http://mes/x")
+    box.mark_sent([rows[0].seq])
+    box.mark_rejected(rows[1].seq, "HTTP 400 Bad Request: no such line")
+    box.mark_failed(rows[2].seq, "cannot reach mes: refused")
+    box.close()
+    assert main.main(["outputs", "--outbox", str(tmp_path / "o.sqlite")]) == 0
+    out = capsys.readouterr().out
+    assert "http://mes/x: 1 pending, 1 sent, 1 rejected; oldest pending since" in out
+    assert "last error: cannot reach mes: refused" in out and "mqtt://b/t: 3 pending, 0 sent, 0 rejected" in out
+    assert main.main(["outputs", "--outbox", str(tmp_path / "o.sqlite"), "--retry-rejected", "http://mes/x"]) == 0
+    assert "1 rejected messages queued again" in capsys.readouterr().out
+    assert Outbox(tmp_path / "o.sqlite").counts("http://mes/x") == {"pending": 2, "sent": 1, "rejected": 0}
+    assert main.main(["outputs", "--outbox", str(tmp_path / "missing.sqlite")]) == 2
