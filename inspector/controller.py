@@ -33,6 +33,7 @@ from .controller_run import RunControl
 from .dialogs import SHORTCUTS_TEXT, BackgroundTask, about_text
 from .display import DisplayOptions
 from .frame_queue import FrameQueue
+from .genicam_dialog import attach_genicam_action
 from .line_panel import LinePanel
 from .main_window import LIVE_TAB, RESULTS_TAB, MainWindow
 from .paths import DEMO_DATA_DIR, DEMO_MODEL_DIR, user_data_dir
@@ -142,6 +143,7 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
         self.worker.busy_changed.connect(self.window.show_busy)
         self.worker_thread.start()
         self.line = LinePanel(self.window, self.worker.session, self.log_path, self.message, self._mark_recipe_modified)
+        attach_genicam_action(self.window, lambda spec: self.open_source(spec, autostart=False))
 
         self.display_timer = QTimer(self)
         self.display_timer.timeout.connect(self._on_display_tick)

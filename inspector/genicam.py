@@ -23,18 +23,22 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import cv2
 import numpy as np
 
-__all__ = ["GenICamCapture", "GenICamError", "parse_genicam_url", "to_bgr", "SIMULATOR", "SCHEME"]
+__all__ = ["GenICamCapture", "GenICamError", "parse_genicam_url", "genicam_url", "list_cameras", "read_features",
+           "to_bgr", "SIMULATOR", "SCHEME", "FEATURES"]
 
 SCHEME = "genicam"
 SIMULATOR = "viky"           # cti=viky: the genicam wheel's simulated producer
 FETCH_TIMEOUT_S = 3.0
 OWN_PARAMETERS = {"cti", "software_trigger", "timeout"}
 BIT_DEPTH = {"Mono8": 8, "Mono10": 10, "Mono12": 12, "Mono14": 14, "Mono16": 16}
+# the camera features the window offers (any other can go into the URL by hand)
+FEATURES = ("ExposureTime", "Gain", "PixelFormat", "Width", "Height", "OffsetX", "OffsetY", "TriggerMode",
+            "TriggerSource")
 COLOUR = {"RGB8": cv2.COLOR_RGB2BGR, "RGBa8": cv2.COLOR_RGBA2BGR, "BGRa8": cv2.COLOR_BGRA2BGR}
 
 
@@ -48,6 +52,57 @@ def _simulator_cti() -> str:
     except ImportError:
         raise GenICamError("cti=viky needs the Python package genicam (pip install genicam)") from None
     return str(Path(genicam.__file__).parent / "viky.cti")
+
+
+def genicam_url(device: str, ctis: list[str], features: dict[str, str], software_trigger: bool = False) -> str:
+    """The source URL for a camera: genicam://DEVICE?cti=...&Feature=value (empty features left out)."""
+    query = [("cti", c) for c in ctis] + [(k, str(v)) for k, v in features.items() if str(v).strip()]
+    if software_trigger:
+        query.append(("software_trigger", "1"))
+    return f"{SCHEME}://{quote(device, safe='')}" + (f"?{urlencode(query, safe='/:')}" if query else "")
+
+
+def _harvester(ctis: list[str]):
+    try:
+        from harvesters.core import Harvester
+    except ImportError:
+        raise GenICamError("GenICam cameras need the Python package harvesters (pip install harvesters)") from None
+    harvester = Harvester()
+    for cti in ctis:
+        harvester.add_file(_simulator_cti() if cti.lower() == SIMULATOR else cti)
+    harvester.update()
+    return harvester
+
+
+def list_cameras(ctis: list[str]) -> list[dict]:
+    """The cameras the producers find: [{'id', 'name', 'serial'}]."""
+    harvester = _harvester(ctis)
+    try:
+        return [{"id": _info(i, "id_"), "name": _info(i, "display_name"), "serial": _info(i, "serial_number")}
+                for i in harvester.device_info_list]
+    finally:
+        harvester.reset()
+
+
+def read_features(url: str) -> dict[str, tuple[str, list[str]]]:
+    """The camera's current value of each of FEATURES it has, with the choices of enumerations:
+    {name: (value, [choices])}. Opens the camera briefly (not while it is streaming elsewhere)."""
+    capture = GenICamCapture(url, start=False)
+    if capture.problem:
+        raise GenICamError(capture.problem)
+    try:
+        node_map = capture._acquirer.remote_device.node_map
+        out = {}
+        for name in FEATURES:
+            if node_map.has_node(name):
+                node = getattr(node_map, name)
+                try:
+                    out[name] = (str(node.value), [str(c) for c in getattr(node, "symbolics", ()) or ()])
+                except Exception:  # noqa: BLE001 - a feature that cannot be read now
+                    continue
+        return out
+    finally:
+        capture.release()
 
 
 def parse_genicam_url(url: str) -> tuple[str, list[str], dict[str, str], bool, float]:
@@ -114,8 +169,9 @@ class GenICamCapture:
     """One GenICam camera with the cv2.VideoCapture interface (isOpened, read, release, set).
     A camera that cannot be opened gives isOpened() False; `problem` says why."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, start: bool = True):
         self.url = url
+        self.start = start
         self.problem = ""
         self.warnings: list[str] = []
         self._harvester = None
@@ -132,14 +188,7 @@ class GenICamCapture:
 
     def _open(self) -> None:
         device, ctis, features, self.software_trigger, self.timeout = parse_genicam_url(self.url)
-        try:
-            from harvesters.core import Harvester
-        except ImportError:
-            raise GenICamError("GenICam cameras need the Python package harvesters (pip install harvesters)") from None
-        self._harvester = Harvester()
-        for cti in ctis:
-            self._harvester.add_file(cti)
-        self._harvester.update()
+        self._harvester = _harvester(ctis)
         found = self._harvester.device_info_list
         if not found:
             raise GenICamError(f"no camera found by {', '.join(map(os.path.basename, ctis))}")
@@ -154,6 +203,8 @@ class GenICamCapture:
         self.device_name = _info(found[index], "display_name")
         self._acquirer = self._harvester.create(index)
         node_map = self._acquirer.remote_device.node_map
+        if self.software_trigger and not node_map.has_node("TriggerSoftware"):
+            raise GenICamError(f"{self.device_name}: software_trigger=1, but the camera has no TriggerSoftware command")
         for name, text in features.items():
             if not node_map.has_node(name):
                 self.warnings.append(f"{name}={text} not set: the camera has no feature {name}")
@@ -162,7 +213,8 @@ class GenICamCapture:
                 getattr(node_map, name).value = _value(text)
             except Exception as e:  # noqa: BLE001 - a feature the camera lacks or refuses: said, not fatal
                 self.warnings.append(f"{name}={text} not set: {type(e).__name__} {e}".strip())
-        self._acquirer.start()
+        if self.start:
+            self._acquirer.start()
 
     def isOpened(self) -> bool:
         return self._acquirer is not None and not self._lost

@@ -67,3 +67,29 @@ def test_window_parts_reach_the_outputs_stored_in_the_recipe(qtbot, home, tmp_pa
         assert ctl.line.urls == [receiver.url] and ctl.line.outputs is not None
     finally:
         receiver.close()
+
+
+def test_genicam_dialog_finds_the_simulated_camera_and_opens_it(qtbot, home):
+    pytest.importorskip("harvesters", reason="GenICam cameras need harvesters (pip install -e '.[dev]')")
+    from inspector.genicam_dialog import GenICamDialog
+
+    window, ctl = open_inspector(qtbot, home, lambda path, **overrides: SleepyDetector(0.0))
+    source_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&Source")
+    assert "&GenICam camera…" in [a.text() for a in source_menu.actions()]
+    dialog = GenICamDialog(window)
+    qtbot.addWidget(dialog)
+    dialog.find_cameras()
+    assert dialog.problem.text() == "Choose the producer (.cti) first, or the simulated camera"
+    dialog.simulated.setChecked(True)
+    dialog.find_cameras()
+    assert dialog.camera.count() == 3 and dialog.device() == "VikyTL_DEV_red"
+    dialog.read_settings()
+    assert dialog.features["PixelFormat"].currentText() == "RGBa8"
+    assert [dialog.features["PixelFormat"].itemText(i) for i in range(2)] == ["RGBa8", "Mono8"]
+    assert not dialog.features["ExposureTime"].isEnabled()      # the simulator has none
+    dialog.features["PixelFormat"].setEditText("Mono8")
+    dialog.features["Width"].setEditText("320")
+    dialog.features["Height"].setEditText("")
+    assert dialog.url() == "genicam://VikyTL_DEV_red?cti=viky&PixelFormat=Mono8&Width=320"
+    ctl.open_source(dialog.spec(), autostart=False)
+    assert ctl.source_spec.target == dialog.url()
