@@ -196,6 +196,45 @@ def check_state_dict(path: Path, expected: dict, sd: dict, what: str,
         raise CheckpointError(path, f"does not match {what}: {mismatch.describe()}")
 
 
+def write_model_parts(folder, unet, vae=None, classifier=None) -> Path:
+    """Start a model folder (either detector's): the network's weights (unet.safetensors), a copy of
+    the VAE in vae/ and the classifier in classifier/ when given; the caller writes model.json last,
+    so a half-written folder never loads."""
+    from .classifier import save_classifier
+    from .vae import save_vae
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_unet_weights(unet, folder)
+    if vae is not None:
+        save_vae(vae, folder / "vae")
+    if classifier is not None:
+        save_classifier(classifier, folder / "classifier")
+    return folder
+
+
+def read_model_parts(folder: Path, meta: dict, vae=None, classifier=None, latent: bool = True):
+    """(vae, classifier) of a model folder, the counterpart of `write_model_parts`: `vae` given as a
+    loaded VAE is used as it is, as a path or id it is opened, else the folder's own ("vae" in
+    model.json: a subfolder or a reference; `latent` False: no VAE); `classifier` given as a folder is
+    opened, else the folder's own when model.json names one (None when there is none)."""
+    from .classifier import load_classifier
+    from .vae import VAE, load_vae
+
+    vae_model = None
+    if isinstance(vae, VAE):
+        vae_model = vae
+    elif latent:
+        spec = vae or meta.get("vae") or "vae"
+        local = folder / spec if isinstance(spec, str) else None
+        vae_model = load_vae(local if local is not None and local.is_dir() else spec)
+    if classifier is None and meta.get("classifier") and (folder / meta["classifier"]).exists():
+        classifier = load_classifier(folder / meta["classifier"])
+    elif classifier is not None and not hasattr(classifier, "predict"):
+        classifier = load_classifier(classifier)
+    return vae_model, classifier
+
+
 def _load_strict(path: Path, unet: GatedUNet, sd: dict, allow_missing_gating: bool = False) -> None:
     size = unet.config.size or f"model_channels {unet.config.model_channels}"
     check_state_dict(path, unet.state_dict(), sd, f"{size} with {unet.config.ncls} classes",

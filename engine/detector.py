@@ -20,8 +20,8 @@ import torch
 
 from .acceleration import CompiledOrEager, CpuLanes, in_chunks, set_memory_format
 from .categories import dataset_categories
-from .checkpoint import (CheckpointError, read_model_json, read_reference_checkpoint, save_unet_weights,
-                         write_model_json, _load_strict)
+from .checkpoint import (CheckpointError, _load_strict, read_model_json, read_reference_checkpoint, write_model_json,
+                         write_model_parts)
 from .defaults import DEFAULT_THRESHOLD
 from .diffusion import dod_gate, make_schedule, reconstruct_latents
 from .maps import compute_anomaly_maps, concat_maps
@@ -31,7 +31,7 @@ from .preprocess import PreprocessConfig, preprocess_frames, to_rgb_uint8
 from .runtime import (AnomalyResult, ModelInfo, StageClock, autocast_for, build_results, class_id_in, default_device,
                       notify, predict_in_batches)
 from .unet import GatedUNet
-from .vae import VAE, load_vae, save_vae
+from .vae import VAE, load_vae
 from .version import __version__
 
 __all__ = ["DETECTOR_KIND", "DetectorSettings", "Detector", "save_model_folder"]
@@ -196,21 +196,11 @@ class Detector:
 
     @classmethod
     def _load_folder(cls, folder: Path, vae, device, classifier, settings, overrides) -> "Detector":
-        from .checkpoint import _load_folder_unet
-        from .classifier import load_classifier
+        from .checkpoint import _load_folder_unet, read_model_parts
 
         meta = read_model_json(folder)
         unet = _load_folder_unet(folder, None, None)
-        if isinstance(vae, VAE):
-            vae_model = vae
-        else:
-            vae_spec = vae or meta.get("vae", "vae")
-            local = folder / vae_spec if isinstance(vae_spec, str) else None
-            vae_model = load_vae(local if local is not None and local.is_dir() else vae_spec)
-        if classifier is None and meta.get("classifier") and (folder / meta["classifier"]).exists():
-            classifier = load_classifier(folder / meta["classifier"])
-        elif classifier is not None and not hasattr(classifier, "predict"):
-            classifier = load_classifier(classifier)
+        vae_model, classifier = read_model_parts(folder, meta, vae, classifier)
         class_names = meta.get("class_names") or [f"class_{i}" for i in range(unet.config.ncls)]
         normalization = MapNormalization.load(folder, meta["normalization"]) if meta.get("normalization") else None
         try:
@@ -391,17 +381,9 @@ def save_model_folder(folder, unet: GatedUNet, class_names: Sequence[str], prepr
     a copy of the VAE in vae/ (`vae`) or a reference to one on disk or in the Hugging Face
     cache (`vae_ref`, for large Stable-Diffusion VAEs). model.json is written last, so a
     half-written folder never loads."""
-    from .classifier import save_classifier
-
     if (vae is None) == (vae_ref is None):
         raise ValueError("give exactly one of vae (copied into the folder) or vae_ref (referenced)")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_unet_weights(unet, folder)
-    if vae is not None:
-        save_vae(vae, folder / "vae")
-    if classifier is not None:
-        save_classifier(classifier, folder / "classifier")
+    folder = write_model_parts(folder, unet, vae, classifier)
     normalization_entry = normalization.save(folder) if normalization is not None else None
     s = settings or DetectorSettings()
     meta = {

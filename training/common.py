@@ -36,6 +36,8 @@ __all__ = [
     "load_training_checkpoint",
     "str2bool",
     "next_experiment_dir",
+    "experiment_dir",
+    "per_rank_batch",
     "seed_for",
     "run_entry",
     "run_reporting_errors",
@@ -302,6 +304,27 @@ def next_experiment_dir(results_dir: Path, name: str) -> Path:
 
 def is_interactive() -> bool:
     return sys.stderr.isatty()
+
+
+def per_rank_batch(global_batch: int, ctx: DistContext, option: str = "--global-batch-size") -> int:
+    """Images per process of a global batch; ValueError naming `option` when the processes cannot share
+    it evenly."""
+    if global_batch % ctx.world_size:
+        raise ValueError(f"{option} {global_batch} is not divisible by {ctx.world_size} processes")
+    return global_batch // ctx.world_size
+
+
+def experiment_dir(args, category_label: str, name: str) -> Path:
+    """A trainer's output folder: --experiment-dir as given, the folder of a --resume checkpoint, or
+    the next numbered folder under --results-dir (default results/<name>_<dataset>_<category>_<size>_<center>)."""
+    if args.experiment_dir:
+        args.experiment_dir.mkdir(parents=True, exist_ok=True)
+        return args.experiment_dir
+    if args.resume and args.resume != "auto":
+        return Path(args.resume).resolve().parent.parent
+    results = args.results_dir or Path("results") / (
+        f"{name}_{args.dataset}_{category_label}_{args.model_size}_{args.center_size}")
+    return next_experiment_dir(results, args.model_size)
 
 
 def shared_experiment_dir(ctx: DistContext, make_dir) -> Path:

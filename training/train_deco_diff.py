@@ -35,9 +35,10 @@ from engine.unet import UNET_SIZES, create_unet
 from engine.vae import LATENT_SCALE, VAE, load_vae
 from engine.version import __version__
 
-from .common import (EpochMonitor, EventLog, add_detector_training_arguments, hold_out, make_lr_scheduler,
-                     next_experiment_dir, restore_training_state, resume_checkpoint_path, run_entry, run_epochs,
-                     save_training_checkpoint, seed_for, shared_experiment_dir, str2bool, wrap_ddp, write_args)
+from .common import (EpochMonitor, EventLog, add_detector_training_arguments, experiment_dir, hold_out,
+                     make_lr_scheduler, per_rank_batch, restore_training_state, resume_checkpoint_path, run_entry,
+                     run_epochs, save_training_checkpoint, seed_for, shared_experiment_dir, str2bool, wrap_ddp,
+                     write_args)
 from .datasets import AnomalyDataset, build_dataset
 
 __all__ = ["build_arg_parser", "main", "LatentCache", "encode_latent_cache", "HeldOutValidation"]
@@ -218,26 +219,13 @@ def resolve_vae(args) -> tuple[VAE, str | None, bool]:
     return vae, (None if small else str(spec)), small
 
 
-def _experiment_dir(args, category_label: str) -> Path:
-    if args.experiment_dir:
-        args.experiment_dir.mkdir(parents=True, exist_ok=True)
-        return args.experiment_dir
-    if args.resume and args.resume != "auto":
-        return Path(args.resume).resolve().parent.parent
-    results = args.results_dir or Path("results") / (
-        f"DeCo-Diff_{args.dataset}_{category_label}_{args.model_size}_{args.center_size}")
-    return next_experiment_dir(results, args.model_size)
-
-
 def main(argv: list[str] | None = None) -> int:
     return run_entry("train_deco_diff", argv, build_arg_parser, lambda args, ctx, events: _train(args, ctx),
                      user_errors_exit=False)
 
 
 def _train(args, ctx) -> int:
-    if args.global_batch_size % ctx.world_size:
-        raise ValueError(f"--global-batch-size {args.global_batch_size} is not divisible by {ctx.world_size} processes")
-    per_rank_batch = args.global_batch_size // ctx.world_size
+    batch_per_rank = per_rank_batch(args.global_batch_size, ctx)
     if args.latent_crop and (args.latent_crop % 4 or args.latent_crop < 8):
         raise ValueError(f"--latent-crop must be a multiple of 4 and at least 8, got {args.latent_crop}")
     categories = "all" if args.object_category == "all" else args.object_category.split(",")
@@ -248,7 +236,7 @@ def _train(args, ctx) -> int:
                             augment=args.augmentation and not args.cache_latents, test_dir=args.test_dir)
     class_names = list(dataset.class_names)
 
-    exp_dir = shared_experiment_dir(ctx, lambda: _experiment_dir(args, category_label))
+    exp_dir = shared_experiment_dir(ctx, lambda: experiment_dir(args, category_label, "DeCo-Diff"))
     ckpt_dir = exp_dir / "checkpoints"
     events = EventLog(args.events, enabled=ctx.is_main)
     resume_path = resume_checkpoint_path(args.resume, ckpt_dir)
@@ -291,14 +279,14 @@ def _train(args, ctx) -> int:
     source = cache if cache is not None else dataset
     sampler = DistributedSampler(source, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                  seed=args.global_seed, drop_last=False)
-    loader = DataLoader(source, batch_size=per_rank_batch, sampler=sampler, num_workers=args.num_workers,
+    loader = DataLoader(source, batch_size=batch_per_rank, sampler=sampler, num_workers=args.num_workers,
                         collate_fn=collate_indices if cache is not None else None,
                         pin_memory=ctx.device.type == "cuda", drop_last=False)
     schedule = make_schedule(10)
     steps_per_epoch = math.ceil(len(loader) / args.accumulation_steps)
     events.emit("started", experiment_dir=str(exp_dir), model_size=args.model_size, classes=class_names,
                 images=len(dataset), epochs=args.epochs, start_epoch=start_epoch, world_size=ctx.world_size,
-                device=str(ctx.device), per_rank_batch=per_rank_batch, steps_per_epoch=steps_per_epoch,
+                device=str(ctx.device), per_rank_batch=batch_per_rank, steps_per_epoch=steps_per_epoch,
                 parameters=unet.num_parameters, version=__version__)
 
     def batch_loss(batch, gen):

@@ -24,7 +24,6 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
@@ -34,9 +33,9 @@ from engine.diad import DIAD_SIZES, DiADSettings, NoiseSchedule, NoiseScheduleCo
 from engine.preprocess import PreprocessConfig
 from engine.version import __version__
 
-from .common import (EpochMonitor, EventLog, add_detector_training_arguments, hold_out, make_lr_scheduler,
-                     next_experiment_dir, restore_training_state, resume_checkpoint_path, run_entry, run_epochs,
-                     save_training_checkpoint, seed_for, shared_experiment_dir, wrap_ddp, write_args)
+from .common import (EpochMonitor, EventLog, add_detector_training_arguments, experiment_dir, hold_out,
+                     make_lr_scheduler, per_rank_batch, restore_training_state, resume_checkpoint_path, run_entry,
+                     run_epochs, save_training_checkpoint, seed_for, shared_experiment_dir, wrap_ddp, write_args)
 from .datasets import AnomalyDataset, build_dataset
 from .train_deco_diff import (LatentCache, augmentation_variants, collate_indices, encode_latent_cache,
                               random_latent_crops, resolve_vae)
@@ -97,17 +96,6 @@ def image_cache(dataset, augmentation: bool) -> LatentCache:
     return LatentCache(images, torch.zeros_like(images), ids, probs)
 
 
-def _experiment_dir(args, category_label: str) -> Path:
-    if args.experiment_dir:
-        args.experiment_dir.mkdir(parents=True, exist_ok=True)
-        return args.experiment_dir
-    if args.resume and args.resume != "auto":
-        return Path(args.resume).resolve().parent.parent
-    results = args.results_dir or Path("results") / (
-        f"DiAD_{args.dataset}_{category_label}_{args.model_size}_{args.center_size}")
-    return next_experiment_dir(results, args.model_size)
-
-
 def _settings(args) -> DiADSettings:
     return DiADSettings(threshold=args.threshold, noise_t=args.noise_t, reverse_steps=args.reverse_steps,
                         start_t=args.reverse_steps, score_steps=args.score_steps)
@@ -119,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args, ctx) -> int:
-    if args.global_batch_size % ctx.world_size:
-        raise ValueError(f"--global-batch-size {args.global_batch_size} is not divisible by {ctx.world_size} processes")
-    per_rank_batch = args.global_batch_size // ctx.world_size
+    batch_per_rank = per_rank_batch(args.global_batch_size, ctx)
     schedule = NoiseSchedule(NoiseScheduleConfig(kind=args.noise_schedule,
                                                  num_train_timesteps=args.num_train_timesteps))
     settings = _settings(args)
@@ -154,7 +140,7 @@ def _train(args, ctx) -> int:
         raise ValueError(f"--latent-crop must be a multiple of {factor} and at least {2 * factor}, "
                          f"got {args.latent_crop}")
 
-    exp_dir = shared_experiment_dir(ctx, lambda: _experiment_dir(args, category_label))
+    exp_dir = shared_experiment_dir(ctx, lambda: experiment_dir(args, category_label, "DiAD"))
     ckpt_dir = exp_dir / "checkpoints"
     events = EventLog(args.events, enabled=ctx.is_main)
     resume_path = resume_checkpoint_path(args.resume, ckpt_dir)
@@ -191,14 +177,14 @@ def _train(args, ctx) -> int:
     source = cache if cache is not None else dataset
     sampler = DistributedSampler(source, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                  seed=args.global_seed, drop_last=False)
-    loader = DataLoader(source, batch_size=per_rank_batch, sampler=sampler, num_workers=args.num_workers,
+    loader = DataLoader(source, batch_size=batch_per_rank, sampler=sampler, num_workers=args.num_workers,
                         collate_fn=collate_indices if cache is not None else None,
                         pin_memory=ctx.device.type == "cuda", drop_last=False)
     steps_per_epoch = math.ceil(len(loader) / args.accumulation_steps)
     events.emit("started", experiment_dir=str(exp_dir), detector="diad", model_size=args.model_size,
                 space=args.space, noise_schedule=args.noise_schedule, classes=class_names, images=len(dataset),
                 epochs=args.epochs, start_epoch=start_epoch, world_size=ctx.world_size, device=str(ctx.device),
-                per_rank_batch=per_rank_batch, steps_per_epoch=steps_per_epoch, parameters=unet.num_parameters,
+                per_rank_batch=batch_per_rank, steps_per_epoch=steps_per_epoch, parameters=unet.num_parameters,
                 version=__version__)
 
     export = dict(exp_dir=exp_dir, ckpt_dir=ckpt_dir, class_names=class_names, trained_classes=trained_classes,

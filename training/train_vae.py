@@ -39,8 +39,8 @@ from engine.imageio import ImageReadError, list_images, read_image
 from engine.preprocess import PreprocessConfig
 from engine.vae import LATENT_SCALE, VAE, compact_vae_config, create_vae, load_vae, save_vae
 
-from .common import (EventLog, add_run_arguments, load_training_checkpoint, make_lr_scheduler, run_entry,
-                     save_training_checkpoint, seed_for)
+from .common import (EventLog, add_run_arguments, load_training_checkpoint, make_lr_scheduler, per_rank_batch,
+                     run_entry, save_training_checkpoint, seed_for)
 from .datasets import build_dataset
 
 __all__ = ["build_arg_parser", "main", "psnr", "VAEObjective", "evaluate_psnr", "extra_image_files",
@@ -237,9 +237,7 @@ def _train(args, ctx) -> int:
         raise ValueError(f"--extra-fraction must be in [0, 1), got {args.extra_fraction}")
     if not 0 <= args.line_augment <= 1:
         raise ValueError(f"--line-augment must be in [0, 1], got {args.line_augment}")
-    if args.batch_size % ctx.world_size:
-        raise ValueError(f"--batch-size {args.batch_size} is not divisible by {ctx.world_size} processes")
-    per_rank = args.batch_size // ctx.world_size
+    per_rank = per_rank_batch(args.batch_size, ctx, "--batch-size")
     events = EventLog(args.events, enabled=ctx.is_main)
     torch.manual_seed(seed_for(args.global_seed, ctx))
     categories = "all" if args.object_category == "all" else args.object_category.split(",")

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import (CheckpointError, check_state_dict, read_folder_weights, read_model_json, save_unet_weights,
-                          write_model_json)
+from ..checkpoint import (CheckpointError, check_state_dict, read_folder_weights, read_model_json, read_model_parts,
+                          write_model_json, write_model_parts)
 from ..defaults import DEFAULT_THRESHOLD
 from ..preprocess import PreprocessConfig, preprocess_frames, to_rgb_uint8
 from ..runtime import (AnomalyResult, ModelInfo, StageClock, autocast_for, build_results, class_id_in, default_device,
@@ -137,9 +137,6 @@ class DiADDetector:
         """From a DiAD model folder (or its model.json / unet.safetensors). `vae` replaces the
         folder's VAE (a VAE, a folder, or a cached Hugging Face id); `overrides` are DiADSettings
         fields (threshold, noise_t, reverse_steps, ...)."""
-        from ..classifier import load_classifier
-        from ..vae import VAE, load_vae
-
         folder = Path(path)
         if folder.is_file() and folder.suffix in (".json", ".safetensors"):
             folder = folder.parent
@@ -158,17 +155,7 @@ class DiADDetector:
         weights, sd = read_folder_weights(folder)
         unet = DiADUNet(config)
         _load_strict(weights, unet, sd)
-        vae_model = None
-        if isinstance(vae, VAE):
-            vae_model = vae
-        elif config.space == "latent":
-            spec = vae or meta.get("vae") or "vae"
-            local = folder / spec if isinstance(spec, str) else None
-            vae_model = load_vae(local if local is not None and local.is_dir() else spec)
-        if classifier is None and meta.get("classifier") and (folder / meta["classifier"]).exists():
-            classifier = load_classifier(folder / meta["classifier"])
-        elif classifier is not None and not hasattr(classifier, "predict"):
-            classifier = load_classifier(classifier)
+        vae_model, classifier = read_model_parts(folder, meta, vae, classifier, latent=config.space == "latent")
         names = meta.get("class_names") or [f"class_{i}" for i in range(config.ncls)]
         try:
             base = DiADSettings(**{k: v for k, v in meta.get("settings", {}).items()
@@ -341,20 +328,11 @@ def save_diad_folder(folder, unet: DiADUNet, class_names: Sequence[str], preproc
     schedule, settings) and, for a latent-space model, either a copy of the VAE in vae/ (`vae`)
     or a reference to one (`vae_ref`), exactly like DeCo-Diff folders; `trained_classes` (default
     all) are the min-score category candidates. model.json is written last."""
-    from ..classifier import save_classifier
-    from ..vae import save_vae
-
     if unet.config.space == "latent" and (vae is None) == (vae_ref is None):
         raise ValueError("give exactly one of vae (copied into the folder) or vae_ref (referenced)")
     if unet.config.space == "pixel" and (vae is not None or vae_ref is not None):
         raise ValueError("a pixel-space DiAD model takes no VAE")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_unet_weights(unet, folder)
-    if vae is not None:
-        save_vae(vae, folder / "vae")
-    if classifier is not None:
-        save_classifier(classifier, folder / "classifier")
+    folder = write_model_parts(folder, unet, vae, classifier)
     meta = {
         "detector": DETECTOR_KIND,
         "model_id": model_id or folder.name,
