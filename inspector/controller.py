@@ -142,7 +142,8 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
         self.worker.calibration_failed.connect(self._on_worker_problem)
         self.worker.busy_changed.connect(self.window.show_busy)
         self.worker_thread.start()
-        self.line = LinePanel(self.window, self.worker.session, self.log_path, self.message, self._mark_recipe_modified)
+        self.line = LinePanel(self.window, self.worker.session, self.log_path, self.message, self._mark_recipe_modified,
+                              on_trigger=lambda part_id: self.step(part_id))
         attach_genicam_action(self.window, lambda spec: self.open_source(spec, autostart=False))
 
         self.display_timer = QTimer(self)

@@ -157,7 +157,8 @@ class RunControl:
         else:
             self.start()
 
-    def step(self) -> None:
+    def step(self, part_id: str = "") -> None:
+        """Inspect one more frame (paused); `part_id` names it (a trigger from the line)."""
         if self.model_info is None:
             self.message("No model loaded: open a model first", "warning")
             return
@@ -167,7 +168,7 @@ class RunControl:
         if not self._reader_usable():
             self._retire_reader()
             self._new_reader(self.source_spec, autostart=False)
-        self.reader.step()
+        self.reader.step(part_id=part_id)
 
     def stop(self) -> None:
         if self.window.live_view.is_selecting():

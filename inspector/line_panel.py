@@ -2,6 +2,10 @@
 OPC UA), edited in a dialog, fed by the window's inspection session through the outbox, and
 their status in the status bar (connected, queued, last error).
 
+Line ▸ Take triggers from the line: the PLC (Modbus TRIGGER coil, OPC UA StartSingleJob) or the
+plant (MQTT trigger command) steps the run by one frame, named by the trigger's part id; the
+outputs show busy until that part is inspected, then ready.
+
 The window only shows and edits; delivery is `lineio.LineOutputs` (threads, outbox) listening
 to the engine worker's session. The outputs are stored in the recipe (`extra["outputs"]`, the
 same list `main.py station --recipe` uses).
@@ -13,7 +17,9 @@ import socket
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QObject, QTimer
+import threading
+
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QMenu,
                                QPushButton, QVBoxLayout, QWidget)
 
@@ -105,11 +111,18 @@ class OutputsDialog(QDialog):
 
 
 class LinePanel(QObject):
-    """The window's outputs: a Line menu, a status-bar field, and the LineOutputs feeding them."""
+    """The window's outputs: a Line menu, a status-bar field, and the LineOutputs feeding them.
+    `on_trigger(part_id)` inspects one frame named `part_id` (the controller's step)."""
+
+    triggered = Signal(str)   # from an output's thread to the window's
 
     def __init__(self, window, session, outbox_path: Path, message: Callable[[str, str], None],
-                 on_changed: Callable[[], None] | None = None):
+                 on_changed: Callable[[], None] | None = None, on_trigger: Callable[[str], None] | None = None):
         super().__init__(window)
+        self.on_trigger = on_trigger
+        self._busy = False
+        self._busy_lock = threading.Lock()
+        self.triggered.connect(self._take_trigger)
         self.window = window
         self.session = session
         self.outbox_path = Path(outbox_path)
@@ -120,6 +133,10 @@ class LinePanel(QObject):
         self.menu = QMenu("&Line", window)
         self.act_outputs = self.menu.addAction("&Outputs…")
         self.act_outputs.triggered.connect(self.edit)
+        self.act_triggers = self.menu.addAction("Take &triggers from the line")
+        self.act_triggers.setCheckable(True)
+        self.act_triggers.setToolTip("The PLC (Modbus, OPC UA) or an MQTT command inspects one frame per trigger")
+        self.act_triggers.toggled.connect(lambda on: self._connect_triggers())
         bar = window.menuBar()
         training = next((a for a in bar.actions() if a.text().replace("&", "") == "Training"), None)
         bar.insertMenu(training, self.menu) if training is not None else bar.addMenu(self.menu)
@@ -158,6 +175,8 @@ class LinePanel(QObject):
             self.message(f"Line outputs not started: {e}", "error")
             return
         self.session.subscribe(self.outputs)
+        self.session.subscribe(self)
+        self._connect_triggers()
         self.outputs.set_state("ready")
         self.message(f"Line outputs: {', '.join(self.outputs.names)}", "info")
         self.refresh_status()
@@ -169,8 +188,37 @@ class LinePanel(QObject):
         self.status.setProperty("level", level)
         self.status.setVisible(bool(text))
 
+    def _connect_triggers(self) -> None:
+        if self.outputs is not None:
+            self.outputs.set_trigger_handler(self._accept_trigger if self.act_triggers.isChecked() else None)
+
+    def _accept_trigger(self, part_id: str, origin: str) -> bool:
+        """An output's thread: one trigger at a time; the window steps in its own thread."""
+        with self._busy_lock:
+            if self._busy or self.on_trigger is None:
+                return False
+            self._busy = True
+        if self.outputs is not None:
+            self.outputs.set_state("busy")
+        self.triggered.emit(part_id)
+        return True
+
+    def _take_trigger(self, part_id: str) -> None:
+        self.on_trigger(part_id)
+
+    def on_inspection(self, inspection) -> None:
+        """The session's thread, after the outputs have queued the part: ready for the next trigger."""
+        with self._busy_lock:
+            was_busy, self._busy = self._busy, False
+        if was_busy and self.outputs is not None:
+            self.outputs.set_state("ready" if inspection.verdict != "error" else "error", inspection.error)
+
+    def on_session_end(self, summary) -> None:
+        pass
+
     def _stop(self) -> None:
         if self.outputs is not None:
+            self.session.unsubscribe(self)
             self.session.unsubscribe(self.outputs)
             self.outputs.close()
             self.outputs = None

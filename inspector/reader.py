@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
+from dataclasses import replace
 
 from PySide6.QtCore import QObject, Signal
 
@@ -44,6 +46,7 @@ class SourceReader(QObject):
         self._cond = threading.Condition()
         self._playing = False
         self._steps = 0
+        self._part_ids: deque[str] = deque()   # names for the next stepped frames (a trigger's part id)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"reader {source.name}")
         source.on_status = self._on_source_status
@@ -68,13 +71,17 @@ class SourceReader(QObject):
         with self._cond:
             self._playing = False
             self._steps = 0
+            self._part_ids.clear()
             self._cond.notify_all()
         self._set_state(PAUSED)
 
-    def step(self, count: int = 1) -> None:
-        """Read `count` more frames, then pause."""
+    def step(self, count: int = 1, part_id: str = "") -> None:
+        """Read `count` more frames, then pause. `part_id` (a trigger's) names the last of them in the
+        results log and the line outputs instead of the source's frame id."""
         with self._cond:
             self._playing = False
+            if part_id:
+                self._part_ids.extend([""] * (self._steps + max(1, count) - 1 - len(self._part_ids)) + [part_id])
             self._steps += max(1, count)
             self._cond.notify_all()
         self._set_state(PAUSED)
@@ -145,6 +152,10 @@ class SourceReader(QObject):
                     message = self.source.end_message or f"{self.source.name}: ended"
                     level = self.source.end_level
                     break
+                with self._cond:
+                    part_id = self._part_ids.popleft() if self._part_ids and not self._playing else ""
+                if part_id:
+                    frame = replace(frame, frame_id=part_id)
                 self.frames_read += 1
                 self.last_frame_time = time.monotonic()
                 self.frame_read.emit(frame)

@@ -93,3 +93,35 @@ def test_genicam_dialog_finds_the_simulated_camera_and_opens_it(qtbot, home):
     assert dialog.url() == "genicam://VikyTL_DEV_red?cti=viky&PixelFormat=Mono8&Width=320"
     ctl.open_source(dialog.spec(), autostart=False)
     assert ctl.source_spec.target == dialog.url()
+
+
+def test_the_plc_triggers_the_window_one_named_part_at_a_time(qtbot, home, tmp_path):
+    from pymodbus.client import ModbusTcpClient
+
+    from lineio.modbus import PART_ID_REGISTERS, Coil, Reg, decode_text, encode_text
+    from tests.gui_helpers import db_rows
+    from tests.line_servers import free_port
+
+    write_images(tmp_path / "imgs", 5, bright={1})
+    window, ctl = open_inspector(qtbot, home, lambda path, **overrides: SleepyDetector(0.0))
+    port = free_port()
+    load_model(qtbot, ctl)
+    ctl.open_source(SourceSpec("folder", str(tmp_path / "imgs")), autostart=False)
+    ctl.line.set_urls([f"modbus://127.0.0.1:{port}?unit=1"])
+    ctl.line.act_triggers.setChecked(True)
+    plc = ModbusTcpClient("127.0.0.1", port=port)
+    try:
+        qtbot.waitUntil(lambda: plc.connect() and plc.read_coils(0, count=10, device_id=1).bits[Coil.READY],
+                        timeout=10000)
+        for n, part in enumerate(["W-1", "W-2"], start=1):
+            plc.write_registers(Reg.PART_ID_IN, encode_text(part), device_id=1)
+            plc.write_coil(Coil.TRIGGER, True, device_id=1)
+            qtbot.waitUntil(lambda: plc.read_holding_registers(0, count=1, device_id=1).registers[0] == n,
+                            timeout=20000)
+            registers = plc.read_holding_registers(0, count=Reg.PART_ID + PART_ID_REGISTERS, device_id=1).registers
+            assert decode_text(registers[Reg.PART_ID:]) == part
+            assert registers[Reg.VERDICT] == (1 if n == 1 else 3)   # image 1 is the bright (failing) one
+            qtbot.waitUntil(lambda: plc.read_coils(0, count=10, device_id=1).bits[Coil.READY], timeout=10000)
+    finally:
+        plc.close()
+    assert [r["frame_id"] for r in db_rows(home)] == ["W-1", "W-2"]
