@@ -143,7 +143,8 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
         self.worker.busy_changed.connect(self.window.show_busy)
         self.worker_thread.start()
         self.line = LinePanel(self.window, self.worker.session, self.log_path, self.message, self._mark_recipe_modified,
-                              on_trigger=lambda part_id: self.step(part_id))
+                              on_trigger=lambda part_id: self.step(part_id), recipe_names=self.recipes.names,
+                              apply_recipe=self.apply_recipe)
         attach_genicam_action(self.window, lambda spec: self.open_source(spec, autostart=False))
 
         self.display_timer = QTimer(self)

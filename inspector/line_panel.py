@@ -114,12 +114,18 @@ class LinePanel(QObject):
     """The window's outputs: a Line menu, a status-bar field, and the LineOutputs feeding them.
     `on_trigger(part_id)` inspects one frame named `part_id` (the controller's step)."""
 
-    triggered = Signal(str)   # from an output's thread to the window's
+    triggered = Signal(str)         # from an output's thread to the window's
+    recipe_selected = Signal(str)   # likewise: a PLC or the plant selects a recipe
 
     def __init__(self, window, session, outbox_path: Path, message: Callable[[str, str], None],
-                 on_changed: Callable[[], None] | None = None, on_trigger: Callable[[str], None] | None = None):
+                 on_changed: Callable[[], None] | None = None, on_trigger: Callable[[str], None] | None = None,
+                 recipe_names: Callable[[], list[str]] | None = None,
+                 apply_recipe: Callable[[str], None] | None = None):
         super().__init__(window)
         self.on_trigger = on_trigger
+        self.recipe_names = recipe_names
+        self.apply_recipe = apply_recipe
+        self.recipe_selected.connect(lambda name: self.apply_recipe(name))
         self._busy = False
         self._busy_lock = threading.Lock()
         self.triggered.connect(self._take_trigger)
@@ -176,6 +182,8 @@ class LinePanel(QObject):
             return
         self.session.subscribe(self.outputs)
         self.session.subscribe(self)
+        if self.recipe_names is not None and self.apply_recipe is not None:
+            self.outputs.set_recipe_handler(self._select_recipe)
         self._connect_triggers()
         self.outputs.set_state("ready")
         self.message(f"Line outputs: {', '.join(self.outputs.names)}", "info")
@@ -202,6 +210,13 @@ class LinePanel(QObject):
             self.outputs.set_state("busy")
         self.triggered.emit(part_id)
         return True
+
+    def _select_recipe(self, name: str) -> str:
+        """An output's thread: '' when the recipe exists (the window switches to it), else why not."""
+        if name not in self.recipe_names():
+            return f"no recipe named {name!r}"
+        self.recipe_selected.emit(name)
+        return ""
 
     def _take_trigger(self, part_id: str) -> None:
         self.on_trigger(part_id)

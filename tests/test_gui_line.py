@@ -65,6 +65,11 @@ def test_window_parts_reach_the_outputs_stored_in_the_recipe(qtbot, home, tmp_pa
         assert not ctl.line.status.isVisible()
         ctl.apply_recipe("Widgets on line 1")   # the recipe brings its outputs back
         assert ctl.line.urls == [receiver.url] and ctl.line.outputs is not None
+        ctl.save_recipe("Widgets strict")
+        select = ctl.line.outputs.sinks[0].on_select_recipe   # what an OPC UA or MQTT output calls
+        assert select("Bolts") == "no recipe named 'Bolts'"
+        assert select("Widgets on line 1") == ""
+        qtbot.waitUntil(lambda: ctl.recipe_name == "Widgets on line 1", timeout=5000)
     finally:
         receiver.close()
 
