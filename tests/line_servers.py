@@ -144,8 +144,8 @@ class Postgres:
         argv = [str(self.bindir / tool), *args]
         kwargs = {}
         if self.user is not None:
-            uid, gid = self.user.pw_uid, self.user.pw_gid
-            kwargs["preexec_fn"] = lambda: (os.setgid(gid), os.setuid(uid))
+            # not preexec_fn: that is unsafe in a process with threads (the sinks' threads)
+            kwargs.update(user=self.user.pw_uid, group=self.user.pw_gid, extra_groups=[])
             kwargs["env"] = {**os.environ, "HOME": str(self.folder), "USER": "postgres"}
         done = subprocess.run(argv, capture_output=True, text=True, cwd=self.folder, timeout=120, **kwargs)
         if done.returncode != 0:
