@@ -201,6 +201,33 @@ def test_modbus_plc_handshake_with_pymodbus(tmp_path):
         outputs.close()
 
 
+def test_modbus_ack_mode_holds_each_result_until_the_plc_has_read_it(tmp_path):
+    from pymodbus.client import ModbusTcpClient
+
+    port = free_port()
+    outputs = LineOutputs([f"modbus://127.0.0.1:{port}?unit=1&ack=1"], tmp_path / "o.sqlite", station="st1")
+    outputs.start()
+    plc = ModbusTcpClient("127.0.0.1", port=port)
+    try:
+        wait_until(lambda: plc.connect(), 10, "the station's Modbus server")
+        for i in range(3):
+            outputs.publish(record(i, verdict=("pass", "review", "fail")[i]))
+
+        def shown():
+            registers = plc.read_holding_registers(0, count=Reg.PART_ID + PART_ID_REGISTERS, device_id=1).registers
+            return registers[Reg.RESULT_COUNTER], registers[Reg.VERDICT], decode_text(registers[Reg.PART_ID:])
+
+        for n, (verdict, part) in enumerate([(1, "P-0000"), (2, "P-0001"), (3, "P-0002")], start=1):
+            wait_until(lambda: shown()[0] == n, 15, f"result {n}")
+            time.sleep(0.3)   # the next result waits for the ACK, however long the PLC takes
+            assert shown() == (n, verdict, part) and outputs.status()[0].queued == 3 - n + 1
+            plc.write_coil(Coil.ACK, True, device_id=1)
+        assert outputs.drain(15)
+    finally:
+        plc.close()
+        outputs.close()
+
+
 def test_modbus_server_answers_bad_requests_with_modbus_exceptions(tmp_path):
     from pymodbus.client import ModbusTcpClient
 
