@@ -196,13 +196,19 @@ def check_state_dict(path: Path, expected: dict, sd: dict, what: str,
         raise CheckpointError(path, f"does not match {what}: {mismatch.describe()}")
 
 
-def write_model_parts(folder, unet, vae=None, classifier=None) -> Path:
+def write_model_parts(folder, unet, vae=None, vae_ref: str | None = None, classifier=None,
+                      uses_vae: bool = True) -> Path:
     """Start a model folder (either detector's): the network's weights (unet.safetensors), a copy of
-    the VAE in vae/ and the classifier in classifier/ when given; the caller writes model.json last,
-    so a half-written folder never loads."""
+    the VAE in vae/ (`vae`; or `vae_ref`, a reference the caller writes into model.json: exactly one
+    of them when the model `uses_vae`, neither when not) and the classifier in classifier/ when given.
+    The caller writes model.json last, so a half-written folder never loads."""
     from .classifier import save_classifier
     from .vae import save_vae
 
+    if uses_vae and (vae is None) == (vae_ref is None):
+        raise ValueError("give exactly one of vae (copied into the folder) or vae_ref (referenced)")
+    if not uses_vae and (vae is not None or vae_ref is not None):
+        raise ValueError("a pixel-space model takes no VAE")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_unet_weights(unet, folder)

@@ -381,9 +381,7 @@ def save_model_folder(folder, unet: GatedUNet, class_names: Sequence[str], prepr
     a copy of the VAE in vae/ (`vae`) or a reference to one on disk or in the Hugging Face
     cache (`vae_ref`, for large Stable-Diffusion VAEs). model.json is written last, so a
     half-written folder never loads."""
-    if (vae is None) == (vae_ref is None):
-        raise ValueError("give exactly one of vae (copied into the folder) or vae_ref (referenced)")
-    folder = write_model_parts(folder, unet, vae, classifier)
+    folder = write_model_parts(folder, unet, vae, vae_ref, classifier)
     normalization_entry = normalization.save(folder) if normalization is not None else None
     s = settings or DetectorSettings()
     meta = {

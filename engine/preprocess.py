@@ -9,12 +9,14 @@ the reference single-image tool used BILINEAR, hence `resize_filter`), center cr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 import torch
 from PIL import Image
+
+from .configs import config_from_dict
 
 __all__ = [
     "RESIZE_FILTERS",
@@ -74,11 +76,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown PreprocessConfig fields: {unknown}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 def crop_offset(cfg: PreprocessConfig) -> int:

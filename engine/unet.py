@@ -11,11 +11,13 @@ Sizes live in one registry (`UNET_SIZES`) and every model is built by `create_un
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .configs import config_from_dict
 
 __all__ = [
     "UNET_SIZES",
@@ -67,11 +69,7 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown UNetConfig fields: {unknown}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 # name -> (model_channels, num_heads at the first level); context_dim = 2 * model_channels.

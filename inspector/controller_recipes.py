@@ -29,6 +29,15 @@ class RecipeControl:
             self.recipe_modified = True
             self._show_recipes()
 
+    def _adopt_recipe(self, recipe: Recipe, push: bool = True) -> None:
+        """`recipe` is in force and unmodified; parts are logged under its name (sent to the worker now
+        unless `push` is False: the caller sends the whole recipe a moment later)."""
+        self.recipe_name = recipe.name
+        self.recipe_modified = False
+        self.context = replace(self.context, recipe=recipe.name)
+        if push:
+            self._push_context()
+
     def choose_recipe_name(self) -> None:
         name, ok = QInputDialog.getText(self.window, "Save recipe", "Product / recipe name:", text=self.recipe_name)
         if ok and name.strip():
@@ -50,10 +59,7 @@ class RecipeControl:
         except RecipeError as e:
             self.message(str(e), "error")
             return
-        self.recipe_name = recipe.name
-        self.recipe_modified = False
-        self.context = replace(self.context, recipe=recipe.name)
-        self._push_context()
+        self._adopt_recipe(recipe)
         self._show_recipes()
         self.settings.setValue("recipe/current", recipe.name)
         self.message(f"Recipe '{recipe.name}' saved ({path})", "ok")
@@ -79,9 +85,7 @@ class RecipeControl:
         except RecipeError as e:
             self.message(str(e), "error")
             return
-        self.recipe_name = recipe.name
-        self.recipe_modified = False
-        self.context = replace(self.context, recipe=recipe.name)
+        self._adopt_recipe(recipe, push=False)
         self.settings.setValue("recipe/current", recipe.name)
         self.line.set_urls(recipe.extra.get(RECIPE_OUTPUTS) or [])
         overrides = {k: v for k, v in (("reverse_steps", recipe.reverse_steps), ("gate_fusion", recipe.gate_fusion))

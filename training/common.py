@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -38,6 +39,10 @@ __all__ = [
     "next_experiment_dir",
     "experiment_dir",
     "per_rank_batch",
+    "TrainingRun",
+    "start_training_run",
+    "make_optimizer",
+    "detector_training_data",
     "seed_for",
     "run_entry",
     "run_reporting_errors",
@@ -304,6 +309,53 @@ def next_experiment_dir(results_dir: Path, name: str) -> Path:
 
 def is_interactive() -> bool:
     return sys.stderr.isatty()
+
+
+def detector_training_data(args):
+    """(training split, its preprocessing, the category label of folder names) named by a detector
+    trainer's arguments (`add_detector_training_arguments`); augmentation in the loader only when
+    the latents are not cached (the cache holds the augmented variants)."""
+    from engine.preprocess import PreprocessConfig
+
+    from .datasets import build_dataset
+
+    categories = "all" if args.object_category == "all" else args.object_category.split(",")
+    preprocess = PreprocessConfig(image_size=args.image_size, center_size=args.center_size,
+                                  resize_filter=args.resize_filter)
+    dataset = build_dataset(args.dataset, args.data_dir, categories, "train", preprocess,
+                            augment=args.augmentation and not args.cache_latents, test_dir=args.test_dir)
+    return dataset, preprocess, args.object_category.replace(",", "+")
+
+
+class TrainingRun(NamedTuple):
+    """Where a detector trainer's run lives and what it starts from (see `start_training_run`)."""
+
+    exp_dir: Path
+    ckpt_dir: Path
+    events: "EventLog"
+    resume_path: Path | None
+    held_out: list | None
+    clock_start: float
+
+
+def start_training_run(args, ctx: DistContext, dataset, category_label: str, name: str) -> TrainingRun:
+    """The run folder (`experiment_dir`, agreed by all ranks), its checkpoints folder, the event log
+    (rank 0), the checkpoint to resume from, the held-out good images (`hold_out`) and the clock the
+    time budget counts from."""
+    exp_dir = shared_experiment_dir(ctx, lambda: experiment_dir(args, category_label, name))
+    ckpt_dir = exp_dir / "checkpoints"
+    events = EventLog(args.events, enabled=ctx.is_main)
+    resume_path = resume_checkpoint_path(args.resume, ckpt_dir)
+    held_out = hold_out(args, dataset, exp_dir, ctx)
+    return TrainingRun(exp_dir, ckpt_dir, events, resume_path, held_out, time.perf_counter())
+
+
+def make_optimizer(args, model, unet, resume_path: Path | None, schedule_epochs: int):
+    """(AdamW, warm-up cosine schedule over `schedule_epochs`, the epoch to start from): both detector
+    trainers' optimisation, restored from `resume_path` when there is one."""
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    scheduler = make_lr_scheduler(opt, args.warmup_epochs, schedule_epochs)
+    return opt, scheduler, restore_training_state(resume_path, unet, opt, scheduler)
 
 
 def per_rank_batch(global_batch: int, ctx: DistContext, option: str = "--global-batch-size") -> int:

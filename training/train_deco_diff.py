@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,16 +29,14 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from engine.diffusion import corrupt_for_training, deviation_loss, make_schedule
-from engine.preprocess import PreprocessConfig
 from engine.unet import UNET_SIZES, create_unet
 from engine.vae import LATENT_SCALE, VAE, load_vae
 from engine.version import __version__
 
-from .common import (EpochMonitor, EventLog, add_detector_training_arguments, experiment_dir, hold_out,
-                     make_lr_scheduler, per_rank_batch, restore_training_state, resume_checkpoint_path, run_entry,
-                     run_epochs, save_training_checkpoint, seed_for, shared_experiment_dir, str2bool, wrap_ddp,
-                     write_args)
-from .datasets import AnomalyDataset, build_dataset
+from .common import (EpochMonitor, add_detector_training_arguments, detector_training_data, make_optimizer,
+                     per_rank_batch, run_entry, run_epochs, save_training_checkpoint, seed_for, start_training_run,
+                     str2bool, wrap_ddp, write_args)
+from .datasets import AnomalyDataset
 
 __all__ = ["build_arg_parser", "main", "LatentCache", "encode_latent_cache", "HeldOutValidation"]
 
@@ -228,20 +225,11 @@ def _train(args, ctx) -> int:
     batch_per_rank = per_rank_batch(args.global_batch_size, ctx)
     if args.latent_crop and (args.latent_crop % 4 or args.latent_crop < 8):
         raise ValueError(f"--latent-crop must be a multiple of 4 and at least 8, got {args.latent_crop}")
-    categories = "all" if args.object_category == "all" else args.object_category.split(",")
-    category_label = args.object_category.replace(",", "+")
-    preprocess = PreprocessConfig(image_size=args.image_size, center_size=args.center_size,
-                                  resize_filter=args.resize_filter)
-    dataset = build_dataset(args.dataset, args.data_dir, categories, "train", preprocess,
-                            augment=args.augmentation and not args.cache_latents, test_dir=args.test_dir)
+    dataset, preprocess, category_label = detector_training_data(args)
     class_names = list(dataset.class_names)
 
-    exp_dir = shared_experiment_dir(ctx, lambda: experiment_dir(args, category_label, "DeCo-Diff"))
-    ckpt_dir = exp_dir / "checkpoints"
-    events = EventLog(args.events, enabled=ctx.is_main)
-    resume_path = resume_checkpoint_path(args.resume, ckpt_dir)
-    held_out = hold_out(args, dataset, exp_dir, ctx)
-    clock_start = time.perf_counter()
+    exp_dir, ckpt_dir, events, resume_path, held_out, clock_start = start_training_run(
+        args, ctx, dataset, category_label, "DeCo-Diff")
 
     torch.manual_seed(seed_for(args.global_seed, ctx))
     vae, vae_ref, _ = resolve_vae(args)
@@ -253,10 +241,7 @@ def _train(args, ctx) -> int:
     if args.init is not None and resume_path is None:
         init_unet_weights(unet, args.init, args.model_size, class_names)
     model = wrap_ddp(unet, ctx)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    total_sched_epochs = int(args.epochs * SCHEDULE_STRETCH)
-    scheduler = make_lr_scheduler(opt, args.warmup_epochs, total_sched_epochs)
-    start_epoch = restore_training_state(resume_path, unet, opt, scheduler)
+    opt, scheduler, start_epoch = make_optimizer(args, model, unet, resume_path, int(args.epochs * SCHEDULE_STRETCH))
     validation = None
     if held_out is not None and ctx.is_main:
         held = AnomalyDataset(held_out, class_names, "train", preprocess)

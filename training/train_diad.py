@@ -23,20 +23,18 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from engine.diad import DIAD_SIZES, DiADSettings, NoiseSchedule, NoiseScheduleConfig, create_diad, ddpm_loss
-from engine.preprocess import PreprocessConfig
 from engine.version import __version__
 
-from .common import (EpochMonitor, EventLog, add_detector_training_arguments, experiment_dir, hold_out,
-                     make_lr_scheduler, per_rank_batch, restore_training_state, resume_checkpoint_path, run_entry,
-                     run_epochs, save_training_checkpoint, seed_for, shared_experiment_dir, wrap_ddp, write_args)
-from .datasets import AnomalyDataset, build_dataset
+from .common import (EpochMonitor, add_detector_training_arguments, detector_training_data, make_optimizer,
+                     per_rank_batch, run_entry, run_epochs, save_training_checkpoint, seed_for, start_training_run,
+                     wrap_ddp, write_args)
+from .datasets import AnomalyDataset
 from .train_deco_diff import (LatentCache, augmentation_variants, collate_indices, encode_latent_cache,
                               random_latent_crops, resolve_vae)
 
@@ -114,12 +112,7 @@ def _train(args, ctx) -> int:
     if max(settings.noise_t, settings.score_t_max) >= args.num_train_timesteps:
         raise ValueError(f"--noise-t {settings.noise_t} and the score timesteps (up to {settings.score_t_max}) "
                          f"must be below --num-train-timesteps {args.num_train_timesteps}")
-    categories = "all" if args.object_category == "all" else args.object_category.split(",")
-    category_label = args.object_category.replace(",", "+")
-    preprocess = PreprocessConfig(image_size=args.image_size, center_size=args.center_size,
-                                  resize_filter=args.resize_filter)
-    dataset = build_dataset(args.dataset, args.data_dir, categories, "train", preprocess,
-                            augment=args.augmentation and not args.cache_latents, test_dir=args.test_dir)
+    dataset, preprocess, category_label = detector_training_data(args)
     class_names = list(dataset.class_names)
     trained_classes = dataset.categories
 
@@ -140,17 +133,11 @@ def _train(args, ctx) -> int:
         raise ValueError(f"--latent-crop must be a multiple of {factor} and at least {2 * factor}, "
                          f"got {args.latent_crop}")
 
-    exp_dir = shared_experiment_dir(ctx, lambda: experiment_dir(args, category_label, "DiAD"))
-    ckpt_dir = exp_dir / "checkpoints"
-    events = EventLog(args.events, enabled=ctx.is_main)
-    resume_path = resume_checkpoint_path(args.resume, ckpt_dir)
-    held_out = hold_out(args, dataset, exp_dir, ctx)
-    clock_start = time.perf_counter()
+    exp_dir, ckpt_dir, events, resume_path, held_out, clock_start = start_training_run(
+        args, ctx, dataset, category_label, "DiAD")
 
     model = wrap_ddp(unet, ctx)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    scheduler = make_lr_scheduler(opt, args.warmup_epochs, args.epochs)
-    start_epoch = restore_training_state(resume_path, unet, opt, scheduler)
+    opt, scheduler, start_epoch = make_optimizer(args, model, unet, resume_path, args.epochs)
     validation = None
     if held_out is not None and ctx.is_main:
         held = AnomalyDataset(held_out, class_names, "train", preprocess)

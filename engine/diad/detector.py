@@ -328,11 +328,7 @@ def save_diad_folder(folder, unet: DiADUNet, class_names: Sequence[str], preproc
     schedule, settings) and, for a latent-space model, either a copy of the VAE in vae/ (`vae`)
     or a reference to one (`vae_ref`), exactly like DeCo-Diff folders; `trained_classes` (default
     all) are the min-score category candidates. model.json is written last."""
-    if unet.config.space == "latent" and (vae is None) == (vae_ref is None):
-        raise ValueError("give exactly one of vae (copied into the folder) or vae_ref (referenced)")
-    if unet.config.space == "pixel" and (vae is not None or vae_ref is not None):
-        raise ValueError("a pixel-space DiAD model takes no VAE")
-    folder = write_model_parts(folder, unet, vae, classifier)
+    folder = write_model_parts(folder, unet, vae, vae_ref, classifier, uses_vae=unet.config.space == "latent")
     meta = {
         "detector": DETECTOR_KIND,
         "model_id": model_id or folder.name,

@@ -4,12 +4,13 @@ embedding added to it), in the VAE's latent space (default) or in pixel space.""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..configs import config_from_dict
 from ..unet import timestep_embedding
 
 __all__ = ["DIAD_SIZES", "DiADConfig", "DiADUNet", "create_diad"]
@@ -78,11 +79,7 @@ class DiADConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiADConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown DiADConfig fields: {unknown}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 # name -> architecture; DiAD_T is sized for live CPU inspection.

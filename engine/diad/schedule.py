@@ -4,11 +4,13 @@ steps, q(x_t | x_0) in closed form), the timestep grids and the fixed seeded noi
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from ..configs import config_from_dict
 
 __all__ = ["NoiseScheduleConfig", "NoiseSchedule", "linear_betas", "cosine_betas", "reconstruction_timesteps",
            "sampling_timesteps", "score_timesteps", "seeded_noise"]
@@ -38,11 +40,7 @@ class NoiseScheduleConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NoiseScheduleConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown NoiseScheduleConfig fields: {unknown}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 def linear_betas(num_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
