@@ -69,3 +69,18 @@ def test_station_inspects_a_simulated_genicam_camera(tmp_path, monkeypatch, caps
     out = capsys.readouterr().out
     assert "source stream genicam://0?cti=viky" in out and "station stopped after 3 parts" in out
     assert out.count("part ") == 3 and ", 0 errors" in out and "error:" not in out
+
+
+def test_a_camera_that_stops_streaming_is_reconnected():
+    statuses = []
+    source = open_source(spec_for_path(f"{SIMULATED}&timeout=0.5"), backoff_start=0.1)
+    source.on_status = lambda text, level: statuses.append(text)
+    source.open()
+    try:
+        assert source.read().rgb is not None
+        source._cap._acquirer.stop()   # the camera stops delivering under us, as when it is unplugged
+        frame = source.read()
+    finally:
+        source.close()
+    assert frame.rgb is not None and source.reconnects == 1
+    assert any("reconnecting" in s for s in statuses) and any(s.endswith("reconnected") for s in statuses)
