@@ -18,6 +18,7 @@ import json
 import os
 import pickle
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,6 +218,15 @@ def write_model_parts(folder, unet, vae=None, vae_ref: str | None = None, classi
     if classifier is not None:
         save_classifier(classifier, folder / "classifier")
     return folder
+
+
+def model_json_header(kind: str, folder: Path, model_id: str, unet) -> dict:
+    """The first entries of every model.json: detector kind, model id (default: the folder's name),
+    the app version and time that wrote it, and the network's config."""
+    from .version import __version__
+
+    return {"detector": kind, "model_id": model_id or folder.name, "app_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "unet": unet.config.to_dict()}
 
 
 def read_model_parts(folder: Path, meta: dict, vae=None, classifier=None, latent: bool = True):

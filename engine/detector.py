@@ -9,7 +9,6 @@ frame (HxWx3 uint8, RGB or BGR) -> resize + center crop -> VAE encode (mean x 0.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -20,8 +19,8 @@ import torch
 
 from .acceleration import CompiledOrEager, CpuLanes, in_chunks, set_memory_format
 from .categories import dataset_categories
-from .checkpoint import (CheckpointError, _load_strict, read_model_json, read_reference_checkpoint, write_model_json,
-                         write_model_parts)
+from .checkpoint import (CheckpointError, _load_strict, model_json_header, read_model_json, read_reference_checkpoint,
+                         write_model_json, write_model_parts)
 from .defaults import DEFAULT_THRESHOLD
 from .diffusion import dod_gate, make_schedule, reconstruct_latents
 from .maps import compute_anomaly_maps, concat_maps
@@ -32,7 +31,6 @@ from .runtime import (AnomalyResult, ModelInfo, StageClock, autocast_for, build_
                       notify, predict_in_batches)
 from .unet import GatedUNet
 from .vae import VAE, load_vae
-from .version import __version__
 
 __all__ = ["DETECTOR_KIND", "DetectorSettings", "Detector", "save_model_folder"]
 
@@ -385,11 +383,7 @@ def save_model_folder(folder, unet: GatedUNet, class_names: Sequence[str], prepr
     normalization_entry = normalization.save(folder) if normalization is not None else None
     s = settings or DetectorSettings()
     meta = {
-        "detector": DETECTOR_KIND,
-        "model_id": model_id or folder.name,
-        "app_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "unet": unet.config.to_dict(),
+        **model_json_header(DETECTOR_KIND, folder, model_id, unet),
         "vae": "vae" if vae is not None else str(vae_ref),
         "classifier": "classifier" if classifier is not None else None,
         "class_names": list(class_names),

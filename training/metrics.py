@@ -60,16 +60,21 @@ def _two_classes(labels: np.ndarray) -> bool:
     return bool(labels.any()) and not bool(labels.all())
 
 
+def _ranking_metric(metric, labels, scores) -> float:
+    """`metric(labels, scores)` on flattened arrays; NaN if only one class is present."""
+    y = _labels(labels).ravel()
+    s = _scores(scores).ravel()
+    if not _two_classes(y):
+        return float("nan")
+    return float(metric(y, s))
+
+
 def auroc(labels, scores) -> float:
     """Area under the ROC curve (exact thresholds, trapezoidal).
 
     labels, scores: [N] (any shape, flattened). NaN if only one class is present.
     """
-    y = _labels(labels).ravel()
-    s = _scores(scores).ravel()
-    if not _two_classes(y):
-        return float("nan")
-    return float(roc_auc_score(y, s))
+    return _ranking_metric(roc_auc_score, labels, scores)
 
 
 def average_precision(labels, scores) -> float:
@@ -77,11 +82,7 @@ def average_precision(labels, scores) -> float:
 
     labels, scores: [N] (any shape, flattened). NaN if only one class is present.
     """
-    y = _labels(labels).ravel()
-    s = _scores(scores).ravel()
-    if not _two_classes(y):
-        return float("nan")
-    return float(average_precision_score(y, s))
+    return _ranking_metric(average_precision_score, labels, scores)
 
 
 def f1_max(labels, scores) -> tuple[float, float]:

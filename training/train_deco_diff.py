@@ -188,6 +188,18 @@ def collate_indices(batch):
     return torch.tensor(batch, dtype=torch.long)
 
 
+def epoch_loader(dataset, cache, args, ctx, batch_per_rank: int) -> tuple[DataLoader, DistributedSampler]:
+    """(loader, its sampler) over the cache (batches of indices into it) or, without one, the dataset:
+    shuffled per epoch with --global-seed, this process's share of every epoch."""
+    source = cache if cache is not None else dataset
+    sampler = DistributedSampler(source, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                 seed=args.global_seed, drop_last=False)
+    loader = DataLoader(source, batch_size=batch_per_rank, sampler=sampler, num_workers=args.num_workers,
+                        collate_fn=collate_indices if cache is not None else None,
+                        pin_memory=ctx.device.type == "cuda", drop_last=False)
+    return loader, sampler
+
+
 def init_unet_weights(unet, source: Path, size: str, class_names: list[str]) -> None:
     """Copy the weights of the UNet at `source` (model folder or reference .pt) into `unet`.
     Size, class count, latent channels and (for our folders) class names must match."""
@@ -261,12 +273,7 @@ def _train(args, ctx) -> int:
 
     cache = encode_latent_cache(dataset, vae, ctx.device, args.augmentation, progress=ctx.is_main) \
         if args.cache_latents else None
-    source = cache if cache is not None else dataset
-    sampler = DistributedSampler(source, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                 seed=args.global_seed, drop_last=False)
-    loader = DataLoader(source, batch_size=batch_per_rank, sampler=sampler, num_workers=args.num_workers,
-                        collate_fn=collate_indices if cache is not None else None,
-                        pin_memory=ctx.device.type == "cuda", drop_last=False)
+    loader, sampler = epoch_loader(dataset, cache, args, ctx, batch_per_rank)
     schedule = make_schedule(10)
     steps_per_epoch = math.ceil(len(loader) / args.accumulation_steps)
     events.emit("started", experiment_dir=str(exp_dir), model_size=args.model_size, classes=class_names,

@@ -25,8 +25,6 @@ import math
 import sys
 
 import torch
-from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 
 from engine.diad import DIAD_SIZES, DiADSettings, NoiseSchedule, NoiseScheduleConfig, create_diad, ddpm_loss
 from engine.version import __version__
@@ -35,8 +33,8 @@ from .common import (EpochMonitor, add_detector_training_arguments, detector_tra
                      per_rank_batch, run_entry, run_epochs, save_training_checkpoint, seed_for, start_training_run,
                      wrap_ddp, write_args)
 from .datasets import AnomalyDataset
-from .train_deco_diff import (LatentCache, augmentation_variants, collate_indices, encode_latent_cache,
-                              random_latent_crops, resolve_vae)
+from .train_deco_diff import (LatentCache, augmentation_variants, encode_latent_cache, epoch_loader, random_latent_crops,
+                              resolve_vae)
 
 __all__ = ["build_arg_parser", "main", "image_cache", "HeldOutNoiseLoss"]
 
@@ -161,12 +159,7 @@ def _train(args, ctx) -> int:
         cache = encode_latent_cache(dataset, vae, ctx.device, args.augmentation, progress=ctx.is_main)
     else:
         cache = image_cache(dataset, args.augmentation)
-    source = cache if cache is not None else dataset
-    sampler = DistributedSampler(source, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                 seed=args.global_seed, drop_last=False)
-    loader = DataLoader(source, batch_size=batch_per_rank, sampler=sampler, num_workers=args.num_workers,
-                        collate_fn=collate_indices if cache is not None else None,
-                        pin_memory=ctx.device.type == "cuda", drop_last=False)
+    loader, sampler = epoch_loader(dataset, cache, args, ctx, batch_per_rank)
     steps_per_epoch = math.ceil(len(loader) / args.accumulation_steps)
     events.emit("started", experiment_dir=str(exp_dir), detector="diad", model_size=args.model_size,
                 space=args.space, noise_schedule=args.noise_schedule, classes=class_names, images=len(dataset),

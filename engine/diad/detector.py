@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -14,12 +13,11 @@ import torch
 from torch import nn
 
 from ..checkpoint import (CheckpointError, check_state_dict, read_folder_weights, read_model_json, read_model_parts,
-                          write_model_json, write_model_parts)
+                          model_json_header, write_model_json, write_model_parts)
 from ..defaults import DEFAULT_THRESHOLD
 from ..preprocess import PreprocessConfig, preprocess_frames, to_rgb_uint8
 from ..runtime import (AnomalyResult, ModelInfo, StageClock, autocast_for, build_results, class_id_in, default_device,
                        predict_in_batches)
-from ..version import __version__
 from .model import DiADConfig, DiADUNet
 from .maps import DiADMaps, compute_diad_maps
 from .sampling import ddim_reconstruct, diffusion_error
@@ -330,11 +328,7 @@ def save_diad_folder(folder, unet: DiADUNet, class_names: Sequence[str], preproc
     all) are the min-score category candidates. model.json is written last."""
     folder = write_model_parts(folder, unet, vae, vae_ref, classifier, uses_vae=unet.config.space == "latent")
     meta = {
-        "detector": DETECTOR_KIND,
-        "model_id": model_id or folder.name,
-        "app_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "unet": unet.config.to_dict(),
+        **model_json_header(DETECTOR_KIND, folder, model_id, unet),
         "schedule": (schedule or NoiseScheduleConfig()).to_dict(),
         "vae": "vae" if vae is not None else (str(vae_ref) if vae_ref is not None else None),
         "classifier": "classifier" if classifier is not None else None,
