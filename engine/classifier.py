@@ -49,6 +49,9 @@ WEIGHTS_NAME = "classifier.safetensors"
 # Channel multipliers of the five stride-2 stages of CompactClassifier (times `width`).
 COMPACT_STAGE_MULT = (1, 1, 2, 4, 8)
 _SHOW = 5
+# how a classifier file that does not fit is described (see StateDictMismatch.describe)
+KEY_FORMATS = ("missing {count} keys (first: {names})", "unexpected {count} keys (first: {names})",
+               "{count} shape mismatches (first: {names})")
 
 
 def _is_int(v: object) -> bool:
@@ -325,15 +328,8 @@ def _check_state_dict(module: nn.Module, state: dict, source: Path, what: str) -
     mismatch = compare_state_dict(expected, state)
     if not mismatch:
         return
-    parts = []
-    if mismatch.missing:
-        parts.append(f"missing {len(mismatch.missing)} keys (first: {list(mismatch.missing[:_SHOW])})")
-    if mismatch.unexpected:
-        parts.append(f"unexpected {len(mismatch.unexpected)} keys (first: {list(mismatch.unexpected[:_SHOW])})")
-    if mismatch.wrong_shapes:
-        parts.append(f"{len(mismatch.wrong_shapes)} shape mismatches (first: {list(mismatch.wrong_shapes[:_SHOW])})")
     raise ValueError(
-        f"{source}: weights do not fit {what}: " + "; ".join(parts)
+        f"{source}: weights do not fit {what}: " + mismatch.describe(_SHOW, KEY_FORMATS)
         + f". Expected {len(expected)} keys (first: {list(expected)[:_SHOW]}),"
         + f" found {len(state)} keys (first: {list(state)[:_SHOW]})"
     )

@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-__all__ = ["StateDictMismatch", "compare_state_dict"]
+__all__ = ["StateDictMismatch", "compare_state_dict", "WEIGHT_FORMATS"]
 
 EXAMPLES = 3   # entries named per kind of problem
+WEIGHT_FORMATS = ("{count} missing weights (e.g. {names})", "{count} unexpected weights (e.g. {names})",
+                  "{count} wrong shapes (e.g. {names})")
 
 
 @dataclass(frozen=True)
@@ -23,16 +25,13 @@ class StateDictMismatch:
     def __bool__(self) -> bool:
         return bool(self.missing or self.unexpected or self.wrong_shapes)
 
-    def describe(self, examples: int = EXAMPLES) -> str:
-        """'N missing weights (e.g. [...]); N unexpected weights (e.g. [...]); N wrong shapes (e.g. [...])'."""
-        problems = []
-        if self.missing:
-            problems.append(f"{len(self.missing)} missing weights (e.g. {list(self.missing[:examples])})")
-        if self.unexpected:
-            problems.append(f"{len(self.unexpected)} unexpected weights (e.g. {list(self.unexpected[:examples])})")
-        if self.wrong_shapes:
-            problems.append(f"{len(self.wrong_shapes)} wrong shapes (e.g. {list(self.wrong_shapes[:examples])})")
-        return "; ".join(problems)
+    def describe(self, examples: int = EXAMPLES, formats: tuple[str, str, str] = WEIGHT_FORMATS) -> str:
+        """One line: each kind of problem through its format (fields `count` and `names`, a list of at
+        most `examples`), in the order missing, unexpected, wrong shapes; the default reads
+        '1 missing weights (e.g. ['out.2.bias']); 2 unexpected weights (e.g. [...])'."""
+        kinds = (self.missing, self.unexpected, self.wrong_shapes)
+        return "; ".join(fmt.format(count=len(found), names=list(found[:examples]))
+                         for fmt, found in zip(formats, kinds) if found)
 
 
 def compare_state_dict(expected: Mapping, found: Mapping, allowed_missing: tuple[str, ...] = ()) -> StateDictMismatch:

@@ -42,6 +42,7 @@ __all__ = [
     "TrainingRun",
     "start_training_run",
     "make_optimizer",
+    "run_monitored_epochs",
     "detector_training_data",
     "seed_for",
     "run_entry",
@@ -348,6 +349,18 @@ def start_training_run(args, ctx: DistContext, dataset, category_label: str, nam
     resume_path = resume_checkpoint_path(args.resume, ckpt_dir)
     held_out = hold_out(args, dataset, exp_dir, ctx)
     return TrainingRun(exp_dir, ckpt_dir, events, resume_path, held_out, time.perf_counter())
+
+
+def run_monitored_epochs(args, ctx: DistContext, model, opt, scheduler, loader, sampler, start_epoch: int,
+                         run: TrainingRun, monitor, batch_loss, save_checkpoint) -> int:
+    """`run_epochs` for a detector trainer: the EpochMonitor `monitor` validates, selects, keeps the
+    time budget and stops early; the run's event log is closed at the end, whatever happens."""
+    try:
+        return run_epochs(args, ctx, model, opt, scheduler, loader, sampler, start_epoch, run.events, batch_loss,
+                          save_checkpoint, run.exp_dir, run.ckpt_dir, end_of_epoch=monitor.end_of_epoch,
+                          on_finish=monitor.on_finish)
+    finally:
+        run.events.close()
 
 
 def make_optimizer(args, model, unet, resume_path: Path | None, schedule_epochs: int):

@@ -34,8 +34,8 @@ from engine.vae import LATENT_SCALE, VAE, load_vae
 from engine.version import __version__
 
 from .common import (EpochMonitor, add_detector_training_arguments, detector_training_data, make_optimizer,
-                     per_rank_batch, run_entry, run_epochs, save_training_checkpoint, seed_for, start_training_run,
-                     str2bool, wrap_ddp, write_args)
+                     per_rank_batch, run_entry, run_monitored_epochs, save_training_checkpoint, seed_for,
+                     start_training_run, str2bool, wrap_ddp, write_args)
 from .datasets import AnomalyDataset
 
 __all__ = ["build_arg_parser", "main", "LatentCache", "encode_latent_cache", "HeldOutValidation"]
@@ -240,8 +240,8 @@ def _train(args, ctx) -> int:
     dataset, preprocess, category_label = detector_training_data(args)
     class_names = list(dataset.class_names)
 
-    exp_dir, ckpt_dir, events, resume_path, held_out, clock_start = start_training_run(
-        args, ctx, dataset, category_label, "DeCo-Diff")
+    run = start_training_run(args, ctx, dataset, category_label, "DeCo-Diff")
+    exp_dir, ckpt_dir, events, resume_path, held_out, clock_start = run
 
     torch.manual_seed(seed_for(args.global_seed, ctx))
     vae, vae_ref, _ = resolve_vae(args)
@@ -298,12 +298,8 @@ def _train(args, ctx) -> int:
         _checkpoint(args, unet, opt, scheduler, epoch, ckpt_dir, exp_dir, class_names, preprocess, vae, vae_ref,
                     events, numbered=numbered, extra=monitor.state())
 
-    try:
-        return run_epochs(args, ctx, model, opt, scheduler, loader, sampler, start_epoch, events, batch_loss,
-                          save_checkpoint, exp_dir, ckpt_dir, end_of_epoch=monitor.end_of_epoch,
-                          on_finish=monitor.on_finish)
-    finally:
-        events.close()
+    return run_monitored_epochs(args, ctx, model, opt, scheduler, loader, sampler, start_epoch, run, monitor,
+                                batch_loss, save_checkpoint)
 
 
 def _checkpoint(args, unet, opt, scheduler, epoch, ckpt_dir, exp_dir, class_names, preprocess, vae, vae_ref,

@@ -30,11 +30,11 @@ from engine.diad import DIAD_SIZES, DiADSettings, NoiseSchedule, NoiseScheduleCo
 from engine.version import __version__
 
 from .common import (EpochMonitor, add_detector_training_arguments, detector_training_data, make_optimizer,
-                     per_rank_batch, run_entry, run_epochs, save_training_checkpoint, seed_for, start_training_run,
-                     wrap_ddp, write_args)
+                     per_rank_batch, run_entry, run_monitored_epochs, save_training_checkpoint, seed_for,
+                     start_training_run, wrap_ddp, write_args)
 from .datasets import AnomalyDataset
-from .train_deco_diff import (LatentCache, augmentation_variants, encode_latent_cache, epoch_loader, random_latent_crops,
-                              resolve_vae)
+from .train_deco_diff import (LatentCache, augmentation_variants, encode_latent_cache, epoch_loader,
+                              random_latent_crops, resolve_vae)
 
 __all__ = ["build_arg_parser", "main", "image_cache", "HeldOutNoiseLoss"]
 
@@ -131,8 +131,8 @@ def _train(args, ctx) -> int:
         raise ValueError(f"--latent-crop must be a multiple of {factor} and at least {2 * factor}, "
                          f"got {args.latent_crop}")
 
-    exp_dir, ckpt_dir, events, resume_path, held_out, clock_start = start_training_run(
-        args, ctx, dataset, category_label, "DiAD")
+    run = start_training_run(args, ctx, dataset, category_label, "DiAD")
+    exp_dir, ckpt_dir, events, resume_path, held_out, clock_start = run
 
     model = wrap_ddp(unet, ctx)
     opt, scheduler, start_epoch = make_optimizer(args, model, unet, resume_path, args.epochs)
@@ -186,12 +186,8 @@ def _train(args, ctx) -> int:
     def save_checkpoint(epoch: int, numbered: bool) -> None:
         _checkpoint(args, unet, opt, scheduler, epoch, numbered=numbered, extra=monitor.state(), **export)
 
-    try:
-        return run_epochs(args, ctx, model, opt, scheduler, loader, sampler, start_epoch, events, batch_loss,
-                          save_checkpoint, exp_dir, ckpt_dir, end_of_epoch=monitor.end_of_epoch,
-                          on_finish=monitor.on_finish)
-    finally:
-        events.close()
+    return run_monitored_epochs(args, ctx, model, opt, scheduler, loader, sampler, start_epoch, run, monitor,
+                                batch_loss, save_checkpoint)
 
 
 def _checkpoint(args, unet, opt, scheduler, epoch, *, numbered: bool, exp_dir, ckpt_dir, class_names,
