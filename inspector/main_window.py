@@ -32,6 +32,18 @@ class MainWindow(QMainWindow):
     style_requested = Signal(str)  # a name from appearance.STYLES, chosen in View ▸ Style
     closing = Signal()
     tab_shown = Signal(str)  # LIVE_TAB or RESULTS_TAB, when the operator switches tabs
+    # What the operator asks for, from a menu action or the control panel alike (see _connect_intents)
+    source_requested = Signal(str)        # 'folder', 'image', 'video', 'camera' or 'stream'
+    run_toggle_requested = Signal()
+    step_requested = Signal()
+    stop_requested = Signal()
+    model_folder_requested = Signal()
+    checkpoint_requested = Signal()
+    calibration_requested = Signal()
+    gate_fusion_requested = Signal(bool)
+    roi_draw_requested = Signal(bool)
+    roi_clear_requested = Signal()
+    reset_counters_requested = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -47,6 +59,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._build_actions()
         self._build_menus()
+        self._connect_intents()
 
     # ----------------------------------------------------------------- layout
     def _build_central(self) -> None:
@@ -316,6 +329,30 @@ class MainWindow(QMainWindow):
 
     def hide_hint(self) -> None:
         self.hint.hide()
+
+    def _connect_intents(self) -> None:
+        """One signal per request, whether it comes from the menus or the control panel."""
+        c = self.controls
+        for kind, action in (("folder", self.act_open_folder), ("image", self.act_open_image),
+                             ("video", self.act_open_video), ("camera", self.act_camera), ("stream", self.act_stream)):
+            action.triggered.connect(lambda _=False, k=kind: self.source_requested.emit(k))
+        c.source_requested.connect(self.source_requested)
+        for sources, intent in (
+                ((self.act_run.triggered, c.run_toggled), self.run_toggle_requested),
+                ((self.act_step.triggered, c.step_requested), self.step_requested),
+                ((self.act_stop.triggered, c.stop_requested), self.stop_requested),
+                ((self.act_open_model.triggered, c.open_model_folder_requested), self.model_folder_requested),
+                ((self.act_open_checkpoint.triggered, c.open_checkpoint_requested), self.checkpoint_requested),
+                ((self.act_calibrate.triggered, c.calibrate_requested), self.calibration_requested),
+                ((self.act_clear_roi.triggered, c.roi_clear_requested), self.roi_clear_requested),
+                ((self.act_reset_counters.triggered, self.reset_counters_button.clicked),
+                 self.reset_counters_requested)):
+            for source in sources:
+                source.connect(lambda *_, i=intent: i.emit())
+        self.act_gate_fusion.toggled.connect(self.gate_fusion_requested)
+        c.gate_fusion_toggled.connect(self.gate_fusion_requested)
+        self.act_roi.triggered.connect(lambda: self.roi_draw_requested.emit(True))
+        c.roi_draw_requested.connect(self.roi_draw_requested)
 
     # ----------------------------------------------------------------- intents (the controller asks, the window shows)
     def show_tab(self, name: str) -> None:
