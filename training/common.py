@@ -48,6 +48,7 @@ __all__ = [
     "run_entry",
     "run_reporting_errors",
     "add_run_arguments",
+    "add_data_arguments",
     "add_detector_training_arguments",
     "add_selection_arguments",
 ]
@@ -102,6 +103,14 @@ def run_entry(prog: str, argv: list[str] | None, build_parser, body, distributed
         events.close()
         if distributed:
             cleanup_distributed()
+
+
+def add_data_arguments(p: argparse.ArgumentParser, datasets: tuple[str, ...] = ("mvtec", "visa", "folder"),
+                       default: str = "mvtec") -> None:
+    """--dataset (a layout among `datasets`), --data-dir (required) and --object-category."""
+    p.add_argument("--dataset", choices=list(datasets), default=default)
+    p.add_argument("--data-dir", type=Path, required=True, help="dataset root (folder: the good images)")
+    p.add_argument("--object-category", default="all", help="a category name, a comma list, or all")
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from engine.classifier import ARCHS, CategoryClassifier, ClassifierConfig, build_classifier, save_classifier
 from engine.imageio import read_image
 
-from .common import add_run_arguments, run_entry, seed_for
+from .common import add_data_arguments, add_run_arguments, run_entry, seed_for
 from .datasets import build_dataset
 
 __all__ = ["build_arg_parser", "main", "augment_batch"]
@@ -33,9 +33,7 @@ __all__ = ["build_arg_parser", "main", "augment_batch"]
 def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train_classifier", description="Train the category classifier.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", choices=["mvtec", "visa", "auto"], default="auto")
-    p.add_argument("--data-dir", type=Path, required=True)
-    p.add_argument("--object-category", default="all")
+    add_data_arguments(p, ("mvtec", "visa", "auto"), "auto")
     p.add_argument("--out", type=Path, required=True, help="output classifier folder")
     p.add_argument("--arch", choices=ARCHS, default="compact")
     p.add_argument("--image-size", type=int, default=256)

@@ -39,8 +39,8 @@ from engine.imageio import ImageReadError, list_images, read_image
 from engine.preprocess import PreprocessConfig
 from engine.vae import LATENT_SCALE, VAE, compact_vae_config, create_vae, load_vae, save_vae
 
-from .common import (EventLog, add_run_arguments, load_training_checkpoint, make_lr_scheduler, per_rank_batch,
-                     run_entry, save_training_checkpoint, seed_for)
+from .common import (EventLog, add_data_arguments, add_run_arguments, load_training_checkpoint, make_lr_scheduler,
+                     per_rank_batch, run_entry, save_training_checkpoint, seed_for)
 from .datasets import build_dataset
 
 __all__ = ["build_arg_parser", "main", "psnr", "VAEObjective", "evaluate_psnr", "extra_image_files",
@@ -50,9 +50,7 @@ __all__ = ["build_arg_parser", "main", "psnr", "VAEObjective", "evaluate_psnr", 
 def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train_vae", description="Train the compact VAE on good images.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", choices=["mvtec", "visa", "folder"], default="mvtec")
-    p.add_argument("--data-dir", type=Path, required=True)
-    p.add_argument("--object-category", default="all")
+    add_data_arguments(p)
     p.add_argument("--image-size", type=int, default=288)
     p.add_argument("--center-size", type=int, default=256)
     p.add_argument("--resize-filter", choices=["bicubic", "bilinear"], default="bicubic")
