@@ -79,12 +79,13 @@ def natural_key(text: str) -> tuple:
 
 def natural_path_key(path) -> tuple:
     """Sort key for a (relative) path: folder by folder, each file name by its stem, then its
-    suffix, in `natural_key` order ('2.png' < '10.png' < 'a.png' < 'a1.png' < 'B.png')."""
+    suffix, in `natural_key` order ('2.png' < '10.png' < 'a.png' < 'a1.png' < 'B.png'); the text
+    itself breaks ties ('' and '.' are the same path)."""
     key = []
     for part in Path(path).parts:
         name = PurePath(part)
         key.append((natural_key(name.stem), natural_key(name.suffix), part))
-    return tuple(key)
+    return tuple(key), str(path)
 
 
 def printable(text) -> str:
