@@ -4,6 +4,11 @@ SQLite in WAL mode: the engine worker writes through its own connection, the tab
 and CSV export read through theirs, and readers never block the writer. A false call is
 recorded in its own fields (flag, note, time) and never changes the original verdict.
 Archiving failures (disk full, permissions) are stored with the row, which is kept.
+
+Schema 2 added what a row was judged with (recipe_version; model_id and the thresholds were there),
+where on the part its anomaly map peaked (defect_x, defect_y: 0-1 over the inspected region), an index
+for the statistics, and the append-only `audit` table (inspection/audit.py). A log of schema 1 gains
+them when it is opened for writing.
 """
 
 from __future__ import annotations
@@ -42,12 +47,12 @@ __all__ = [
     "now_text",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 COLUMNS = (
     "time", "source", "frame_id", "category", "score", "threshold", "review_threshold", "verdict",
     "model_id", "recipe", "latency_ms", "error", "image_path", "overlay_path", "thumbnail_path",
-    "archive_error", "app_version",
+    "archive_error", "app_version", "recipe_version", "defect_x", "defect_y",
 )
 CSV_COLUMNS = ("id",) + COLUMNS + ("false_call", "false_call_note", "false_call_time")
 
@@ -78,11 +83,40 @@ CREATE TABLE IF NOT EXISTS parts (
     app_version      TEXT NOT NULL DEFAULT '',
     false_call       INTEGER NOT NULL DEFAULT 0,
     false_call_note  TEXT NOT NULL DEFAULT '',
-    false_call_time  TEXT NOT NULL DEFAULT ''
+    false_call_time  TEXT NOT NULL DEFAULT '',
+    recipe_version   TEXT NOT NULL DEFAULT '',
+    defect_x         REAL,
+    defect_y         REAL
 );
+CREATE TABLE IF NOT EXISTS audit (
+    id         INTEGER PRIMARY KEY,
+    time       TEXT NOT NULL,
+    user       TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    station    TEXT NOT NULL DEFAULT '',
+    recipe     TEXT NOT NULL DEFAULT '',
+    action     TEXT NOT NULL,
+    target     TEXT NOT NULL DEFAULT '',
+    old_value  TEXT NOT NULL DEFAULT '',
+    new_value  TEXT NOT NULL DEFAULT '',
+    prev_hash  TEXT NOT NULL,
+    hash       TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+"""
+
+# columns added after schema 1: name -> definition (ALTER TABLE parts ADD COLUMN)
+_ADDED_COLUMNS = {"recipe_version": "TEXT NOT NULL DEFAULT ''", "defect_x": "REAL", "defect_y": "REAL"}
+
+_INDEXES = """
 CREATE INDEX IF NOT EXISTS parts_verdict ON parts (verdict);
 CREATE INDEX IF NOT EXISTS parts_category ON parts (category);
 CREATE INDEX IF NOT EXISTS parts_time ON parts (time);
+CREATE INDEX IF NOT EXISTS parts_stats ON parts (time, recipe, verdict, false_call, score);
+CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
 """
 
 
@@ -131,6 +165,15 @@ class ResultFilter:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a log of an older schema up to this one: missing columns, then the indexes."""
+    have = {r[1] for r in conn.execute("PRAGMA table_info(parts)")}
+    for name, definition in _ADDED_COLUMNS.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE parts ADD COLUMN {name} {definition}")
+    conn.executescript(_INDEXES)
+
+
 class ResultsLog:
     """The writer. Connects on first use, in the thread that uses it (the engine worker)."""
 
@@ -156,13 +199,14 @@ class ResultsLog:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(_SCHEMA)
             found = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
-            if found is None:
-                conn.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
-                             (SCHEMA_VERSION, self.app_version, now_text()))
-            elif found > SCHEMA_VERSION:
+            if found is not None and found > SCHEMA_VERSION:
                 conn.close()
                 raise ResultsLogError(f"{self.path}: written by a newer DeCo Inspector (schema {found}, "
                                       f"this app reads up to {SCHEMA_VERSION})")
+            _migrate(conn)
+            if found is None or found < SCHEMA_VERSION:
+                conn.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
+                             (SCHEMA_VERSION, self.app_version, now_text()))
             return conn
         except sqlite3.DatabaseError as e:
             raise ResultsLogError(f"{self.path}: {e}") from None
@@ -181,7 +225,7 @@ class ResultsLog:
         if unknown:
             raise ValueError(f"unknown results log fields: {sorted(unknown)}")
         row = {"time": now_text(), "app_version": self.app_version, **fields}
-        for key in ("source", "frame_id", "category", "model_id", "recipe", "error"):
+        for key in ("source", "frame_id", "category", "model_id", "recipe", "error", "recipe_version"):
             row[key] = "" if row.get(key) is None else printable(row[key])
         for key in ("image_path", "overlay_path", "thumbnail_path", "archive_error"):
             if row.get(key) is not None:
