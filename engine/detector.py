@@ -130,11 +130,10 @@ class Detector:
         self._schedule = make_schedule(10, f"ddim{self.settings.reverse_steps}")
         self._lanes: CpuLanes | None = None
         self._configure_speed()
-        self._score_factors = self._resolve_score_scale()
+        self._score_factors = self._resolve_score_scale(self.settings.score_scale)
 
-    def _resolve_score_scale(self) -> torch.Tensor | None:
-        """settings.score_scale as a [ncls] float32 tensor (1 for categories it leaves out)."""
-        scale = self.settings.score_scale
+    def _resolve_score_scale(self, scale: dict[str, float] | None) -> torch.Tensor | None:
+        """A score_scale setting as a [ncls] float32 tensor (1 for categories it leaves out)."""
         if not scale:
             return None
         unknown = sorted(set(scale) - set(self.class_names))
@@ -223,13 +222,16 @@ class Detector:
 
     # ----------------------------------------------------------------- inference
     def with_settings(self, **changes) -> "Detector":
-        """Change run-time settings in place (threshold, gate_fusion, start_t, ...)."""
-        self.settings = replace(self.settings, **changes)
-        self._schedule = make_schedule(10, f"ddim{self.settings.reverse_steps}")
-        self._configure_speed()
-        self._score_factors = self._resolve_score_scale()
-        if self.settings.gate_fusion and not self.unet.config.use_gating:
+        """Replace the settings by a copy with `changes` (threshold, gate_fusion, start_t, ...),
+        checked first: a bad value raises ValueError / TypeError and leaves the detector as it was."""
+        new = replace(self.settings, **changes)
+        if new.gate_fusion and not self.unet.config.use_gating:
             raise ValueError("gate fusion needs a model trained with gating")
+        factors = self._resolve_score_scale(new.score_scale)
+        self.settings = new
+        self._schedule = make_schedule(10, f"ddim{new.reverse_steps}")
+        self._configure_speed()
+        self._score_factors = factors
         return self
 
     def class_id(self, category) -> int:
@@ -245,16 +247,21 @@ class Detector:
         return self.device.type == "cpu" and not self.settings.compile
 
     @property
-    def prefers_lanes(self) -> bool:
-        """True when automatic lanes split batches: lanes are possible and the UNet has at most
-        LANE_MAX_CHANNELS base channels."""
+    def _small_for_lanes(self) -> bool:
+        """Lanes are possible and the UNet has at most LANE_MAX_CHANNELS base channels."""
         return self._can_split and self.unet.config.model_channels <= LANE_MAX_CHANNELS
+
+    @property
+    def prefers_lanes(self) -> bool:
+        """True when the lanes setting is automatic (0) and lanes would split batches: lanes are
+        possible and the UNet has at most LANE_MAX_CHANNELS base channels."""
+        return self.settings.lanes == 0 and self._small_for_lanes
 
     def lane_count(self, batch: int) -> int:
         """Lanes a batch of `batch` frames is split over (1 on CUDA, with compile, or for one frame)."""
         if batch < 2 or not self._can_split:
             return 1
-        lanes = self.settings.lanes or (torch.get_num_threads() if self.prefers_lanes else 1)
+        lanes = self.settings.lanes or (torch.get_num_threads() if self._small_for_lanes else 1)
         return max(1, min(lanes, batch))
 
     def score_latents(self, images: torch.Tensor, class_ids: torch.Tensor, clock: StageClock | None = None):

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
 
 from .preprocess import PreprocessConfig, map_to_frame
 
-__all__ = ["STAGES", "AnomalyResult", "ModelInfo", "InspectionModel", "StageClock", "default_device",
+__all__ = ["STAGES", "AnomalyResult", "ModelInfo", "ModelSettings", "InspectionModel", "StageClock", "default_device",
            "class_id_in", "autocast_for", "build_results", "is_out_of_memory", "move_detector", "notify",
            "predict_in_batches"]
 
@@ -94,15 +94,41 @@ class ModelInfo:
         return {k: v for k, v in asdict(self).items() if not (k in KIND_SPECIFIC_FIELDS and v is None)}
 
 
+class ModelSettings(Protocol):
+    """The run-time settings every detector kind has (a frozen dataclass: `DetectorSettings`,
+    `DiADSettings`), changed only through `InspectionModel.with_settings`."""
+
+    threshold: float
+    reverse_steps: int
+    start_t: int
+    gate_fusion: bool
+    batch_size: int
+
+
 @runtime_checkable
 class InspectionModel(Protocol):
     """What the app and the training tools need from a detector (DeCo-Diff `engine.detector.Detector`,
-    DiAD `engine.diad.DiADDetector`); `engine.loading.load_model` gives one for any model folder."""
+    DiAD `engine.diad.DiADDetector`); `engine.loading.load_model` gives one for any model folder.
 
-    settings: object
+    model_id / source: the model's name and where it was loaded from; on_notice: called with a
+    line of text when the engine changes how it runs (out of memory: a smaller batch, the CPU);
+    prefers_lanes: the lanes setting is automatic and CPU lanes would split this model's batches."""
+
+    settings: ModelSettings
     class_names: list[str]
     device: torch.device
     preprocess: PreprocessConfig
+    model_id: str
+    source: str
+    on_notice: Callable[[str], None] | None
+    prefers_lanes: bool
+
+    def with_settings(self, **changes) -> "InspectionModel":
+        """Replace `settings` by a checked copy with `changes`; a bad value raises ValueError /
+        TypeError and leaves the model as it was."""
+
+    def lane_count(self, batch: int) -> int:
+        """CPU lanes a batch of `batch` frames is split over (1: not split)."""
 
     def predict(self, frames: Sequence[np.ndarray], category=None,
                 channel_order: str = "rgb") -> list[AnomalyResult]:
@@ -211,9 +237,8 @@ def move_detector(detector, device: torch.device | str) -> None:
 def notify(detector, text: str) -> None:
     """Log a notice and pass it to `detector.on_notice(text)` when that is set."""
     log.warning("%s", text)
-    callback = getattr(detector, "on_notice", None)
-    if callback is not None:
-        callback(text)
+    if detector.on_notice is not None:
+        detector.on_notice(text)
 
 
 def predict_in_batches(detector, frames: Sequence[np.ndarray], category, channel_order: str) -> list[AnomalyResult]:

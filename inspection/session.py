@@ -90,7 +90,8 @@ class InspectionSession:
 
     @property
     def model_id(self) -> str:
-        return str(getattr(self.model, "model_id", ""))
+        """The model's name for the records ('' before a model is set)."""
+        return "" if self.model is None else str(self.model.model_id)
 
     def summary(self) -> SessionSummary:
         return SessionSummary(dict(self._counts), self._not_logged, SessionSummary.median(self._latencies),

@@ -98,6 +98,7 @@ def test_cpu_lanes_give_the_same_results_as_one_thread():
     assert not wide.prefers_lanes and wide.lane_count(4) == 1
     assert wide.with_settings(lanes=2).lane_count(4) == 2
     assert make_detector(batch_size=4, compile=False, lanes=2).with_settings(lanes=1).lane_count(4) == 1
+    assert not make_detector(batch_size=4, lanes=2).prefers_lanes  # lanes chosen: nothing automatic
     with pytest.raises(ValueError, match="lanes"):
         DetectorSettings(lanes=-1)
 
@@ -160,6 +161,11 @@ def test_gate_fusion_changes_map_and_needs_gating():
     object.__setattr__(gateless.unet.config, "use_gating", False)
     with pytest.raises(ValueError, match="gate fusion needs a model trained with gating"):
         gateless.with_settings(gate_fusion=True)
+    assert gateless.settings.gate_fusion is False  # a refused change leaves the settings as they were
+    before = gateless.settings
+    with pytest.raises(ValueError, match="score_scale names categories"):
+        gateless.with_settings(threshold=0.9, score_scale={"no-such-part": 2.0})
+    assert gateless.settings is before and gateless._score_factors is None
 
 
 def test_save_and_load_folder_round_trip(tmp_path):

@@ -178,11 +178,19 @@ class DiADDetector:
             raise ValueError(f"noise_t ({s.noise_t}) and score_t_max ({s.score_t_max}) must be at most {t_last}")
 
     def with_settings(self, **changes) -> "DiADDetector":
-        """Change run-time settings in place (threshold, noise_t, reverse_steps, start_t, ...)."""
+        """Replace the settings by a copy with `changes` (threshold, noise_t, reverse_steps, start_t, ...),
+        checked first: a bad value raises ValueError / TypeError and leaves the detector as it was."""
         new = replace(self.settings, **changes)
         self._check_settings(new)
         self.settings = new
         return self
+
+    # DiAD runs each batch whole: no CPU lanes (see engine.detector.Detector.lane_count)
+    prefers_lanes = False
+
+    def lane_count(self, batch: int) -> int:
+        """Lanes a batch is split over: always 1."""
+        return 1
 
     def class_id(self, category) -> int:
         """A category name or id -> class id, with a clear error for unknown ones."""
