@@ -6,9 +6,9 @@ recorded in its own fields (flag, note, time) and never changes the original ver
 Archiving failures (disk full, permissions) are stored with the row, which is kept.
 
 Schema 2 added what a row was judged with (recipe_version; model_id and the thresholds were there),
-where on the part its anomaly map peaked (defect_x, defect_y: 0-1 over the inspected region), an index
-for the statistics, and the append-only `audit` table (inspection/audit.py). A log of schema 1 gains
-them when it is opened for writing.
+where on the part its anomaly map peaked (defect_x, defect_y: 0-1 over the inspected region), running
+sums per quarter hour for the statistics (kept by triggers) and the append-only `audit` table
+(inspection/audit.py). A log of schema 1 gains them when it is opened for writing.
 """
 
 from __future__ import annotations
@@ -102,10 +102,59 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash  TEXT NOT NULL,
     hash       TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS parts_summary (
+    slot        TEXT NOT NULL,
+    recipe      TEXT NOT NULL,
+    verdict     TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    false_calls INTEGER NOT NULL,
+    PRIMARY KEY (slot, recipe, verdict)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS parts_scores (
+    slot    TEXT NOT NULL,
+    recipe  TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    bin     INTEGER NOT NULL,
+    n       INTEGER NOT NULL,
+    PRIMARY KEY (slot, recipe, verdict, bin)
+) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+"""
+
+# The statistics read these running sums instead of a million rows: parts per quarter hour (slot
+# 'YYYY-MM-DDTHH:MM', local time), recipe and verdict with their false calls, and the same per score bin
+# (SCORE_BIN wide, the last bin SCORE_BINS - 1 takes every higher score). Triggers keep them current.
+SCORE_BIN = 0.025
+SCORE_BINS = 80
+_SLOT = "(substr({t}, 1, 14) || printf('%02d', (CAST(substr({t}, 15, 2) AS INTEGER) / 15) * 15))"
+_BIN = f"MIN(MAX(CAST({{s}} / {SCORE_BIN} AS INTEGER), 0), {SCORE_BINS - 1})"
+_SUMMARY_TRIGGERS = f"""
+CREATE TRIGGER IF NOT EXISTS parts_summary_insert AFTER INSERT ON parts BEGIN
+    INSERT INTO parts_summary VALUES ({_SLOT.format(t="NEW.time")}, NEW.recipe, NEW.verdict, 1, NEW.false_call)
+        ON CONFLICT DO UPDATE SET n = n + 1, false_calls = false_calls + excluded.false_calls;
+    INSERT INTO parts_scores SELECT {_SLOT.format(t="NEW.time")}, NEW.recipe, NEW.verdict, {_BIN.format(s="NEW.score")}, 1
+        WHERE NEW.score IS NOT NULL ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS parts_summary_false_call AFTER UPDATE OF false_call ON parts
+    WHEN NEW.false_call != OLD.false_call BEGIN
+    UPDATE parts_summary SET false_calls = false_calls + NEW.false_call - OLD.false_call
+        WHERE slot = {_SLOT.format(t="OLD.time")} AND recipe = OLD.recipe AND verdict = OLD.verdict;
+END;
+CREATE TRIGGER IF NOT EXISTS parts_summary_delete AFTER DELETE ON parts BEGIN
+    UPDATE parts_summary SET n = n - 1, false_calls = false_calls - OLD.false_call
+        WHERE slot = {_SLOT.format(t="OLD.time")} AND recipe = OLD.recipe AND verdict = OLD.verdict;
+    UPDATE parts_scores SET n = n - 1 WHERE OLD.score IS NOT NULL AND slot = {_SLOT.format(t="OLD.time")}
+        AND recipe = OLD.recipe AND verdict = OLD.verdict AND bin = {_BIN.format(s="OLD.score")};
+END;
+"""
+_SUMMARY_BACKFILL = f"""
+INSERT INTO parts_summary SELECT {_SLOT.format(t="time")} AS s, recipe, verdict, COUNT(*), SUM(false_call)
+    FROM parts GROUP BY s, recipe, verdict;
+INSERT INTO parts_scores SELECT {_SLOT.format(t="time")} AS s, recipe, verdict, {_BIN.format(s="score")} AS b, COUNT(*)
+    FROM parts WHERE score IS NOT NULL GROUP BY s, recipe, verdict, b;
 """
 
 # columns added after schema 1: name -> definition (ALTER TABLE parts ADD COLUMN)
@@ -115,7 +164,6 @@ _INDEXES = """
 CREATE INDEX IF NOT EXISTS parts_verdict ON parts (verdict);
 CREATE INDEX IF NOT EXISTS parts_category ON parts (category);
 CREATE INDEX IF NOT EXISTS parts_time ON parts (time);
-CREATE INDEX IF NOT EXISTS parts_stats ON parts (time, recipe, verdict, false_call, score);
 CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
 """
 
@@ -166,12 +214,16 @@ class ResultFilter:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring a log of an older schema up to this one: missing columns, then the indexes."""
+    """Bring a log of an older schema up to this one: missing columns, the indexes, and the running sums
+    (filled from the rows already there, in the same transaction as their triggers)."""
     have = {r[1] for r in conn.execute("PRAGMA table_info(parts)")}
     for name, definition in _ADDED_COLUMNS.items():
         if name not in have:
             conn.execute(f"ALTER TABLE parts ADD COLUMN {name} {definition}")
     conn.executescript(_INDEXES)
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'parts_summary_insert'").fetchone() is None:
+        conn.executescript(f"BEGIN IMMEDIATE; DELETE FROM parts_summary; DELETE FROM parts_scores; "
+                           f"{_SUMMARY_BACKFILL} {_SUMMARY_TRIGGERS} COMMIT;")
 
 
 class ResultsLog:
