@@ -70,6 +70,7 @@ class InspectionRecipe:
     thumbnails: bool = True
     view_max_side: int = DEFAULT_VIEW_MAX_SIDE
     full_heatmap: bool = False   # archived overlays colour the full map (as the window's display option)
+    recipe_version: str = ""     # the saved recipe's revision the parts are judged with ('' = none)
 
 
 def _json_number(value):
@@ -116,6 +117,9 @@ class Inspection:
     frame_number: int | None = None
     overlay_path: str = ""
     archive_error: str = ""
+    recipe_version: str = ""
+    defect_x: float | None = None   # where the anomaly map peaks, 0-1 across the inspected region (None: no map)
+    defect_y: float | None = None   # ... and 0-1 down it
     view_frame: np.ndarray | None = None
     view_map: np.ndarray | None = None
     view_roi: tuple[int, int, int, int] | None = None

@@ -28,7 +28,7 @@ from .regions import apply_roi, fit_within, make_thumbnail, place_map, view_map
 from .results_log import ArchiveJob, ArchiveQueue, ResultsLog, ResultsLogError, now_text
 from .verdicts import ERROR, VERDICTS, verdict_for
 
-__all__ = ["InspectionSession", "overlay_file_name", "OVERLAY_STEM_BYTES"]
+__all__ = ["InspectionSession", "overlay_file_name", "OVERLAY_STEM_BYTES", "peak_position"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,16 @@ def overlay_file_name(frame: Frame, verdict: str) -> str:
     stem = Path(frame.file or frame.frame_id).stem.encode("utf-8")[:OVERLAY_STEM_BYTES].decode("utf-8", "ignore")
     number = f"_f{frame.frame_number:06d}" if frame.frame_number is not None else ""
     return f"{frame.index:06d}_{stem}{number}_{verdict}.png"
+
+
+def peak_position(amap: np.ndarray) -> tuple[float | None, float | None]:
+    """(x, y) of the anomaly map's [H,W] maximum, each 0-1 across the map (the pixel's centre);
+    (None, None) for an empty or non-finite map."""
+    amap = np.asarray(amap, np.float32)
+    if amap.ndim != 2 or amap.size == 0 or not np.isfinite(amap).any():
+        return None, None
+    y, x = np.unravel_index(int(np.nanargmax(np.where(np.isfinite(amap), amap, -np.inf))), amap.shape)
+    return (x + 0.5) / amap.shape[1], (y + 0.5) / amap.shape[0]
 
 
 class InspectionSession:
@@ -161,7 +171,8 @@ class InspectionSession:
         """The fields of an 'error' Inspection for the frame; `_judge` adds the verdict when there is a result."""
         return dict(source=frame.source, frame_id=frame.frame_id, index=frame.index, verdict=ERROR,
                     fail_threshold=recipe.fail_threshold, review_threshold=recipe.review_threshold,
-                    model_id=self.model_id, recipe=recipe.recipe, captured=frame.captured, live=frame.live,
+                    model_id=self.model_id, recipe=recipe.recipe, recipe_version=recipe.recipe_version,
+                    captured=frame.captured, live=frame.live,
                     error=frame.error, file=frame.file, frame_number=frame.frame_number)
 
     def _judge(self, frame: Frame, recipe: InspectionRecipe, rect, result) -> tuple[dict, np.ndarray | None]:
@@ -184,6 +195,7 @@ class InspectionSession:
         if fields["verdict"] == ERROR:
             fields["error"] = f"the engine returned an invalid score ({result.score})"
         amap = np.asarray(result.anomaly_map, np.float32)
+        fields["defect_x"], fields["defect_y"] = peak_position(amap)
         frame_shape = frame.rgb.shape[:2]
         if view is not None:
             fields["view_map"], view_rect = view_map(amap, frame_shape, rect, view.shape[:2])
@@ -224,7 +236,9 @@ class InspectionSession:
                 review_threshold=fields["review_threshold"], verdict=fields["verdict"], model_id=fields["model_id"],
                 recipe=fields["recipe"], latency_ms=round(fields["latency_ms"], 3) if score is not None else None,
                 error=fields["error"], thumbnail_path=thumbnail.thumbnail_path if thumbnail else "",
-                overlay_path=fields.get("overlay_path", ""), archive_error=archive_error)
+                overlay_path=fields.get("overlay_path", ""), archive_error=archive_error,
+                recipe_version=fields["recipe_version"], defect_x=fields.get("defect_x"),
+                defect_y=fields.get("defect_y"))
         except ResultsLogError as e:
             fields["log_error"] = str(e)
             self._not_logged += 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import sqlite3
 
+import numpy as np
 import pytest
 
 from inspection.results_log import ResultsLog
@@ -114,3 +115,43 @@ def test_running_sums_equal_a_count_of_the_rows_and_survive_a_migration(log, tmp
     after = compute_statistics(again.conn, Period(), SHIFTS)
     assert after.totals.as_dict() == before.totals.as_dict() and after.hist == before.hist
     again.close()
+
+
+class _PeakModel:
+    """A map that is zero except at one pixel (row 30, column 10 of a 40 x 40 crop)."""
+
+    model_id = "peak-1"
+
+    class settings:  # noqa: N801 - the attribute the session reads
+        batch_size = 2
+
+    def predict(self, images, category=None):
+        from types import SimpleNamespace
+
+        out = []
+        for img in images:
+            amap = np.zeros(img.shape[:2], np.float32)
+            amap[30, 10] = 0.9
+            out.append(SimpleNamespace(score=0.9, anomaly_map=amap, category="part", category_source="given",
+                                       category_confidence=None, reconstruction=None, timings={"unet": 1.0},
+                                       latency_ms=1.0))
+        return out
+
+
+def test_the_session_logs_where_the_map_peaks_and_the_recipe_version(tmp_path):
+    from inspection import Frame, InspectionRecipe, InspectionSession
+    from inspection.session import peak_position
+
+    assert peak_position(np.zeros((0, 0))) == (None, None)
+    assert peak_position(np.full((4, 4), np.nan)) == (None, None)
+    log = ResultsLog(tmp_path / "r.sqlite")
+    session = InspectionSession(_PeakModel(), InspectionRecipe(recipe="coins", recipe_version="r4", view_max_side=0),
+                                results_log=log)
+    (part,) = session.inspect([Frame(np.zeros((40, 40, 3), np.uint8), "test", "a.png", 0)])
+    assert (part.defect_x, part.defect_y) == pytest.approx((10.5 / 40, 30.5 / 40)) and part.recipe_version == "r4"
+    row = log.conn.execute("SELECT recipe_version, defect_x, defect_y, model_id, threshold FROM parts").fetchone()
+    assert (row[0], row[3]) == ("r4", "peak-1") and row[4] == InspectionRecipe().fail_threshold
+    assert (row[1], row[2]) == pytest.approx((10.5 / 40, 30.5 / 40))
+    stats = compute_statistics(log.conn, Period(), SHIFTS)
+    assert stats.pareto[0][:2] == ("bottom left", 1)
+    log.close()
