@@ -114,8 +114,9 @@ def safe_torch_load(path: Path, allowed_globals: tuple = (argparse.Namespace,)):
         raise CheckpointError(
             path, f"refused: not a weights-only checkpoint, it asks to run Python objects ({detail}); nothing was executed"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
-        raise CheckpointError(path, f"cannot be read as a PyTorch checkpoint (truncated or corrupt?): {e}") from None
+    except Exception as e:  # garbage makes the unpickler fail in any way (IndexError, TypeError, struct.error ...)
+        raise CheckpointError(path, f"cannot be read as a PyTorch checkpoint (truncated or corrupt?): "
+                                    f"{type(e).__name__}: {e}") from None
 
 
 @dataclass
