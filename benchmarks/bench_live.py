@@ -129,7 +129,7 @@ def run_single(cfg: dict) -> dict:
             "stages_ms_median": ({k: statistics.median(r.timings.get(k, 0.0) for r in measured)
                                   for k in measured[0].timings} if measured else {}),
             "errors": errors[:3], "dropped_frames": ctl.frames.dropped,
-            "engine_threads": engine_threads(), "engine_lanes": (ctl.model_info or {}).get("lanes", 1),
+            "engine_threads": engine_threads(), "engine_lanes": ctl.model_info.lanes if ctl.model_info else 1,
             "steps": (ctl.model_info or {}).get("reverse_steps"),
         }
         ctl.stop()

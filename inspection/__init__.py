@@ -9,8 +9,10 @@ REVIEW / FAIL (`verdict_for`, the one rule), writes the results log and archives
 from .records import DEFAULT_VIEW_MAX_SIDE, Frame, Inspection, InspectionListener, InspectionRecipe, SessionSummary
 from .regions import Roi, apply_roi, fit_within, make_thumbnail, place_map, view_map
 from .session import InspectionSession
-from .verdicts import ERROR, FAIL, PASS, REVIEW, VERDICTS, Calibration, calibrate_thresholds, verdict_for
+from .verdicts import (ERROR, FAIL, PASS, REVIEW, VERDICTS, Calibration, calibrate_thresholds, default_review_threshold,
+                       verdict_for)
 
 __all__ = ["DEFAULT_VIEW_MAX_SIDE", "Frame", "Inspection", "InspectionListener", "InspectionRecipe", "SessionSummary",
            "Roi", "apply_roi", "fit_within", "make_thumbnail", "place_map", "view_map", "InspectionSession",
-           "PASS", "REVIEW", "FAIL", "ERROR", "VERDICTS", "Calibration", "calibrate_thresholds", "verdict_for"]
+           "PASS", "REVIEW", "FAIL", "ERROR", "VERDICTS", "Calibration", "calibrate_thresholds", "default_review_threshold",
+           "verdict_for"]

@@ -14,11 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PASS", "REVIEW", "FAIL", "ERROR", "VERDICTS", "verdict_for", "Calibration", "calibrate_thresholds"]
+__all__ = ["PASS", "REVIEW", "FAIL", "ERROR", "VERDICTS", "REVIEW_FRACTION", "verdict_for", "default_review_threshold",
+           "Calibration", "calibrate_thresholds"]
 
 PASS, REVIEW, FAIL, ERROR = "pass", "review", "fail", "error"
 VERDICTS = (PASS, REVIEW, FAIL, ERROR)
 MIN_CALIBRATION_MARGIN = 0.005   # the least distance between suggested review and fail thresholds
+# The window's review band for a model without saved thresholds: review above this fraction of the
+# fail threshold (the model's own threshold), so parts just below it are looked at by a person.
+REVIEW_FRACTION = 0.8
 
 
 def verdict_for(score: float | None, fail_threshold: float, review_threshold: float | None = None) -> str:
@@ -31,6 +35,12 @@ def verdict_for(score: float | None, fail_threshold: float, review_threshold: fl
     if score > review:
         return REVIEW
     return PASS
+
+
+def default_review_threshold(fail_threshold: float) -> float:
+    """The review threshold that goes with `fail_threshold` when none is chosen: REVIEW_FRACTION of
+    it, rounded to 4 decimals (as the threshold fields show it)."""
+    return round(REVIEW_FRACTION * fail_threshold, 4)
 
 
 @dataclass(frozen=True)

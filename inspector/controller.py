@@ -26,16 +26,17 @@ from inspection import Inspection, InspectionRecipe, Roi
 from inspection.results_log import ResultsLog, ResultsLogError, ResultsReader
 
 from .controller_display import DisplayPump
-from .controller_model import ModelControl, automatic_category, model_summary
+from .controller_model import ModelControl
 from .controller_recipes import RecipeControl
 from .controller_results import ResultsControl
 from .controller_run import RunControl
-from .dialogs import SHORTCUTS_TEXT, BackgroundTask, about_text
+from .dialogs import BackgroundTask, about_text
 from .display import DisplayOptions
 from .frame_queue import FrameQueue
 from .genicam_dialog import attach_genicam_action
 from .line_panel import LinePanel
-from .main_window import LIVE_TAB, RESULTS_TAB, MainWindow
+from .loaded_model import LoadedModel
+from .main_window import RESULTS_TAB, MainWindow
 from .paths import DEMO_DATA_DIR, DEMO_MODEL_DIR, user_data_dir
 from .reader import STOPPED, SourceReader
 from .recipes import Recipe, RecipeStore
@@ -44,7 +45,7 @@ from .setting_values import as_bool, finite_float, saved_setting
 from .sources import SourceError, SourceSpec, demo_spec, spec_for_path
 from .worker import EngineWorker
 
-__all__ = ["InspectorController", "automatic_category", "model_summary"]
+__all__ = ["InspectorController"]
 
 log = logging.getLogger("inspector")
 
@@ -64,7 +65,7 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
     request_configure = Signal(object)
     request_settings = Signal(object)
     request_calibration = Signal(object, float, float)
-    model_ready = Signal(dict)
+    model_ready = Signal(object)   # a LoadedModel
     run_finished = Signal(str)
 
     def __init__(self, window: MainWindow, settings: QSettings, loader=None, capture_factory=None,
@@ -86,7 +87,7 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
         self.frames = FrameQueue("latest")
         self.context = InspectionRecipe()
         self.display = DisplayOptions()
-        self.model_info: dict | None = None
+        self.model_info: LoadedModel | None = None   # the model the worker holds, as it last described it
         self.model_path = ""
         self.model_loading = False
         self.source_spec: SourceSpec | None = None
@@ -156,8 +157,7 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
         self._wire_window()
         self._show_recipes()
         self.refresh_models()
-        self.window.trend.set_thresholds(self.context.fail_threshold, self.context.review_threshold)
-        self.window.controls.show_thresholds(self.context.fail_threshold, self.context.review_threshold)
+        self.window.show_thresholds(self.context.fail_threshold, self.context.review_threshold)
 
     @staticmethod
     def _zero_counts() -> dict[str, int]:
@@ -182,56 +182,33 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
 
     # ----------------------------------------------------------------- wiring
     def _wire_window(self) -> None:
-        w, c = self.window, self.window.controls
-        w.source_requested.connect(self.choose_source)
-        w.run_toggle_requested.connect(self.toggle_run)
-        w.step_requested.connect(self.step)
-        w.stop_requested.connect(self.stop)
-        w.model_folder_requested.connect(self.choose_model_folder)
-        w.checkpoint_requested.connect(self.choose_checkpoint)
-        w.calibration_requested.connect(self.choose_calibration)
-        w.gate_fusion_requested.connect(self.set_gate_fusion)
-        w.roi_draw_requested.connect(self.start_roi_drawing)
-        w.roi_clear_requested.connect(lambda: self.set_roi(None))
-        w.reset_counters_requested.connect(self.reset_counters)
-        w.act_export_csv.triggered.connect(lambda: self.choose_csv_export(w.results_view.current_filter()))
-        w.act_quit.triggered.connect(w.close)
-        w.act_watch.toggled.connect(lambda on: self.set_folder_options(self.state.folder_recursive, on))
-        w.act_recursive.toggled.connect(lambda on: self.set_folder_options(on, self.state.folder_watch))
-        w.act_demo_model.triggered.connect(lambda: self.open_model(str(DEMO_MODEL_DIR)))
-        w.act_heatmap.toggled.connect(lambda on: self.set_display(replace(self.display, overlay=on)))
-        w.act_contour.toggled.connect(lambda on: self.set_display(replace(self.display, contour=on)))
-        w.act_reconstruction.toggled.connect(lambda on: self.set_display(replace(self.display, reconstruction=on)))
-        w.act_full_heatmap.toggled.connect(lambda on: self.set_display(replace(self.display, full_heatmap=on)))
-        w.act_live_tab.triggered.connect(lambda: w.show_tab(LIVE_TAB))
-        w.act_results_tab.triggered.connect(lambda: w.show_tab(RESULTS_TAB))
-        w.act_shortcuts.triggered.connect(lambda: QMessageBox.information(w, "Keyboard shortcuts", SHORTCUTS_TEXT))
-        w.act_about.triggered.connect(self.show_about)
-        w.training_wizard_requested.connect(self._on_training_wizard)
-        w.files_dropped.connect(self.open_dropped)
-        w.closing.connect(self.shutdown)
-        w.back_to_live.clicked.connect(self.back_to_live)
-        w.hint_close.clicked.connect(self.dismiss_hint)
-        w.filmstrip.part_selected.connect(self.replay)
-        w.live_view.roi_selected.connect(lambda x0, y0, x1, y1: self.set_roi(Roi(x0, y0, x1, y1)))
-        w.live_view.roi_selection_finished.connect(self._show_roi)
-        w.tab_shown.connect(lambda tab: self.refresh_results() if tab == RESULTS_TAB else None)
-        rv = w.results_view
-        rv.filter_changed.connect(lambda _: self.refresh_results())
-        rv.refresh_requested.connect(self.refresh_results)
-        rv.false_call_requested.connect(self.mark_false_call)
-        rv.export_requested.connect(self.choose_csv_export)
-        rv.row_activated.connect(self.replay_logged)
-        c.model_chosen.connect(self.open_model)
-        c.reverse_steps_changed.connect(lambda n: self.set_model_settings(reverse_steps=n))
-        c.folder_options_changed.connect(self.set_folder_options)
-        c.category_chosen.connect(self.set_category)
-        c.thresholds_edited.connect(self.set_thresholds)
-        c.display_changed.connect(self.set_display)
-        c.recipe_chosen.connect(self.apply_recipe)
-        c.recipe_save_requested.connect(self.choose_recipe_name)
-        c.recipe_delete_requested.connect(self.delete_recipe)
-        c.show_run_state(STOPPED, False)
+        """Each of the window's intent signals to what it asks for."""
+        w = self.window
+        for intent, handler in (
+                (w.source_requested, self.choose_source), (w.run_toggle_requested, self.toggle_run),
+                (w.step_requested, self.step), (w.stop_requested, self.stop),
+                (w.model_folder_requested, self.choose_model_folder), (w.checkpoint_requested, self.choose_checkpoint),
+                (w.demo_model_requested, lambda: self.open_model(str(DEMO_MODEL_DIR))),
+                (w.model_requested, self.open_model),
+                (w.reverse_steps_requested, lambda n: self.set_model_settings(reverse_steps=n)),
+                (w.calibration_requested, self.choose_calibration), (w.gate_fusion_requested, self.set_gate_fusion),
+                (w.category_requested, self.set_category), (w.thresholds_requested, self.set_thresholds),
+                (w.roi_draw_requested, self.start_roi_drawing), (w.roi_clear_requested, lambda: self.set_roi(None)),
+                (w.roi_drawn, lambda x0, y0, x1, y1: self.set_roi(Roi(x0, y0, x1, y1))),
+                (w.roi_drawing_ended, self._show_roi), (w.folder_options_requested, self.set_folder_options),
+                (w.display_requested, self.set_display),
+                (w.display_option_requested, lambda field, on: self.set_display(replace(self.display, **{field: on}))),
+                (w.recipe_requested, self.apply_recipe), (w.recipe_save_requested, self.choose_recipe_name),
+                (w.recipe_delete_requested, self.delete_recipe), (w.reset_counters_requested, self.reset_counters),
+                (w.part_requested, self.replay), (w.logged_part_requested, self.replay_logged),
+                (w.back_to_live_requested, self.back_to_live), (w.results_refresh_requested, self.refresh_results),
+                (w.tab_shown, lambda tab: self.refresh_results() if tab == RESULTS_TAB else None),
+                (w.false_call_requested, self.mark_false_call), (w.export_requested, self.choose_csv_export),
+                (w.about_requested, self.show_about), (w.training_wizard_requested, self._on_training_wizard),
+                (w.files_dropped, self.open_dropped), (w.hint_dismissed, self.dismiss_hint),
+                (w.closing, self.shutdown)):
+            intent.connect(handler)
+        w.show_run_state(STOPPED, False)
 
     # ----------------------------------------------------------------- startup and settings
     def restore(self, model: str | None = None, source: str | None = None) -> None:
@@ -317,7 +294,7 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
 
     # ----------------------------------------------------------------- misc
     def show_about(self) -> None:
-        device = (self.model_info or {}).get("device", "")
+        device = self.model_info.info.device if self.model_info is not None else ""
         QMessageBox.about(self.window, "About DeCo Inspector", about_text(device))
 
     def _on_training_wizard(self) -> None:

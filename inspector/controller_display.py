@@ -25,15 +25,7 @@ class DisplayPump:
     # ----------------------------------------------------------------- display
     def set_display(self, options: DisplayOptions) -> None:
         self.display = options
-        w = self.window
-        w.controls.show_display_options(options)
-        for action, value in ((w.act_heatmap, options.overlay), (w.act_contour, options.contour),
-                              (w.act_reconstruction, options.reconstruction),
-                              (w.act_full_heatmap, options.full_heatmap)):
-            action.blockSignals(True)
-            action.setChecked(value)
-            action.blockSignals(False)
-        w.show_reconstruction_panel(options.reconstruction)
+        self.window.show_display_options(options)
         self.display_timer.setInterval(max(1, round(1000 / options.repaint_hz)))
         self._part_dirty = True
         if self.context.full_heatmap != options.full_heatmap:  # the reject archive draws overlays the same way
@@ -69,7 +61,7 @@ class DisplayPump:
         now = time.monotonic()
         if now - self._last_trend_refresh >= TREND_REFRESH_S:
             self._last_trend_refresh = now
-            w.trend.refresh()
+            w.refresh_trend()
 
     # ----------------------------------------------------------------- live statistics
     def _on_stats_tick(self) -> None:
@@ -101,7 +93,7 @@ class DisplayPump:
         self.stats["source_fps"] = source_fps
         total = reader.source.total
         if total and not self.run_reported:
-            w.controls.show_progress(f"{self.run_counts['inspected']} / {total} inspected")
+            w.show_progress(f"{self.run_counts['inspected']} / {total} inspected")
         if reader.live and not reader.ended and reader.state == PLAYING:
             since = reader.seconds_since_frame
             if since > self.stall_seconds:

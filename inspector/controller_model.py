@@ -9,43 +9,15 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog
 
-from engine.defaults import DEFAULT_THRESHOLD
-from inspection import Calibration, Roi
+from inspection import Calibration, Roi, default_review_threshold
 
-from .controls import AUTO_CATEGORY, AUTO_MIN_SCORE
 from .dialogs import CalibrationDialog
 from .imageio import list_images
-from .main_window import LIVE_TAB
+from .loaded_model import LoadedModel, automatic_category, model_summary
 from .paths import DEMO_MODEL_DIR
 from .setting_values import finite_float, saved_setting
 
 RECENT_MODELS = 8
-
-
-def model_summary(info: dict) -> str:
-    """Rich text for the model box: id, size, parameters, disk size, classes, device."""
-    params = info.get("unet_parameters") or 0
-    disk = info.get("disk_bytes") or 0
-    classes = info.get("classes") or []
-    kind = f" ({info['detector']})" if info.get("detector") else ""
-    parts = [f"<b>{info.get('model_id') or Path(info.get('path', '')).name}</b>{kind}",
-             f"{info.get('size') or 'custom UNet'} · {params / 1e6:.1f} M parameters"
-             + (f" · {disk / 1e6:.0f} MB on disk" if disk else ""),
-             f"{len(classes)} categor{'y' if len(classes) == 1 else 'ies'}"
-             + (" · classifier" if info.get("classifier") else "")
-             + (" · gated" if info.get("gating") else ""),
-             f"Runs on {info.get('device', '?')}"]
-    return "<br>".join(parts)
-
-
-def automatic_category(info: dict) -> tuple[bool, str]:
-    """(whether the model can choose the category itself, the label of that choice): a category
-    classifier, DiAD's lowest-score choice over its classes, or a one-class model."""
-    if info.get("classifier"):
-        return True, AUTO_CATEGORY
-    if info.get("category_selection") == "min-score":
-        return True, AUTO_MIN_SCORE
-    return len(info.get("classes") or []) <= 1, AUTO_CATEGORY
 
 
 class ModelControl:
@@ -73,7 +45,7 @@ class ModelControl:
                 add(f"{Path(path).name} ({'checkpoint' if Path(path).is_file() else 'folder'})", path)
         if self.model_path:
             add(Path(self.model_path).name, self.model_path)
-        self.window.controls.show_models(entries, self.model_path)
+        self.window.show_models(entries, self.model_path)
 
     def _recent_models(self) -> list[str]:
         value = self.settings.value("model/recent", [])
@@ -100,7 +72,7 @@ class ModelControl:
 
     def _on_model_loading(self, path: str) -> None:
         self.message(f"Loading model {path}…")
-        self.window.controls.show_model_info(f"Loading {Path(path).name}…")
+        self.window.show_model_info(f"Loading {Path(path).name}…")
 
     def _on_model_failed(self, text: str) -> None:
         self.model_loading = False
@@ -108,90 +80,87 @@ class ModelControl:
         self._start_after_load = False
         self.message(text, "error")
         if self.model_info is not None:
-            self.window.controls.show_model_info(model_summary(self.model_info))
+            self.window.show_model_info(model_summary(self.model_info))
         else:
-            self.window.controls.show_model_info("No model loaded: open a model folder or checkpoint")
+            self.window.show_model_info("No model loaded: open a model folder or checkpoint")
 
-    def _on_model_loaded(self, info: dict) -> None:
+    def _on_model_loaded(self, model: LoadedModel) -> None:
         self.model_loading = False
         previous = self.model_path
-        self._adopt_model_info(info)
-        self.model_path = info["path"]
-        self.window.show_device(info.get('device', '?'))
-        self._show_model_info(info)
+        self._adopt_model_info(model)
+        self.model_path = model.path
+        self.window.show_device(model.info.device)
+        self._show_model_info(model)
         recent = [self.model_path] + [p for p in self._recent_models() if p != self.model_path]
         self.settings.setValue("model/recent", recent[:RECENT_MODELS])
         self.settings.setValue("model/path", self.model_path)
         self.refresh_models()
-        classes = list(info.get("classes") or [])
-        auto, auto_label = automatic_category(info)
+        classes = list(model.info.classes)
+        auto, auto_label = automatic_category(model.info)
         recipe = self._pending_recipe
         self._pending_recipe = None
         if recipe is not None:
             self._apply_recipe_settings(recipe)
         else:
             if previous != self.model_path:
-                self._restore_thresholds(info)
+                self._restore_thresholds(model)
             category = self.context.category if self.context.category in classes else None
             if category is None and not auto and classes:
                 category = classes[0]
                 self.message(f"This model has no category classifier: inspecting as '{category}' "
                              f"(change it under Inspection ▸ Category)", "warning")
             self.context = replace(self.context, category=category)
-            self.window.controls.show_categories(classes, category, auto, auto_label)
+            self.window.show_categories(classes, category, auto, auto_label)
             self._push_context()
-        self.message(f"Model {info.get('model_id') or Path(self.model_path).name} ready "
-                     f"({info.get('size') or 'custom UNet'}, {len(classes)} categories, {info.get('device', '?')})",
+        self.message(f"Model {model.name} ready ({model.size_name}, {len(classes)} categories, {model.info.device})",
                      "ok")
-        self.model_ready.emit(info)
+        self.model_ready.emit(model)
         if self._start_after_load:
             self._start_after_load = False
             self.start()
 
-    def _show_model_info(self, info: dict) -> None:
-        self.window.controls.show_model_info(model_summary(info), info.get("reverse_steps"), info.get("gate_fusion"),
-                                             bool(info.get("gating", True)))
-        self.window.show_gate_fusion(bool(info.get("gate_fusion")), bool(info.get("gating", True)))
+    def _show_model_info(self, model: LoadedModel) -> None:
+        self.window.show_model_info(model_summary(model), model.reverse_steps, model.gate_fusion, model.info.gating)
+        self.window.show_gate_fusion(model.gate_fusion, model.info.gating)
 
-    def _restore_thresholds(self, info: dict) -> None:
+    def _restore_thresholds(self, model: LoadedModel) -> None:
         s = self.settings
         saved = saved_setting(s, "thresholds/fail", None, finite_float)
         if str(s.value("thresholds/model", "") or "") == self.model_path and saved is not None:
             fail, review = saved, saved_setting(s, "thresholds/review", 0.0, finite_float)
         else:
-            fail = float(info.get("threshold", DEFAULT_THRESHOLD))
-            review = round(0.8 * fail, 4)
+            fail = float(model.threshold)
+            review = default_review_threshold(fail)
         self.set_thresholds(fail, review, mark_modified=False)
 
-    def _adopt_model_info(self, info: dict) -> None:
+    def _adopt_model_info(self, model: LoadedModel) -> None:
         """Keep the worker's model description; a live queue holds one newest frame per engine lane."""
-        self.model_info = info
-        self.frames.keep = max(1, int(info.get("lanes", 1)))
+        self.model_info = model
+        self.frames.keep = max(1, model.lanes)
 
-    def _on_settings_applied(self, info: dict) -> None:
-        self._adopt_model_info(info)
-        self._show_model_info(info)
+    def _on_settings_applied(self, model: LoadedModel) -> None:
+        self._adopt_model_info(model)
+        self._show_model_info(model)
 
     def set_model_settings(self, **changes) -> None:
         self.request_settings.emit(changes)
         self._mark_recipe_modified()
 
     def set_gate_fusion(self, on: bool) -> None:
-        if self.model_info is not None and bool(self.model_info.get("gate_fusion")) == on:
+        if self.model_info is not None and self.model_info.gate_fusion == on:
             return
         self.set_model_settings(gate_fusion=bool(on))
 
     # ----------------------------------------------------------------- judgement settings
     def _push_context(self) -> None:
         self.request_configure.emit(self.context)
-        self.window.trend.set_thresholds(self.context.fail_threshold, self.context.review_threshold)
+        self.window.show_thresholds(self.context.fail_threshold, self.context.review_threshold)
         self._part_dirty = True
 
     def set_thresholds(self, fail: float, review: float | None = None, mark_modified: bool = True) -> None:
         fail = max(0.0, float(fail))
         review = fail if review is None else min(max(0.0, float(review)), fail)
         self.context = replace(self.context, fail_threshold=fail, review_threshold=review)
-        self.window.controls.show_thresholds(fail, review)
         self._push_context()
         if mark_modified:
             self._mark_recipe_modified()
@@ -216,20 +185,16 @@ class ModelControl:
 
     def _show_roi(self) -> None:
         roi = self.context.roi
-        self.window.controls.show_roi("Whole frame" if roi is None else roi.describe())
+        self.window.show_roi("Whole frame" if roi is None else roi.describe())
 
     def start_roi_drawing(self, on: bool) -> None:
-        view = self.window.live_view
-        if not on:
-            view.cancel_roi_selection()
-            self._show_roi()
-            return
-        if not view.has_image():
+        if not self.window.draw_roi(on):
             self.message("Open a source first: the region of interest is drawn on the image", "warning")
             self._show_roi()
             return
-        self.window.show_tab(LIVE_TAB)
-        view.start_roi_selection()
+        if not on:
+            self._show_roi()
+            return
         self.window.show_status("Drag a rectangle on the inspected image to set the region of interest")
 
     def choose_calibration(self) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from PySide6.QtWidgets import QInputDialog
 
 
-from .controller_model import automatic_category
+from .loaded_model import automatic_category
 from .recipes import Recipe, RecipeError
 from .station import RECIPE_OUTPUTS
 
@@ -22,7 +22,7 @@ class RecipeControl:
         recipes, problems = self.recipes.load_all()
         for problem in problems:
             self.message(problem, "warning")
-        self.window.controls.show_recipes([r.name for r in recipes], self.recipe_name, self.recipe_modified)
+        self.window.show_recipes([r.name for r in recipes], self.recipe_name, self.recipe_modified)
 
     def _mark_recipe_modified(self) -> None:
         if self.recipe_name and not self.recipe_modified:
@@ -44,12 +44,12 @@ class RecipeControl:
             self.save_recipe(name.strip())
 
     def current_recipe(self, name: str) -> Recipe:
-        info = self.model_info or {}
-        ctx = self.context
+        model, ctx = self.model_info, self.context
         return Recipe(name=name, model=self.model_path, category=ctx.category, fail_threshold=ctx.fail_threshold,
                       review_threshold=ctx.review_threshold, roi=ctx.roi.to_list() if ctx.roi else None,
                       source=self.source_spec.to_dict() if self.source_spec else None,
-                      reverse_steps=info.get("reverse_steps"), gate_fusion=info.get("gate_fusion"),
+                      reverse_steps=model.reverse_steps if model else None,
+                      gate_fusion=model.gate_fusion if model else None,
                       extra={RECIPE_OUTPUTS: list(self.line.urls)} if self.line.urls else {})
 
     def save_recipe(self, name: str) -> None:
@@ -109,15 +109,16 @@ class RecipeControl:
         self.message(f"Recipe '{name}' selected")
 
     def _apply_recipe_settings(self, recipe: Recipe) -> None:
-        classes = list((self.model_info or {}).get("classes") or [])
-        auto, auto_label = automatic_category(self.model_info or {})
+        info = self.model_info.info if self.model_info is not None else None
+        classes = list(info.classes) if info is not None else []
+        auto, auto_label = automatic_category(info)
         category = recipe.category if recipe.category in classes else None
         if recipe.category and category is None and classes:
             self.message(f"Recipe '{recipe.name}': category '{recipe.category}' is not in this model", "warning")
         if category is None and not auto and classes:
             category = classes[0]
         self.context = replace(self.context, category=category, roi=recipe.roi_value, recipe=recipe.name)
-        self.window.controls.show_categories(classes, category, auto, auto_label)
+        self.window.show_categories(classes, category, auto, auto_label)
         self.set_thresholds(recipe.fail_threshold, recipe.review_threshold, mark_modified=False)
         self._show_roi()
         self.recipe_modified = False

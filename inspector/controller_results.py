@@ -43,7 +43,7 @@ class ResultsControl:
         if insp.verdict == ERROR:
             self.message(f"{insp.where()}: {insp.error}", "error")
         if insp.score is not None:
-            self.window.trend.add(insp.score, insp.verdict)
+            self.window.add_trend_point(insp.score, insp.verdict)
         self._strip_pending.append((key, insp))
         if not self.replaying:
             self.current_key = key
@@ -58,13 +58,14 @@ class ResultsControl:
         if not self._results_dirty:
             return
         self._results_dirty = False
-        w = self.window
-        w.counters.show_counts(self.counts)
-        pending, self._strip_pending = self._strip_pending[-w.filmstrip.capacity:], []
+        self.window.show_counts(self.counts)
+        pending, self._strip_pending = self._strip_pending, []
+        strip = []
         for key, insp in pending:
             caption = VERDICT_TEXT[insp.verdict] + (f" {insp.score:.3f}" if insp.score is not None else "")
-            w.filmstrip.add_part(key, insp.thumbnail, insp.verdict, caption,
-                                 f"{insp.where()}\n{caption}" + (f"\n{insp.error}" if insp.error else ""))
+            strip.append((key, insp.thumbnail, insp.verdict, caption,
+                          f"{insp.where()}\n{caption}" + (f"\n{insp.error}" if insp.error else "")))
+        self.window.add_filmstrip_parts(strip)
         if not self.replaying and self.last_inspection is not None:
             self._show_banner(self.last_inspection)
 
@@ -83,7 +84,7 @@ class ResultsControl:
                 detail += f" · recipe {insp.recipe}"
         if replay:
             detail = f"Replay of part {insp.part_id if insp.part_id is not None else ''} · " + detail
-        self.window.banner.show_verdict(insp.verdict, insp.score, detail)
+        self.window.show_verdict(insp.verdict, insp.score, detail)
 
     def _check_run_complete(self) -> None:
         reader = self.reader
@@ -92,7 +93,7 @@ class ResultsControl:
         if self.run_counts["inspected"] < reader.frames_read:
             return
         self._show_results()
-        self.window.trend.refresh()
+        self.window.refresh_trend()
         self.run_reported = True
         c = self.run_counts
         judged = c["pass"] + c["review"] + c["fail"]
@@ -100,7 +101,7 @@ class ResultsControl:
         text = (f"Run finished: {c['inspected']} parts - {c['pass']} pass, {c['review']} review, {c['fail']} fail, "
                 f"{c['error']} errors (yield {yield_text})")
         self.message(text, "ok" if not c["error"] else "warning")
-        self.window.controls.show_progress(f"{reader.frames_read} / {reader.frames_read} done")
+        self.window.show_progress(f"{reader.frames_read} / {reader.frames_read} done")
         self.run_finished.emit(text)
         if self.window.current_tab() == RESULTS_TAB:
             self.refresh_results()
@@ -108,8 +109,8 @@ class ResultsControl:
     def reset_counters(self) -> None:
         self._show_results()
         self.counts = self._zero_counts()
-        self.window.counters.show_counts(self.counts)
-        self.window.trend.clear()
+        self.window.show_counts(self.counts)
+        self.window.clear_trend()
         self.message("Counters reset")
 
     def replay(self, key: int) -> None:
@@ -164,18 +165,17 @@ class ResultsControl:
 
     # ----------------------------------------------------------------- results tab
     def refresh_results(self) -> None:
-        view = self.window.results_view
-        flt = view.current_filter()
+        flt = self.window.results_filter()
         try:
             rows = self.results_reader.query(flt)
             total = self.results_reader.count(flt)
             counts = self.results_reader.verdict_counts()
-            view.show_categories(self.results_reader.categories())
+            categories = self.results_reader.categories()
         except ResultsLogError as e:
-            view.show_rows([], 0, str(e))
+            self.window.show_results([], 0, str(e))
             return
         summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("pass", "review", "fail", "error"))
-        view.show_rows(rows, total, f"log: {summary}")
+        self.window.show_results(rows, total, f"log: {summary}", categories)
         self._new_rows = False
 
     def mark_false_call(self, ids: list[int], flag: bool = True, note: str = "") -> None:

@@ -16,6 +16,9 @@ from .reader import PLAYING, STOPPED, SourceReader
 from .setting_values import short_source_text
 from .sources import SourceError, SourceSpec, open_source, spec_for_drop
 
+# Frames per engine batch the queue is sized for while no model is loaded (a loaded model's batch size wins)
+QUEUE_BATCH_WITHOUT_MODEL = 8
+
 
 class RunControl:
     """Sources and run control: a part of InspectorController."""
@@ -77,7 +80,7 @@ class RunControl:
         """Stop the current source and open `spec` (playing if `autostart` and a model is there)."""
         self._retire_reader()
         self.source_spec = spec
-        self.window.controls.show_source(short_source_text(spec.label()), spec.label())
+        self.window.show_source(short_source_text(spec.label()), spec.label())
         self.window.show_source_status(spec.label())
         self.window.show_watch_available(spec.kind == "folder")
         if spec.kind == "folder":
@@ -86,19 +89,19 @@ class RunControl:
 
     def _new_reader(self, spec: SourceSpec, autostart: bool) -> None:
         source = open_source(spec, capture_factory=self.capture_factory, **self.live_source_options)
-        batch = int((self.model_info or {}).get("batch_size", 8))
+        batch = self.model_info.batch_size if self.model_info is not None else QUEUE_BATCH_WITHOUT_MODEL
         self.frames.set_policy("latest" if spec.live else "every", capacity=2 * batch)
         reader = SourceReader(source, self.frames, self)
         reader.frame_read.connect(self._on_frame_read)
         reader.status.connect(lambda text, level, r=reader: self._on_source_status(r, text, level))
-        reader.opened.connect(lambda info, r=reader: self._on_source_opened(r, info))
+        reader.opened.connect(lambda total, r=reader: self._on_source_opened(r, total))
         reader.failed.connect(lambda text, r=reader: self._on_source_failed(r, text))
         reader.finished.connect(lambda text, level, r=reader: self._on_source_finished(r, text, level))
         reader.state_changed.connect(lambda state, r=reader: self._on_run_state(r, state))
         self.reader = reader
         self.run_counts = self._zero_counts()
         self.run_reported = False
-        self.window.controls.show_progress("")
+        self.window.show_progress("")
         self._latencies.clear()
         self._ages.clear()
         self._rate_since = time.monotonic()
@@ -112,7 +115,7 @@ class RunControl:
             autostart = False
         reader.start(play=autostart and can_run)
         if self.last_inspection is None:
-            self.window.banner.show_idle(f"{spec.label()}: press Space to start" if can_run
+            self.window.show_idle(f"{spec.label()}: press Space to start" if can_run
                                          else "Open a model to start (Model menu)")
         self.message(f"Opened {spec.label()}" + ("" if reader.state == PLAYING else " (paused: press Space to start)"))
 
@@ -171,7 +174,7 @@ class RunControl:
         self.reader.step(part_id=part_id)
 
     def stop(self) -> None:
-        if self.window.live_view.is_selecting():
+        if self.window.is_drawing_roi():
             self.start_roi_drawing(False)
             return
         if self.reader is None:
@@ -185,12 +188,11 @@ class RunControl:
         if reader is not None and reader is not self.reader:
             return
         has_source = self.source_spec is not None
-        self.window.controls.show_run_state(state, has_source)
+        self.window.show_run_state(state, has_source)
 
-    def _on_source_opened(self, reader: SourceReader, info: dict) -> None:
-        total = info.get("total")
+    def _on_source_opened(self, reader: SourceReader, total: int | None) -> None:
         if total and reader is self.reader:
-            self.window.controls.show_progress(f"0 / {total}")
+            self.window.show_progress(f"0 / {total}")
 
     def _on_source_status(self, reader: SourceReader, text: str, level: str) -> None:
         if reader is not self.reader:

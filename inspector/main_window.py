@@ -7,14 +7,16 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QTextCursor
+from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import (QDockWidget, QFrame, QHBoxLayout, QLabel, QMainWindow, QPlainTextEdit, QProgressBar,
-                               QPushButton, QSplitter, QTabWidget, QVBoxLayout, QWidget)
+                               QMessageBox, QPushButton, QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
-from .appearance import STYLES, menu_icon
 from .controls import ControlPanel
+from .menus import build_actions, build_menus
+from .dialogs import SHORTCUTS_TEXT
 from .paths import APP_NAME
 from .results_view import ResultsView
+from .session_state import SessionState
 from .views import CountersPanel, Filmstrip, ImageView, TrendPlot, VerdictBanner
 
 __all__ = ["MainWindow", "LOG_COLORS", "LIVE_TAB", "RESULTS_TAB"]
@@ -44,6 +46,27 @@ class MainWindow(QMainWindow):
     roi_draw_requested = Signal(bool)
     roi_clear_requested = Signal()
     reset_counters_requested = Signal()
+    demo_model_requested = Signal()
+    model_requested = Signal(str)                    # a model folder or checkpoint picked in the control panel
+    reverse_steps_requested = Signal(int)
+    category_requested = Signal(object)              # a category name, or None: chosen for each part
+    thresholds_requested = Signal(float, float)      # (fail, review)
+    folder_options_requested = Signal(bool, bool)    # (include subfolders, watch for new files)
+    display_requested = Signal(object)               # DisplayOptions from the control panel
+    display_option_requested = Signal(str, bool)     # one DisplayOptions switch from the View menu, by field name
+    recipe_requested = Signal(str)
+    recipe_save_requested = Signal()
+    recipe_delete_requested = Signal(str)
+    roi_drawn = Signal(float, float, float, float)   # fractions of the image: x0, y0, x1, y1
+    roi_drawing_ended = Signal()
+    part_requested = Signal(int)                     # a filmstrip part, by its key
+    logged_part_requested = Signal(int)              # a Results-tab row, by its part id
+    back_to_live_requested = Signal()
+    results_refresh_requested = Signal()             # the Results tab's filter changed, or Refresh
+    false_call_requested = Signal(list, bool, str)   # (part ids, flag, note)
+    export_requested = Signal(object)                # a ResultFilter (File ▸ Export: the Results tab's)
+    about_requested = Signal()
+    hint_dismissed = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -57,8 +80,9 @@ class MainWindow(QMainWindow):
         self._build_central()
         self._build_docks()
         self._build_status_bar()
-        self._build_actions()
-        self._build_menus()
+        self._state = SessionState(self)   # until bind_state gives the controller's
+        build_actions(self)
+        build_menus(self)
         self._connect_intents()
 
     # ----------------------------------------------------------------- layout
@@ -179,119 +203,6 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.display_status)
         bar.addPermanentWidget(self.device_status)
 
-    def _action(self, text: str, shortcut=None, checkable: bool = False, checked: bool = False,
-                tip: str = "") -> QAction:
-        action = QAction(text, self)
-        if shortcut:
-            action.setShortcut(QKeySequence(shortcut))
-            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-        if checkable:
-            action.setCheckable(True)
-            action.setChecked(checked)
-        if tip:
-            action.setStatusTip(tip)
-        self.addAction(action)
-        return action
-
-    def _build_actions(self) -> None:
-        a = self._action
-        self.act_open_folder = a("Open &folder…", "Ctrl+O", tip="Inspect every image in a folder")
-        self.act_open_image = a("Open &image…", "Ctrl+I")
-        self.act_open_video = a("Open &video…", "Ctrl+Shift+V")
-        self.act_export_csv = a("&Export results as CSV…", "Ctrl+E")
-        self.act_quit = a("&Quit", "Ctrl+Q")
-        self.act_camera = a("&Camera…", "Ctrl+K")
-        self.act_stream = a("Network &stream URL…", "Ctrl+U")
-        self.act_watch = a("&Watch folder for new files", checkable=True)
-        self.act_recursive = a("Include &subfolders", checkable=True, checked=True)
-        self.act_run = a("&Start / pause", "Space")
-        self.act_step = a("S&tep", "S")
-        self.act_stop = a("St&op", "Esc")
-        self.act_open_model = a("Open model &folder…", "Ctrl+M")
-        self.act_open_checkpoint = a("Open reference &checkpoint (.pt)…")
-        self.act_demo_model = a("&Demo model")
-        self.act_calibrate = a("&Calibrate thresholds from good images…")
-        self.act_gate_fusion = a("&Gate fusion", checkable=True)
-        self.act_heatmap = a("&Heatmap", "H", checkable=True, checked=True)
-        self.act_contour = a("Defect &outline", "C", checkable=True, checked=True)
-        self.act_reconstruction = a("&Reconstruction side by side", "R", checkable=True)
-        self.act_full_heatmap = a("&Full heatmap", "F", checkable=True,
-                                  tip="Colour the whole anomaly map, not only where it exceeds the review level")
-        self.act_live_tab = a("&Live", "Ctrl+1")
-        self.act_results_tab = a("&Results", "Ctrl+2")
-        self.act_reset_counters = a("Reset &counters")
-        self.act_roi = a("Draw region of &interest", "Ctrl+R")
-        self.act_clear_roi = a("Clear region of interest")
-        self.act_training_wizard = a("Training &wizard…")
-        self.act_shortcuts = a("&Keyboard shortcuts", "F1")
-        self.act_about = a("&About DeCo Inspector")
-        self.act_welcome = a("&Getting started…", tip="The welcome screen: the demo, your own model, training")
-        self.act_training_wizard.triggered.connect(self.training_wizard_requested)
-        self.style_group = QActionGroup(self)
-        self.style_group.setExclusive(True)
-        self.act_styles: dict[str, QAction] = {}
-        for name, label in STYLES.items():
-            action = a(f"&{label}", checkable=True, tip=f"Use the {label.lower()} style")
-            action.setData(name)
-            self.style_group.addAction(action)
-            self.act_styles[name] = action
-        self.style_group.triggered.connect(lambda action: self.style_requested.emit(str(action.data())))
-        for action, icon in ((self.act_open_folder, "folder"), (self.act_open_image, "image"),
-                             (self.act_open_video, "video"), (self.act_export_csv, "export"),
-                             (self.act_camera, "camera"), (self.act_stream, "stream"), (self.act_run, "play"),
-                             (self.act_step, "step"), (self.act_stop, "stop"), (self.act_open_model, "model"),
-                             (self.act_calibrate, "calibrate"), (self.act_training_wizard, "train"),
-                             (self.act_shortcuts, "help"), (self.act_welcome, "help"), (self.act_about, "about")):
-            action.setIcon(menu_icon(icon))
-
-    def _build_menus(self) -> None:
-        bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
-        for act in (self.act_open_folder, self.act_open_image, self.act_open_video):
-            file_menu.addAction(act)
-        file_menu.addSeparator()
-        file_menu.addAction(self.act_export_csv)
-        file_menu.addSeparator()
-        file_menu.addAction(self.act_quit)
-        source_menu = bar.addMenu("&Source")
-        for act in (self.act_camera, self.act_stream):
-            source_menu.addAction(act)
-        source_menu.addSeparator()
-        source_menu.addAction(self.act_recursive)
-        source_menu.addAction(self.act_watch)
-        source_menu.addSeparator()
-        for act in (self.act_run, self.act_step, self.act_stop):
-            source_menu.addAction(act)
-        model_menu = bar.addMenu("&Model")
-        for act in (self.act_open_model, self.act_open_checkpoint, self.act_demo_model):
-            model_menu.addAction(act)
-        model_menu.addSeparator()
-        model_menu.addAction(self.act_gate_fusion)
-        model_menu.addAction(self.act_calibrate)
-        model_menu.addSeparator()
-        model_menu.addAction(self.act_roi)
-        model_menu.addAction(self.act_clear_roi)
-        view_menu = bar.addMenu("&View")
-        for act in (self.act_heatmap, self.act_full_heatmap, self.act_contour, self.act_reconstruction):
-            view_menu.addAction(act)
-        view_menu.addSeparator()
-        view_menu.addAction(self.act_live_tab)
-        view_menu.addAction(self.act_results_tab)
-        view_menu.addSeparator()
-        view_menu.addAction(self.controls_dock.toggleViewAction())
-        view_menu.addAction(self.log_dock.toggleViewAction())
-        view_menu.addAction(self.act_reset_counters)
-        view_menu.addSeparator()
-        style_menu = view_menu.addMenu(menu_icon("theme"), "St&yle")
-        for action in self.act_styles.values():
-            style_menu.addAction(action)
-        training_menu = bar.addMenu("&Training")
-        training_menu.addAction(self.act_training_wizard)
-        help_menu = bar.addMenu("&Help")
-        help_menu.addAction(self.act_welcome)
-        help_menu.addAction(self.act_shortcuts)
-        help_menu.addAction(self.act_about)
-
     # ----------------------------------------------------------------- display helpers
     def append_log(self, text: str, level: str = "info") -> None:
         colour = LOG_COLORS.get(level, LOG_COLORS["info"])
@@ -353,6 +264,40 @@ class MainWindow(QMainWindow):
         c.gate_fusion_toggled.connect(self.gate_fusion_requested)
         self.act_roi.triggered.connect(lambda: self.roi_draw_requested.emit(True))
         c.roi_draw_requested.connect(self.roi_draw_requested)
+        self.act_demo_model.triggered.connect(self.demo_model_requested)
+        self.act_about.triggered.connect(self.about_requested)
+        self.act_quit.triggered.connect(self.close)
+        self.act_live_tab.triggered.connect(lambda: self.show_tab(LIVE_TAB))
+        self.act_results_tab.triggered.connect(lambda: self.show_tab(RESULTS_TAB))
+        self.act_shortcuts.triggered.connect(
+            lambda: QMessageBox.information(self, "Keyboard shortcuts", SHORTCUTS_TEXT))
+        self.act_export_csv.triggered.connect(lambda: self.export_requested.emit(self.results_view.current_filter()))
+        self.act_recursive.toggled.connect(lambda on: self.folder_options_requested.emit(on, self._state.folder_watch))
+        self.act_watch.toggled.connect(lambda on: self.folder_options_requested.emit(self._state.folder_recursive, on))
+        for field, action in self._display_actions().items():
+            action.toggled.connect(lambda on, f=field: self.display_option_requested.emit(f, on))
+        rv, view = self.results_view, self.live_view
+        for source, intent in (   # the same arguments
+                (c.model_chosen, self.model_requested), (c.reverse_steps_changed, self.reverse_steps_requested),
+                (c.category_chosen, self.category_requested), (c.thresholds_edited, self.thresholds_requested),
+                (c.folder_options_changed, self.folder_options_requested), (c.display_changed, self.display_requested),
+                (c.recipe_chosen, self.recipe_requested), (c.recipe_delete_requested, self.recipe_delete_requested),
+                (view.roi_selected, self.roi_drawn), (self.filmstrip.part_selected, self.part_requested),
+                (rv.false_call_requested, self.false_call_requested), (rv.export_requested, self.export_requested),
+                (rv.row_activated, self.logged_part_requested)):
+            source.connect(intent)
+        for source, intent in (   # no arguments
+                (c.recipe_save_requested, self.recipe_save_requested),
+                (view.roi_selection_finished, self.roi_drawing_ended),
+                (self.back_to_live.clicked, self.back_to_live_requested),
+                (self.hint_close.clicked, self.hint_dismissed), (rv.filter_changed, self.results_refresh_requested),
+                (rv.refresh_requested, self.results_refresh_requested)):
+            source.connect(lambda *_, i=intent: i.emit())
+
+    def _display_actions(self) -> dict:
+        """DisplayOptions field -> its View menu switch."""
+        return {"overlay": self.act_heatmap, "contour": self.act_contour, "reconstruction": self.act_reconstruction,
+                "full_heatmap": self.act_full_heatmap}
 
     # ----------------------------------------------------------------- intents (the controller asks, the window shows)
     def show_tab(self, name: str) -> None:
@@ -402,8 +347,98 @@ class MainWindow(QMainWindow):
     def show_reconstruction_panel(self, visible: bool) -> None:
         self.recon_view.setVisible(visible)
 
-    def bind_state(self, state) -> None:
+    def show_display_options(self, options) -> None:
+        """DisplayOptions in the control panel and the View menu (without emitting), and the reconstruction panel."""
+        self.controls.show_display_options(options)
+        for field, action in self._display_actions().items():
+            action.blockSignals(True)
+            action.setChecked(getattr(options, field))
+            action.blockSignals(False)
+        self.show_reconstruction_panel(options.reconstruction)
+
+    def show_models(self, entries: list[tuple[str, str]], current: str) -> None:
+        """The model picker: (label, path) entries and the path in use."""
+        self.controls.show_models(entries, current)
+
+    def show_model_info(self, text: str, reverse_steps: int | None = None, gate_fusion: bool | None = None,
+                        gating: bool = True) -> None:
+        self.controls.show_model_info(text, reverse_steps, gate_fusion, gating)
+
+    def show_categories(self, names: list[str], current: str | None, auto_available: bool, auto_label: str) -> None:
+        self.controls.show_categories(names, current, auto_available, auto_label)
+
+    def show_thresholds(self, fail: float, review: float) -> None:
+        """The thresholds in the control panel and as lines on the score trend."""
+        self.controls.show_thresholds(fail, review)
+        self.trend.set_thresholds(fail, review)
+
+    def show_roi(self, text: str) -> None:
+        self.controls.show_roi(text)
+
+    def draw_roi(self, on: bool) -> bool:
+        """Start (on the Live tab) or cancel drawing the region of interest; False when there is no image to draw on."""
+        if not on:
+            self.live_view.cancel_roi_selection()
+            return True
+        if not self.live_view.has_image():
+            return False
+        self.show_tab(LIVE_TAB)
+        self.live_view.start_roi_selection()
+        return True
+
+    def is_drawing_roi(self) -> bool:
+        return self.live_view.is_selecting()
+
+    def show_recipes(self, names: list[str], current: str, modified: bool = False) -> None:
+        self.controls.show_recipes(names, current, modified)
+
+    def show_source(self, text: str, tooltip: str = "") -> None:
+        self.controls.show_source(text, tooltip)
+
+    def show_run_state(self, state: str, has_source: bool) -> None:
+        self.controls.show_run_state(state, has_source)
+
+    def show_progress(self, text: str) -> None:
+        self.controls.show_progress(text)
+
+    def show_counts(self, counts: dict[str, int]) -> None:
+        self.counters.show_counts(counts)
+
+    def show_verdict(self, verdict: str, score: float | None, detail: str = "") -> None:
+        self.banner.show_verdict(verdict, score, detail)
+
+    def show_idle(self, detail: str) -> None:
+        self.banner.show_idle(detail)
+
+    def add_trend_point(self, score: float, verdict: str) -> None:
+        """A part's score on the trend (drawn at the next refresh_trend)."""
+        self.trend.add(score, verdict)
+
+    def refresh_trend(self) -> None:
+        self.trend.refresh()
+
+    def clear_trend(self) -> None:
+        self.trend.clear()
+
+    def add_filmstrip_parts(self, parts: list[tuple]) -> None:
+        """(key, thumbnail, verdict, caption, tooltip) per part, oldest first; only as many as the strip holds."""
+        for part in parts[-self.filmstrip.capacity:]:
+            self.filmstrip.add_part(*part)
+
+    def results_filter(self):
+        """The Results tab's filter (a ResultFilter)."""
+        return self.results_view.current_filter()
+
+    def show_results(self, rows: list[dict], total: int, summary: str, categories: list[str] | None = None) -> None:
+        """Rows of the Results tab, their total, a summary line and (when given) the categories to filter by."""
+        if categories is not None:
+            self.results_view.show_categories(categories)
+        self.results_view.show_rows(rows, total, summary)
+
+    def bind_state(self, state: SessionState) -> None:
         """Follow the session state (inspector.session_state.SessionState): folder options."""
+        self._state = state
+
         def follow(name: str) -> None:
             if name in ("folder_recursive", "folder_watch"):
                 self._show_folder_options(state.folder_recursive, state.folder_watch)

@@ -29,7 +29,7 @@ class SourceReader(QObject):
 
     frame_read = Signal(object)
     status = Signal(str, str)
-    opened = Signal(object)
+    opened = Signal(object)   # the source's frame count (None: unknown, or a live source)
     failed = Signal(str)
     finished = Signal(str, str)
     state_changed = Signal(str)
@@ -142,7 +142,7 @@ class SourceReader(QObject):
             self.ended = True
             self.failed.emit(f"{self.source.name}: cannot open ({type(e).__name__}: {e})")
             return
-        self.opened.emit({"name": self.source.name, "total": self.source.total, "live": self.source.live})
+        self.opened.emit(self.source.total)
         self.last_frame_time = time.monotonic()
         message, level = "", "info"
         try:

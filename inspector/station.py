@@ -189,7 +189,7 @@ class Station:
         if request is None:
             return
         recipe, done, problems = request
-        model_path = str(getattr(self.session.model, "source", ""))
+        model_path = str(self.session.model.source)
         if recipe.model and Path(recipe.model).resolve() != Path(model_path).resolve():
             problems.append(f"recipe {recipe.name!r} uses another model ({recipe.model}); "
                             "restart the station with it")

@@ -21,14 +21,14 @@ from typing import Callable
 import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 
-from engine.defaults import DEFAULT_THRESHOLD
 from inspection import Inspection, InspectionRecipe, InspectionSession, SessionSummary, apply_roi, calibrate_thresholds
 from inspection.results_log import Archiver, ArchiveQueue, ResultsLog
 
 from .frame_queue import FrameQueue
 from .imageio import ImageReadError, read_image
+from .loaded_model import LoadedModel
 
-__all__ = ["EngineWorker", "default_loader", "model_disk_bytes", "engine_threads", "engine_lanes"]
+__all__ = ["EngineWorker", "default_loader", "engine_threads", "engine_lanes"]
 
 log = logging.getLogger(__name__)
 
@@ -60,24 +60,10 @@ def engine_lanes() -> int:
 
 
 def _use_engine_lanes(detector) -> None:
-    """Give a detector whose `lanes` setting is automatic (0) and that prefers lanes (a small UNet on
-    a CPU) `engine_lanes()` lanes: the worker thread itself runs one intra-op thread."""
-    settings = getattr(detector, "settings", None)
-    if getattr(settings, "lanes", None) == 0 and getattr(detector, "prefers_lanes", False):
+    """Give a detector that prefers lanes (its lanes setting automatic, a small UNet on a CPU)
+    `engine_lanes()` lanes: the worker thread itself runs one intra-op thread."""
+    if detector.prefers_lanes:
         detector.with_settings(lanes=engine_lanes())
-
-
-def model_disk_bytes(path: str) -> int:
-    """Size on disk of a model folder or checkpoint file (0 when unknown)."""
-    p = Path(path)
-    try:
-        if p.is_file():
-            return p.stat().st_size
-        if p.is_dir():
-            return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-    except OSError:
-        return 0
-    return 0
 
 
 class EngineWorker(QObject):
@@ -146,7 +132,7 @@ class EngineWorker(QObject):
             self.detector.on_notice = self._engine_notice
             _use_engine_lanes(self.detector)
             self.model_path = str(path)
-            info = self.model_info()
+            info = LoadedModel.of(self.detector, self.model_path)
         except Exception as e:  # noqa: BLE001 - any loading failure is reported, the old model stays
             log.warning("model load failed: %s", traceback.format_exc())
             self.detector, self.model_path = previous
@@ -167,22 +153,10 @@ class EngineWorker(QObject):
             return
         torch.set_num_threads(engine_threads())
 
-    def model_info(self) -> dict:
-        det = self.detector
-        info = det.describe().to_dict()
-        s = det.settings
-        info.update({name: getattr(s, name, default) for name, default in (
-            ("threshold", DEFAULT_THRESHOLD), ("reverse_steps", None), ("start_t", None), ("gate_fusion", False),
-            ("batch_size", 1))})
-        lanes = getattr(det, "lane_count", None)
-        info.update(path=self.model_path, disk_bytes=model_disk_bytes(self.model_path),
-                    lanes=lanes(max(1, int(info["batch_size"]))) if lanes else 1)
-        return info
-
     @Slot(object)
     def apply_settings(self, changes: dict) -> None:
         """Change detector run-time settings (reverse_steps, gate_fusion, ...); bad values are reported
-        and the previous settings kept."""
+        and the previous settings kept (the detector checks a copy before it replaces its own)."""
         det = self.detector
         if det is None:
             return
@@ -194,9 +168,8 @@ class EngineWorker(QObject):
         try:
             det.with_settings(**changes)
         except (ValueError, TypeError) as e:
-            det.with_settings(**{k: getattr(old, k) for k in changes if hasattr(old, k)})
             self.problem.emit(f"Cannot change model settings: {e}")
-        self.settings_applied.emit(self.model_info())
+        self.settings_applied.emit(LoadedModel.of(det, self.model_path))
 
     @Slot(object)
     def configure(self, recipe: InspectionRecipe) -> None:

@@ -69,7 +69,13 @@ class SleepyDetector:
         self.settings = _Settings(threshold=threshold, batch_size=batch_size)
         self.class_names = ["widget"]
         self.model_id = "sleepy-fake"
+        self.source = "fake"
+        self.on_notice = None
+        self.prefers_lanes = False
         self.calls = 0
+
+    def lane_count(self, batch: int) -> int:
+        return 1
 
     def with_settings(self, **changes):
         self.settings = replace(self.settings, **changes)
@@ -195,7 +201,8 @@ def open_inspector(qtbot, home: Path, loader, capture_factory=None, show: bool =
     return window, controller
 
 
-def load_model(qtbot, controller, path: str = "test-model", timeout_ms: int = 30000) -> dict:
+def load_model(qtbot, controller, path: str = "test-model", timeout_ms: int = 30000):
+    """Open `path` and wait for it: the controller's LoadedModel."""
     controller.open_model(path)
     qtbot.waitUntil(lambda: controller.model_info is not None and not controller.model_loading, timeout=timeout_ms)
     return controller.model_info

@@ -155,3 +155,41 @@ def test_no_import_cycles():
     graph, _ = import_graph()
     cycles = find_cycles(graph)
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def window_signals() -> set[str]:
+    """The names of the Signals declared in MainWindow's class body (inspector/main_window.py)."""
+    tree = ast.parse((ROOT / "inspector" / "main_window.py").read_text(encoding="utf-8"))
+    window = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "MainWindow")
+    return {t.id for n in window.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+            and getattr(n.value.func, "id", "") == "Signal" for t in n.targets if isinstance(t, ast.Name)}
+
+
+def window_reach_ins(source: str, name: str, signals: set[str]) -> list[str]:
+    """`window.X.Y` (as `self.window`, `window` or `w`) in module `source` where X is not one of the
+    window's signals: a controller reaching into a widget instead of asking the window."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename=name)):
+        if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)):
+            continue
+        owner = node.value.value
+        is_window = (isinstance(owner, ast.Name) and owner.id in ("w", "window")) or (
+            isinstance(owner, ast.Attribute) and owner.attr == "window"
+            and isinstance(owner.value, ast.Name) and owner.value.id == "self")
+        if is_window and node.value.attr not in signals:
+            found.append(f"{name}:{node.lineno}: window.{node.value.attr}.{node.attr}")
+    return found
+
+
+def test_the_controller_asks_the_window_instead_of_reaching_into_its_widgets():
+    signals = window_signals()
+    assert {"source_requested", "thresholds_requested", "export_requested"} <= signals
+    sample = "self.window.controls.show_progress('')\nw.act_quit.triggered.connect(f)\nw.closing.connect(f)\n"
+    assert window_reach_ins(sample, "sample.py", signals) == ["sample.py:1: window.controls.show_progress",
+                                                              "sample.py:2: window.act_quit.triggered"]
+    found = [f for p in sorted((ROOT / "inspector").glob("controller*.py"))
+             for f in window_reach_ins(p.read_text(encoding="utf-8"), p.name, signals)]
+    assert not found, "the controller reaches into the window's widgets:\n" + "\n".join(found)
+    tab_numbers = [f"{p.name}: {call}" for p in sorted((ROOT / "inspector").glob("controller*.py"))
+                   for call in ("setCurrentIndex(", "currentIndex()") if call in p.read_text(encoding="utf-8")]
+    assert not tab_numbers, "tabs by number, not by name (show_tab / current_tab):\n" + "\n".join(tab_numbers)

@@ -102,7 +102,7 @@ def test_live_frames_go_to_every_cpu_lane(qtbot, home):
     cam = FakeCamera(fps=30)
     window, ctl = open_inspector(qtbot, home, lambda path, **kw: detector, capture_factory=cam.factory)
     load_model(qtbot, ctl)
-    assert ctl.model_info["lanes"] == 2 and ctl.frames.keep == 2
+    assert ctl.model_info.lanes == 2 and ctl.frames.keep == 2
     results = []
     ctl.worker.inspected.connect(results.append)
     ctl.open_source(SourceSpec("camera", "0"))

@@ -54,7 +54,7 @@ def test_folder_run_with_a_tiny_detector(qtbot, home, tmp_path):
 
     window, ctl = open_inspector(qtbot, home, tiny_loader())
     info = load_model(qtbot, ctl)
-    assert info["classes"] == ["part0", "part1", "part2"]
+    assert info.info.classes == ["part0", "part1", "part2"]
     assert ctl.context.category == "part0"  # no classifier: the first category is pinned, with a message
     assert any("no category classifier" in line for line in window.log_lines())
     ctl.set_thresholds(fail, review)
@@ -331,13 +331,20 @@ def test_a_broken_engine_result_becomes_an_error_row_and_the_run_goes_on(qtbot, 
 
 
 def test_automatic_category_choices():
-    from inspector.controller import automatic_category
+    from engine.runtime import ModelInfo
     from inspector.controls import AUTO_CATEGORY, AUTO_MIN_SCORE
+    from inspector.loaded_model import automatic_category
 
-    assert automatic_category({"classes": ["a", "b"], "classifier": True}) == (True, AUTO_CATEGORY)
-    assert automatic_category({"classes": ["a", "b"], "category_selection": "min-score"}) == (True, AUTO_MIN_SCORE)
-    assert automatic_category({"classes": ["a"]}) == (True, AUTO_CATEGORY)
-    assert automatic_category({"classes": ["a", "b"]}) == (False, AUTO_CATEGORY)
+    def info(classes, **kind):
+        return ModelInfo(model_id="m", source="", size="", ncls=len(classes), gating=False, classes=classes,
+                         device="CPU", unet_parameters=0, vae="", classifier=kind.pop("classifier", False),
+                         preprocess={}, **kind)
+
+    assert automatic_category(info(["a", "b"], classifier=True)) == (True, AUTO_CATEGORY)
+    assert automatic_category(info(["a", "b"], category_selection="min-score")) == (True, AUTO_MIN_SCORE)
+    assert automatic_category(info(["a"])) == (True, AUTO_CATEGORY)
+    assert automatic_category(info(["a", "b"])) == (False, AUTO_CATEGORY)
+    assert automatic_category(None) == (True, AUTO_CATEGORY)   # no model: nothing to pin
 
 
 def test_a_min_score_model_keeps_the_automatic_category(qtbot, home):
@@ -352,7 +359,7 @@ def test_a_min_score_model_keeps_the_automatic_category(qtbot, home):
 
     window, ctl = open_inspector(qtbot, home, loader)
     info = load_model(qtbot, ctl)
-    assert info["category_selection"] == "min-score" and not info["classifier"]
+    assert info.info.category_selection == "min-score" and not info.info.classifier
     assert ctl.context.category is None
     combo = window.controls.category_combo
     assert combo.itemText(0) == AUTO_MIN_SCORE and combo.currentData() is None

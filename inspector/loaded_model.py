@@ -1,0 +1,88 @@
+"""What the window knows of the model the engine worker holds: a frozen record made in the worker
+after each load or settings change, read by the controller and the control panel (never a dict)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .controls import AUTO_CATEGORY, AUTO_MIN_SCORE
+
+if TYPE_CHECKING:  # the engine (and torch) load in the worker, after the window is up
+    from engine.runtime import InspectionModel, ModelInfo
+
+__all__ = ["LoadedModel", "automatic_category", "model_disk_bytes", "model_summary"]
+
+NO_SIZE_NAME = "custom UNet"   # the size shown for a UNet built outside the named sizes
+
+
+def model_disk_bytes(path: str) -> int:
+    """Size on disk of a model folder or checkpoint file (0 when unknown)."""
+    p = Path(path)
+    try:
+        if p.is_file():
+            return p.stat().st_size
+        if p.is_dir():
+            return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    except OSError:
+        return 0
+    return 0
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """The loaded model: its description (`describe()`), where it was opened from, its size on
+    disk in bytes, the run-time settings the window shows and the CPU lanes a full batch runs on."""
+
+    info: ModelInfo
+    path: str
+    disk_bytes: int
+    threshold: float
+    reverse_steps: int
+    start_t: int
+    gate_fusion: bool
+    batch_size: int
+    lanes: int
+
+    @classmethod
+    def of(cls, model: InspectionModel, path: str) -> "LoadedModel":
+        """The record of `model`, opened from `path` (call in the thread that owns the model)."""
+        s = model.settings
+        return cls(info=model.describe(), path=str(path), disk_bytes=model_disk_bytes(str(path)),
+                   threshold=s.threshold, reverse_steps=s.reverse_steps, start_t=s.start_t,
+                   gate_fusion=s.gate_fusion, batch_size=s.batch_size, lanes=model.lane_count(s.batch_size))
+
+    @property
+    def name(self) -> str:
+        """The model id, else the folder or file name."""
+        return self.info.model_id or Path(self.path).name
+
+    @property
+    def size_name(self) -> str:
+        return self.info.size or NO_SIZE_NAME
+
+
+def model_summary(model: LoadedModel) -> str:
+    """Rich text for the model box: id, size, parameters, disk size, classes, device."""
+    info, disk = model.info, model.disk_bytes
+    kind = f" ({info.detector})" if info.detector else ""
+    classes = len(info.classes)
+    parts = [f"<b>{model.name}</b>{kind}",
+             f"{model.size_name} · {info.unet_parameters / 1e6:.1f} M parameters"
+             + (f" · {disk / 1e6:.0f} MB on disk" if disk else ""),
+             f"{classes} categor{'y' if classes == 1 else 'ies'}"
+             + (" · classifier" if info.classifier else "")
+             + (" · gated" if info.gating else ""),
+             f"Runs on {info.device}"]
+    return "<br>".join(parts)
+
+
+def automatic_category(info: ModelInfo | None) -> tuple[bool, str]:
+    """(whether the model can choose the category itself, the label of that choice): a category
+    classifier, DiAD's lowest-score choice over its classes, or a one-class model (None: no model)."""
+    if info is None or info.classifier:
+        return True, AUTO_CATEGORY
+    if info.category_selection == "min-score":
+        return True, AUTO_MIN_SCORE
+    return len(info.classes) <= 1, AUTO_CATEGORY
