@@ -371,7 +371,7 @@ class Detector:
         return ModelInfo(
             model_id=self.model_id, source=self.source, size=c.size, ncls=c.ncls,
             gating=self.unet.use_gating, classes=self.class_names, device=dev,
-            unet_parameters=self.unet.num_parameters, vae=getattr(self.vae, "source", ""),
+            unet_parameters=self.unet.num_parameters, vae=self.vae.source,
             classifier=self.classifier is not None, preprocess=self.preprocess.to_dict(),
             maps=describe_normalization(None if self.normalization is None else
                                         {"mode": self.normalization.mode, "images": self.normalization.images}),

@@ -318,7 +318,7 @@ class DiADDetector:
             detector=DETECTOR_KIND, model_id=self.model_id, source=self.source, size=c.size,
             ncls=c.ncls, gating=False, classes=self.class_names, device=dev,
             unet_parameters=self.unet.num_parameters,
-            vae=getattr(self.vae, "source", "") if self.vae is not None else "",
+            vae=self.vae.source if self.vae is not None else "",
             classifier=self.classifier is not None, preprocess=self.preprocess.to_dict(),
             space=c.space, schedule=self.schedule.config.to_dict(), category_selection=selection,
             trained_classes=list(self.trained_classes),
