@@ -4,6 +4,9 @@
     python main.py inspect PATH...      inspect images, folders or videos without a window
     python main.py station --recipe R   a headless station on the line: camera, trigger, engine, outputs
     python main.py outputs              what waits for the line outputs (the outbox)
+    python main.py audit verify|list    check or print the audit trail (who changed what, hash-chained)
+    python main.py report --from D --to D --pdf FILE
+                                        a shift or date-range report (PDF, HTML) without a window
     python main.py train ...            train a DeCo-Diff model (same as torchrun -m training.train_deco_diff)
     python main.py train-vae ...        train the compact VAE
     python main.py train-classifier ... train the category classifier
@@ -67,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Each line output's queue in the outbox: pending, sent and rejected "
                                          "messages, the oldest pending one and the last error.")
     add_outbox_arguments(outputs)
+    from inspector.records_cli import add_audit_arguments, add_report_arguments
+
+    audit = sub.add_parser("audit", help="verify or list the audit trail of the results log",
+                           description="The audit trail: every change of thresholds, ROI, model, recipes, calibration, "
+                                       "users and every false-call mark. verify checks the hash chain (exit code 1 when "
+                                       "a row was edited, deleted or inserted); list prints the entries.")
+    add_audit_arguments(audit)
+    report = sub.add_parser("report", help="a shift or date-range report as PDF / HTML",
+                            description="Counts, yield, charts, the worst parts and the audit entries of a period.")
+    add_report_arguments(report)
     for name, (_, text) in DELEGATED.items():
         sub.add_parser(name, help=text, add_help=False)
     return parser
@@ -91,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         from inspector.station import run_station
 
         return run_station(args)
+    if args.command in ("audit", "report"):
+        from inspector.records_cli import run_audit, run_report
+
+        return (run_audit if args.command == "audit" else run_report)(args)
     if args.command == "outputs":
         from inspector.paths import user_data_dir
         from inspector.station import RESULTS_LOG_FILE

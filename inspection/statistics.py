@@ -21,13 +21,13 @@ import math
 import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from .results_log import SCORE_BIN, SCORE_BINS
 from .verdicts import ERROR, FAIL, PASS, REVIEW, VERDICTS
 
 __all__ = ["Period", "Counts", "Statistics", "compute_statistics", "ZONE_GRID", "zone_name",
-           "SIGMA_LIMIT"]
+           "SIGMA_LIMIT", "parse_when", "shift_period", "current_shift"]
 
 ZONE_GRID = 3          # the part is split into ZONE_GRID x ZONE_GRID zones for the Pareto
 SIGMA_LIMIT = 3.0      # p-chart control limits at pbar +- SIGMA_LIMIT standard errors
@@ -234,3 +234,35 @@ def _pareto(conn: sqlite3.Connection, stats: Statistics, where: str, params: lis
     for zone, n in rows:
         running += n
         stats.pareto.append((zone_name(max(0, int(zone)), grid), int(n), 100.0 * running / total))
+
+
+def parse_when(text: str, end: bool = False) -> str:
+    """'YYYY-MM-DD[ HH:MM]' (or with T) -> 'YYYY-MM-DDTHH:MM'; a date alone is its midnight, or with
+    end=True the next midnight (the whole day counts). ValueError names the text."""
+    text = str(text).strip().replace(" ", "T")
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return f"{(day + timedelta(days=1)) if end else day}T00:00"
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date (YYYY-MM-DD) or a time (YYYY-MM-DD HH:MM)") from None
+    return when.strftime("%Y-%m-%dT%H:%M")
+
+
+def shift_period(day: date, index: int, shifts: tuple) -> Period:
+    """The period of shift `index` that starts on `day` (until the next shift starts)."""
+    start = f"{day}T{shifts[index][1]}"
+    if index + 1 < len(shifts):
+        return Period(start, f"{day}T{shifts[index + 1][1]}")
+    return Period(start, f"{day + timedelta(days=1)}T{shifts[0][1]}")
+
+
+def current_shift(now: datetime, shifts: tuple) -> tuple[date, int]:
+    """(the day the shift running at local time `now` started, its index)."""
+    minute = now.hour * 60 + now.minute
+    starts = [_minute(s) for _, s in shifts]
+    if minute < starts[0]:
+        return now.date() - timedelta(days=1), len(shifts) - 1
+    index = max(i for i, s in enumerate(starts) if s <= minute)
+    return now.date(), index
