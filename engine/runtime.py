@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -269,7 +269,7 @@ def predict_in_batches(detector, frames: Sequence[np.ndarray], category, channel
                 torch.cuda.empty_cache()
             if len(chunk) > 1:
                 smaller = max(1, len(chunk) // 2)
-                detector.settings = replace(detector.settings, batch_size=smaller)
+                detector.with_settings(batch_size=smaller)
                 notify(detector, f"{where} out of memory at batch {len(chunk)}: continuing with batch {smaller}")
             elif detector.device.type != "cpu":
                 move_detector(detector, "cpu")
