@@ -113,26 +113,25 @@ class SampleRecord:
         return self.label == 0 or self.mask_path is not None
 
 
-def read_rgb(path: Path | str) -> np.ndarray:
-    """Image file -> HxWx3 uint8 RGB (PIL convert('RGB')); ImageReadError names the file on failure."""
+def _read(path: Path | str, mode: str, what: str) -> np.ndarray:
+    """An image file converted by PIL to `mode`; ImageReadError names the file (as `what`) on failure."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(im.convert(mode))
     except FileNotFoundError as e:
-        raise ImageReadError(f"image file not found: {path}") from e
+        raise ImageReadError(f"{what} file not found: {path}") from e
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
-        raise ImageReadError(f"cannot read image {path}: {e}") from e
+        raise ImageReadError(f"cannot read {what} {path}: {e}") from e
+
+
+def read_rgb(path: Path | str) -> np.ndarray:
+    """Image file -> HxWx3 uint8 RGB (PIL convert('RGB')); ImageReadError names the file on failure."""
+    return _read(path, "RGB", "image")
 
 
 def read_mask(path: Path | str) -> np.ndarray:
     """Mask file -> HxW uint8 (PIL convert('L')); ImageReadError names the file on failure."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("L"))
-    except FileNotFoundError as e:
-        raise ImageReadError(f"mask file not found: {path}") from e
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
-        raise ImageReadError(f"cannot read mask {path}: {e}") from e
+    return _read(path, "L", "mask")
 
 
 def _is_image(path: Path) -> bool:
@@ -303,13 +302,14 @@ def _shift(array: np.ndarray, t: int) -> np.ndarray:
     return out
 
 
-class MVTecDataset(AnomalyDataset):
-    """MVTec AD layout: root/<category>/train/good/*, root/<category>/test/<defect>/*,
-    root/<category>/ground_truth/<defect>/<stem>_mask.png.
+class _CategoryDataset(AnomalyDataset):
+    """A dataset of several categories under one root (MVTec AD, VisA): the categories found are
+    chosen from, class ids default to the layout's known order, and each layout reads its records
+    (`_found`, `_records`)."""
 
-    Class ids follow MVTEC_CATEGORIES when every category under root is an MVTec name (so a single
-    'bottle' keeps id 1), otherwise the sorted category names found; or pass class_names.
-    """
+    layout = ""                       # the layout's one-line description, for errors
+    known_categories: Sequence[str] = ()
+    rotate180 = False
 
     def __init__(
         self,
@@ -321,15 +321,37 @@ class MVTecDataset(AnomalyDataset):
         class_names: Sequence[str] | None = None,
     ) -> None:
         self.root = Path(root)
-        _check_split(split)
-        found = _mvtec_category_names(self.root)
-        chosen = _select_categories(categories, found, self.root, MVTEC_LAYOUT)
+        found = self._found(_check_split(split))
+        chosen = _select_categories(categories, found, self.root, self.layout)
         if class_names is None:
-            class_names = _default_class_names(found, MVTEC_CATEGORIES)
-        samples: list[SampleRecord] = []
-        for category in chosen:
-            samples += _mvtec_records(self.root / category, split, strict=True)
-        super().__init__(samples, class_names, split, preprocess, augment)
+            class_names = _default_class_names(found, self.known_categories)
+        super().__init__(self._records(chosen, split), class_names, split, preprocess, augment,
+                         rotate180=self.rotate180)
+
+    def _found(self, split: str) -> list[str]:
+        """The category names under root (a DatasetLayoutError when the layout does not fit)."""
+        raise NotImplementedError
+
+    def _records(self, chosen: list[str], split: str) -> list[SampleRecord]:
+        """The records of the chosen categories in `split`."""
+        raise NotImplementedError
+
+
+class MVTecDataset(_CategoryDataset):
+    """MVTec AD layout: root/<category>/train/good/*, root/<category>/test/<defect>/*,
+    root/<category>/ground_truth/<defect>/<stem>_mask.png.
+
+    Class ids follow MVTEC_CATEGORIES when every category under root is an MVTec name (so a single
+    'bottle' keeps id 1), otherwise the sorted category names found; or pass class_names.
+    """
+
+    layout, known_categories = MVTEC_LAYOUT, MVTEC_CATEGORIES
+
+    def _found(self, split: str) -> list[str]:
+        return _mvtec_category_names(self.root)
+
+    def _records(self, chosen: list[str], split: str) -> list[SampleRecord]:
+        return [r for category in chosen for r in _mvtec_records(self.root / category, split, strict=True)]
 
 
 def _mvtec_category_names(root: Path) -> list[str]:
@@ -379,7 +401,7 @@ def _mvtec_records(cat_dir: Path, split: str, strict: bool) -> list[SampleRecord
     return records
 
 
-class VisADataset(AnomalyDataset):
+class VisADataset(_CategoryDataset):
     """VisA: root/split_csv/1cls.csv (object,split,label,image,mask; label 'normal'|'anomaly'; paths
     relative to root), or without it root/<category>/Data/Images/{Normal,Anomaly} with masks in
     root/<category>/Data/Masks/Anomaly/<stem>.png, where a fixed 10% of the Normal images (CRC32 of
@@ -387,26 +409,19 @@ class VisADataset(AnomalyDataset):
     VisA name. Augmentation adds the reference's 180 degree turn.
     """
 
-    def __init__(
-        self,
-        root: Path | str,
-        categories: str | Sequence[str] = "all",
-        split: str = "train",
-        preprocess: PreprocessConfig | None = None,
-        augment: bool = False,
-        class_names: Sequence[str] | None = None,
-    ) -> None:
-        self.root = Path(root)
-        if _check_split(split) == "val":
+    layout, known_categories, rotate180 = VISA_LAYOUT, VISA_CATEGORIES, True
+
+    def _found(self, split: str) -> list[str]:
+        if split == "val":
             raise DatasetLayoutError(f"{self.root}: the VisA layout has no val split; use train or test ({VISA_LAYOUT})")
-        by_category = _visa_records(self.root, strict=True)
-        chosen = _select_categories(categories, list(by_category), self.root, VISA_LAYOUT)
-        if class_names is None:
-            class_names = _default_class_names(list(by_category), VISA_CATEGORIES)
-        samples = [r for c in chosen for r in by_category[c][split]]
+        self._by_category = _visa_records(self.root, strict=True)
+        return list(self._by_category)
+
+    def _records(self, chosen: list[str], split: str) -> list[SampleRecord]:
+        samples = [r for c in chosen for r in self._by_category[c][split]]
         if not samples:
             raise DatasetLayoutError(f"{self.root}: no {split} images for categories {chosen} ({VISA_LAYOUT})")
-        super().__init__(samples, class_names, split, preprocess, augment, rotate180=True)
+        return samples
 
 
 def _visa_records(root: Path, strict: bool) -> dict[str, dict[str, list[SampleRecord]]]:
