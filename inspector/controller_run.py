@@ -133,16 +133,20 @@ class RunControl:
     def _reader_usable(self) -> bool:
         return self.reader is not None and not self.reader.ended and self.reader.state != STOPPED
 
-    def start(self) -> None:
+    def _can_run(self) -> bool:
+        """A model and a source to run; else a message saying which is missing."""
         if self.model_info is None:
-            if self.model_loading:
-                self._start_after_load = True
-                self.message("Will start as soon as the model is loaded")
-            else:
-                self.message("No model loaded: open a model first (Model ▸ Open model folder)", "warning")
-            return
-        if self.source_spec is None:
+            self.message("No model loaded: open a model first (Model ▸ Open model folder)", "warning")
+        elif self.source_spec is None:
             self.message("No source: open a folder, image, video or camera first (Source menu)", "warning")
+        return self.model_info is not None and self.source_spec is not None
+
+    def start(self) -> None:
+        if self.model_info is None and self.model_loading:
+            self._start_after_load = True
+            self.message("Will start as soon as the model is loaded")
+            return
+        if not self._can_run():
             return
         if not self._reader_usable():
             self._retire_reader()
@@ -162,11 +166,7 @@ class RunControl:
 
     def step(self, part_id: str = "") -> None:
         """Inspect one more frame (paused); `part_id` names it (a trigger from the line)."""
-        if self.model_info is None:
-            self.message("No model loaded: open a model first", "warning")
-            return
-        if self.source_spec is None:
-            self.message("No source to step through", "warning")
+        if not self._can_run():
             return
         if not self._reader_usable():
             self._retire_reader()
