@@ -121,7 +121,7 @@ class StationPolicy:
     start) in local time, each shift runs until the next one starts."""
 
     sign_in: bool = False
-    start_locked: bool = True
+    start_locked: bool = False
     lock_minutes: float = DEFAULT_LOCK_MINUTES
     station: str = field(default_factory=socket.gethostname)
     shifts: tuple = DEFAULT_SHIFTS
@@ -316,13 +316,22 @@ class AccessState:
     def sign_out(self) -> None:
         self.user, self.signed_in_role = "", OPERATOR
 
+    def policy_changed(self) -> None:
+        """The station settings changed while running: nobody signed in means the operator role now."""
+        if not self.user:
+            self.signed_in_role = OPERATOR
+
     def touch(self, now: float) -> None:
         self.last_input = now
 
+    def idle(self, now: float) -> bool:
+        """Someone is signed in and there was no input for the policy's minutes."""
+        minutes = self.store.policy.lock_minutes
+        return self.enabled and bool(self.user) and minutes > 0 and now - self.last_input >= minutes * 60.0
+
     def idle_lock(self, now: float) -> bool:
         """Lock back to the operator role when idle too long; True when it just locked."""
-        minutes = self.store.policy.lock_minutes
-        if not self.enabled or not self.user or minutes <= 0 or now - self.last_input < minutes * 60.0:
+        if not self.idle(now):
             return False
         self.sign_out()
         return True

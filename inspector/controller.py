@@ -25,18 +25,20 @@ from PySide6.QtWidgets import QMessageBox
 from inspection import Inspection, InspectionRecipe, Roi
 from inspection.results_log import ResultsLog, ResultsLogError, ResultsReader
 
+from .controller_access import AccessControl
 from .controller_display import DisplayPump
 from .controller_model import ModelControl
 from .controller_recipes import RecipeControl
 from .controller_results import ResultsControl
 from .controller_run import RunControl
+from .controller_stats import StatisticsControl
 from .dialogs import BackgroundTask, about_text
 from .display import DisplayOptions
 from .frame_queue import FrameQueue
 from .genicam_dialog import attach_genicam_action
 from .line_panel import LinePanel
 from .loaded_model import LoadedModel
-from .main_window import RESULTS_TAB, MainWindow
+from .main_window import RESULTS_TAB, STATISTICS_TAB, MainWindow
 from .paths import DEMO_DATA_DIR, DEMO_MODEL_DIR, user_data_dir
 from .reader import STOPPED, SourceReader
 from .recipes import Recipe, RecipeStore
@@ -52,7 +54,8 @@ log = logging.getLogger("inspector")
 STALL_SECONDS = 2.5
 
 
-class InspectorController(QObject, ModelControl, RunControl, ResultsControl, RecipeControl, DisplayPump):
+class InspectorController(QObject, ModelControl, RunControl, ResultsControl, RecipeControl, DisplayPump, AccessControl,
+                          StatisticsControl):
     """Application logic behind the MainWindow: this module wires the window, the engine worker and
     the timers and keeps settings; each concern lives in its own part (ModelControl, RunControl,
     ResultsControl, RecipeControl, DisplayPump)."""
@@ -125,6 +128,7 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
         self.window.training_wizard_connected = True
 
         self._open_results_log()
+        self._init_statistics()
         self.worker = EngineWorker(self.frames, self.log_path, self.archive_root, loader)
         self.worker_thread = QThread()
         self.worker_thread.setObjectName("engine-worker")
@@ -154,6 +158,7 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
         self.stats_timer = QTimer(self)
         self.stats_timer.timeout.connect(self._on_stats_tick)
         self.stats_timer.start(1000)
+        self._init_access()
         self._wire_window()
         self._show_recipes()
         self.refresh_models()
@@ -183,29 +188,35 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
     # ----------------------------------------------------------------- wiring
     def _wire_window(self) -> None:
         """Each of the window's intent signals to what it asks for."""
-        w = self.window
+        w, g = self.window, self.guarded   # g(action, handler): only for a role that may (controller_access)
         for intent, handler in (
-                (w.source_requested, self.choose_source), (w.run_toggle_requested, self.toggle_run),
-                (w.step_requested, self.step), (w.stop_requested, self.stop),
-                (w.model_folder_requested, self.choose_model_folder), (w.checkpoint_requested, self.choose_checkpoint),
-                (w.demo_model_requested, lambda: self.open_model(str(DEMO_MODEL_DIR))),
-                (w.model_requested, self.open_model),
+                (w.source_requested, g("source", self.choose_source)), (w.run_toggle_requested, g("run", self.toggle_run)),
+                (w.step_requested, g("run", self.step)), (w.stop_requested, g("run", self.stop)),
+                (w.model_folder_requested, g("model", self.choose_model_folder)),
+                (w.checkpoint_requested, g("model", self.choose_checkpoint)),
+                (w.demo_model_requested, g("model", lambda: self.open_model(str(DEMO_MODEL_DIR)))),
+                (w.model_requested, g("model", self.open_model)),
                 (w.reverse_steps_requested, lambda n: self.set_model_settings(reverse_steps=n)),
-                (w.calibration_requested, self.choose_calibration), (w.gate_fusion_requested, self.set_gate_fusion),
+                (w.calibration_requested, g("calibration", self.choose_calibration)),
+                (w.gate_fusion_requested, self.set_gate_fusion),
                 (w.category_requested, self.set_category), (w.thresholds_requested, self.set_thresholds),
-                (w.roi_draw_requested, self.start_roi_drawing), (w.roi_clear_requested, lambda: self.set_roi(None)),
+                (w.roi_draw_requested, g("roi", self.start_roi_drawing)), (w.roi_clear_requested, lambda: self.set_roi(None)),
                 (w.roi_drawn, lambda x0, y0, x1, y1: self.set_roi(Roi(x0, y0, x1, y1))),
                 (w.roi_drawing_ended, self._show_roi), (w.folder_options_requested, self.set_folder_options),
                 (w.display_requested, self.set_display),
                 (w.display_option_requested, lambda field, on: self.set_display(replace(self.display, **{field: on}))),
-                (w.recipe_requested, self.apply_recipe), (w.recipe_save_requested, self.choose_recipe_name),
+                (w.recipe_requested, g("choose_recipe", self.apply_recipe)),
+                (w.recipe_save_requested, g("recipe_edit", self.choose_recipe_name)),
                 (w.recipe_delete_requested, self.delete_recipe), (w.reset_counters_requested, self.reset_counters),
                 (w.part_requested, self.replay), (w.logged_part_requested, self.replay_logged),
                 (w.back_to_live_requested, self.back_to_live), (w.results_refresh_requested, self.refresh_results),
-                (w.tab_shown, lambda tab: self.refresh_results() if tab == RESULTS_TAB else None),
+                (w.tab_shown, lambda tab: self.refresh_results() if tab == RESULTS_TAB else
+                 self.refresh_statistics() if tab == STATISTICS_TAB else None),
+                (w.statistics_requested, self.refresh_statistics), (w.report_requested, self.choose_report),
                 (w.false_call_requested, self.mark_false_call), (w.export_requested, self.choose_csv_export),
-                (w.about_requested, self.show_about), (w.training_wizard_requested, self._on_training_wizard),
-                (w.files_dropped, self.open_dropped), (w.hint_dismissed, self.dismiss_hint),
+                (w.about_requested, self.show_about),
+                (w.training_wizard_requested, g("training", self._on_training_wizard)),
+                (w.files_dropped, g("source", self.open_dropped)), (w.hint_dismissed, self.dismiss_hint),
                 (w.closing, self.shutdown)):
             intent.connect(handler)
         w.show_run_state(STOPPED, False)
@@ -311,6 +322,7 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
         self._shut_down = True
         self.display_timer.stop()
         self.stats_timer.stop()
+        self.idle_timer.stop()
         if self.training is not None:
             self.training.shutdown()
         try:

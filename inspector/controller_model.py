@@ -87,6 +87,8 @@ class ModelControl:
     def _on_model_loaded(self, model: LoadedModel) -> None:
         self.model_loading = False
         previous = self.model_path
+        if previous != model.path:
+            self.audit("model", "", previous, f"{model.path} ({model.name})")
         self._adopt_model_info(model)
         self.model_path = model.path
         self.window.show_device(model.info.device)
@@ -143,6 +145,12 @@ class ModelControl:
         self._show_model_info(model)
 
     def set_model_settings(self, **changes) -> None:
+        if not self.permit("model_settings"):
+            if self.model_info is not None:
+                self._show_model_info(self.model_info)
+            return
+        self.audit("model_setting", ", ".join(sorted(changes)),
+                   {k: getattr(self.model_info, k, None) for k in sorted(changes)}, changes)
         self.request_settings.emit(changes)
         self._mark_recipe_modified()
 
@@ -158,11 +166,19 @@ class ModelControl:
         self._part_dirty = True
 
     def set_thresholds(self, fail: float, review: float | None = None, mark_modified: bool = True) -> None:
+        """mark_modified: a person changes them (the engineer role; audited), not a recipe or a model."""
+        if mark_modified and not self.permit("thresholds"):
+            self._push_context()   # the controls show the thresholds in force again
+            return
         fail = max(0.0, float(fail))
         review = fail if review is None else min(max(0.0, float(review)), fail)
+        old = self.context
         self.context = replace(self.context, fail_threshold=fail, review_threshold=review)
         self._push_context()
         if mark_modified:
+            for target, before, after in (("fail", old.fail_threshold, fail), ("review", old.review_threshold, review)):
+                if before != after:
+                    self.audit("threshold", target, before, after)
             self._mark_recipe_modified()
         s = self.settings
         s.setValue("thresholds/model", self.model_path)
@@ -170,12 +186,20 @@ class ModelControl:
         s.setValue("thresholds/review", review)
 
     def set_category(self, category: str | None) -> None:
+        if not self.permit("category"):
+            return
+        self.audit("category", "", self.context.category or "automatic", category or "automatic")
         self.context = replace(self.context, category=category)
         self._push_context()
         self._mark_recipe_modified()
         self.message(f"Category: {category or 'chosen by the classifier for each part'}")
 
     def set_roi(self, roi: Roi | None) -> None:
+        if not self.permit("roi"):
+            self._show_roi()
+            return
+        describe = lambda r: "whole frame" if r is None else r.describe()  # noqa: E731
+        self.audit("roi", "", describe(self.context.roi), describe(roi))
         self.context = replace(self.context, roi=roi)
         self._push_context()
         self._mark_recipe_modified()
@@ -219,6 +243,9 @@ class ModelControl:
         self.request_calibration.emit(list(paths), float(percentile), float(margin))
 
     def _on_calibrated(self, cal: Calibration) -> None:
+        self.audit("calibration", f"{cal.count} good images, {cal.percentile:g}th percentile",
+                   [self.context.fail_threshold, self.context.review_threshold],
+                   [cal.fail_threshold, cal.review_threshold])
         self.set_thresholds(cal.fail_threshold, cal.review_threshold)
         skipped = f"; {len(cal.errors)} unreadable images skipped" if cal.errors else ""
         self.message(f"Calibrated on {cal.count} good images: {cal.percentile:g}th percentile score "

@@ -27,6 +27,9 @@ class RecipeControl:
     def _mark_recipe_modified(self) -> None:
         if self.recipe_name and not self.recipe_modified:
             self.recipe_modified = True
+            # parts are logged as judged by the recipe's revision changed since ('r3*')
+            self.context = replace(self.context, recipe_version=self.context.recipe_version.rstrip("*") + "*")
+            self.request_configure.emit(self.context)
             self._show_recipes()
 
     def _adopt_recipe(self, recipe: Recipe, push: bool = True) -> None:
@@ -34,7 +37,7 @@ class RecipeControl:
         unless `push` is False: the caller sends the whole recipe a moment later)."""
         self.recipe_name = recipe.name
         self.recipe_modified = False
-        self.context = replace(self.context, recipe=recipe.name)
+        self.context = replace(self.context, recipe=recipe.name, recipe_version=f"r{recipe.revision}")
         if push:
             self._push_context()
 
@@ -53,9 +56,13 @@ class RecipeControl:
                       extra={RECIPE_OUTPUTS: list(self.line.urls)} if self.line.urls else {})
 
     def save_recipe(self, name: str) -> None:
+        if not self.permit("recipe_edit"):
+            return
         try:
+            old = self.recipes.load(name).to_dict() if name in self.recipes.names() else None
             recipe = self.current_recipe(name)
             path = self.recipes.save(recipe)
+            self.audit("recipe", name, old, recipe.to_dict())
         except RecipeError as e:
             self.message(str(e), "error")
             return
@@ -65,15 +72,19 @@ class RecipeControl:
         self.message(f"Recipe '{recipe.name}' saved ({path})", "ok")
 
     def delete_recipe(self, name: str) -> None:
+        if not self.permit("recipe_edit"):
+            return
         try:
+            old = self.recipes.load(name).to_dict()
             self.recipes.delete(name)
         except RecipeError as e:
             self.message(str(e), "error")
             return
+        self.audit("recipe", name, old, "deleted")
         if name == self.recipe_name:
             self.recipe_name = ""
             self.recipe_modified = False
-            self.context = replace(self.context, recipe="")
+            self.context = replace(self.context, recipe="", recipe_version="")
             self._push_context()
         self._show_recipes()
         self.message(f"Recipe '{name}' deleted")
@@ -85,6 +96,7 @@ class RecipeControl:
         except RecipeError as e:
             self.message(str(e), "error")
             return
+        self.audit("recipe_selected", name, self.recipe_name, f"{name} r{recipe.revision}")
         self._adopt_recipe(recipe, push=False)
         self.settings.setValue("recipe/current", recipe.name)
         self.line.set_urls(recipe.extra.get(RECIPE_OUTPUTS) or [])

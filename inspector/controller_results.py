@@ -179,9 +179,17 @@ class ResultsControl:
         self._new_rows = False
 
     def mark_false_call(self, ids: list[int], flag: bool = True, note: str = "") -> None:
+        """Mark (or unmark) parts as false calls; marking needs a reason. Each part is audited."""
+        if not self.permit("false_call"):
+            return
+        if flag and not note.strip():
+            self.message("A false call needs a reason: say why the verdict is wrong", "warning")
+            return
         try:
             for part_id in ids:
                 self.results_writer.mark_false_call(int(part_id), flag, note)
+                self.audit("false_call", f"part {int(part_id)}", "" if flag else "false call",
+                           note if flag else "unmarked")
         except ResultsLogError as e:
             self.message(str(e), "error")
         else:

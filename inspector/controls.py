@@ -102,11 +102,11 @@ class ControlPanel(QScrollArea):
         layout = QVBoxLayout(body)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.setSpacing(10)
-        layout.addWidget(self._build_recipes())
-        layout.addWidget(self._build_source())
-        layout.addWidget(self._build_model())
-        layout.addWidget(self._build_judgement())
-        layout.addWidget(self._build_display())
+        # the groups and buttons are kept so that a role that may not use them can be shown them disabled
+        self.recipe_box, self.source_box = self._build_recipes(), self._build_source()
+        self.model_box, self.judgement_box = self._build_model(), self._build_judgement()
+        for box in (self.recipe_box, self.source_box, self.model_box, self.judgement_box, self._build_display()):
+            layout.addWidget(box)
         layout.addStretch(1)
         self.setWidget(body)
 
@@ -123,9 +123,9 @@ class ControlPanel(QScrollArea):
         self.recipe_label = QLabel("No recipe: settings are not saved as a product")
         self.recipe_label.setObjectName("Hint")
         self.recipe_label.setWordWrap(True)
-        save = QPushButton("Save as recipe…")
+        save = self.recipe_save_button = QPushButton("Save as recipe…")
         save.clicked.connect(self.recipe_save_requested)
-        delete = QPushButton("Delete")
+        delete = self.recipe_delete_button = QPushButton("Delete")
         delete.clicked.connect(self._delete_recipe)
         row = QHBoxLayout()
         row.addWidget(save, 1)

@@ -17,12 +17,13 @@ from .dialogs import SHORTCUTS_TEXT
 from .paths import APP_NAME
 from .results_view import ResultsView
 from .session_state import SessionState
+from .statistics_view import StatisticsView
 from .views import CountersPanel, Filmstrip, ImageView, TrendPlot, VerdictBanner
 
-__all__ = ["MainWindow", "LOG_COLORS", "LIVE_TAB", "RESULTS_TAB"]
+__all__ = ["MainWindow", "LOG_COLORS", "LIVE_TAB", "RESULTS_TAB", "STATISTICS_TAB"]
 
-LIVE_TAB, RESULTS_TAB = "live", "results"
-TABS = (LIVE_TAB, RESULTS_TAB)   # in the order of the main tabs
+LIVE_TAB, RESULTS_TAB, STATISTICS_TAB = "live", "results", "statistics"
+TABS = (LIVE_TAB, RESULTS_TAB, STATISTICS_TAB)   # in the order of the main tabs
 LOG_COLORS = {"info": "#c9d1d9", "warning": "#f2a900", "error": "#ff6b60", "ok": "#3fb950"}
 
 
@@ -67,6 +68,8 @@ class MainWindow(QMainWindow):
     export_requested = Signal(object)                # a ResultFilter (File ▸ Export: the Results tab's)
     about_requested = Signal()
     hint_dismissed = Signal()
+    statistics_requested = Signal(object, str)       # (inspection.statistics.Period, recipe '' = all)
+    report_requested = Signal(object, str)           # the same, as a PDF / HTML report
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -157,6 +160,8 @@ class MainWindow(QMainWindow):
         self.tabs.setObjectName("MainTabs")
         self.tabs.addTab(live, "Live")
         self.tabs.addTab(self.results_view, "Results")
+        self.statistics_view = StatisticsView()
+        self.tabs.addTab(self.statistics_view, "Statistics")
         self.tabs.currentChanged.connect(lambda i: self.tab_shown.emit(TABS[i]))
         self.setCentralWidget(self.tabs)
 
@@ -284,7 +289,9 @@ class MainWindow(QMainWindow):
                 (c.recipe_chosen, self.recipe_requested), (c.recipe_delete_requested, self.recipe_delete_requested),
                 (view.roi_selected, self.roi_drawn), (self.filmstrip.part_selected, self.part_requested),
                 (rv.false_call_requested, self.false_call_requested), (rv.export_requested, self.export_requested),
-                (rv.row_activated, self.logged_part_requested)):
+                (rv.row_activated, self.logged_part_requested),
+                (self.statistics_view.statistics_requested, self.statistics_requested),
+                (self.statistics_view.report_requested, self.report_requested)):
             source.connect(intent)
         for source, intent in (   # no arguments
                 (c.recipe_save_requested, self.recipe_save_requested),
@@ -434,6 +441,19 @@ class MainWindow(QMainWindow):
         if categories is not None:
             self.results_view.show_categories(categories)
         self.results_view.show_rows(rows, total, summary)
+
+    def statistics_selection(self):
+        """(Period, recipe) selected in the Statistics tab."""
+        return self.statistics_view.selection()
+
+    def show_statistics(self, stats, seconds: float | None, recipes: list[str]) -> None:
+        self.statistics_view.show_recipes(recipes)
+        self.statistics_view.show_statistics(stats, seconds)
+
+    def show_station(self, shifts: tuple, reports_allowed: bool) -> None:
+        """The station's shifts (for the Statistics tab's periods) and whether reports may be exported."""
+        self.statistics_view.set_shifts(shifts)
+        self.statistics_view.show_report_allowed(reports_allowed)
 
     def bind_state(self, state: SessionState) -> None:
         """Follow the session state (inspector.session_state.SessionState): folder options."""

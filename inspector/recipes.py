@@ -42,6 +42,7 @@ class Recipe:
     gate_fusion: bool | None = None
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    revision: int = 0   # +1 each time the recipe is saved (parts log it as their recipe version, 'r3')
 
     def __post_init__(self) -> None:
         self.name = str(self.name).strip()
@@ -56,6 +57,8 @@ class Recipe:
             self.reverse_steps = int(self.reverse_steps)
         if self.gate_fusion is not None and not isinstance(self.gate_fusion, bool):
             raise ValueError(f"gate_fusion must be true, false or null, got {self.gate_fusion!r}")
+        if isinstance(self.revision, bool) or not isinstance(self.revision, int) or self.revision < 0:
+            raise ValueError(f"revision must be a whole number of at least 0, got {self.revision!r}")
         self.notes = "" if self.notes is None else str(self.notes)
         if not isinstance(self.extra, dict):
             raise ValueError(f"extra must be an object, got {self.extra!r}")
@@ -152,7 +155,12 @@ class RecipeStore:
         raise RecipeError(f"no recipe named {name!r} in {self.folder}")
 
     def save(self, recipe: Recipe) -> Path:
+        """Write `recipe` with its revision one above the saved one's (set on `recipe` too)."""
         path = self._path(recipe.name)
+        try:
+            recipe.revision = self._read(path).revision + 1 if path.is_file() else 1
+        except RecipeError:
+            recipe.revision = 1
         tmp = path.with_name(f".{path.name}.tmp")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)

@@ -306,7 +306,7 @@ def test_about_box_and_training_menu(qtbot, home):
     with qtbot.waitSignal(window.training_wizard_requested, timeout=1000):
         window.act_training_wizard.trigger()
     titles = [a.text().replace("&", "") for a in window.menuBar().actions()]
-    assert titles == ["File", "Source", "Model", "View", "Line", "Training", "Help"]
+    assert titles == ["File", "Source", "Model", "View", "Line", "Training", "Station", "Help"]
     shortcuts = {a.shortcut().toString() for a in window.actions()}
     assert {"Space", "S", "Esc", "Ctrl+O"} <= shortcuts
 
