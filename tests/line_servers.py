@@ -1,13 +1,14 @@
 """Real servers on loopback for the line-output tests: Mosquitto, a throw-away PostgreSQL cluster
 and a stdlib HTTP receiver. Each is started and stopped by the test (or a fixture) that uses it.
 
-A missing binary skips the test with the reason, except in CI (CI=true), where `.ci/run`
-installs them and their absence fails the test.
+A missing binary (or Python package: `need_module`) skips the test with the reason, except in CI
+(CI=true), where `.ci/run` installs them and their absence fails the test.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib
 import json
 import os
 import pwd
@@ -52,6 +53,18 @@ def missing(what: str, install: str):
     if running_in_ci():
         pytest.fail(f"{message}: .ci/run installs it, CI must run these tests", pytrace=False)
     pytest.skip(message)
+
+
+def need_module(name: str, install: str):
+    """Import a Python package a line test needs; without it skip, except in CI (`.ci/run` installs it
+    with ".[dev]"), where its absence fails. Works at module level too."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        message = f"the Python package {name} is not installed ({install})"
+        if running_in_ci():
+            pytest.fail(f"{message}: .ci/run installs it, CI must run these tests", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
 
 
 class Mosquitto:

@@ -8,9 +8,10 @@ import pytest
 
 from inspector.genicam import GenICamCapture, GenICamError, parse_genicam_url, to_bgr
 from inspector.sources import SourceError, open_source, spec_for_path
+from tests.line_servers import need_module
 
-pytest.importorskip("harvesters", reason="GenICam cameras need harvesters (pip install -e '.[dev]')")
-pytest.importorskip("genicam", reason="the simulated GenTL producer comes with the genicam wheel")
+need_module("harvesters", "GenICam cameras need it: pip install -e '.[dev]'")
+need_module("genicam", "the simulated GenTL producer comes with the genicam wheel: pip install -e '.[dev]'")
 
 SIMULATED = "genicam://0?cti=viky"
 

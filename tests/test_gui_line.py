@@ -11,7 +11,7 @@ from inspector.recipes import RecipeStore
 from inspector.sources import SourceSpec
 from lineio import SinkStatus
 from tests.gui_helpers import SleepyDetector, load_model, open_inspector, write_images
-from tests.line_servers import HttpReceiver
+from tests.line_servers import HttpReceiver, need_module
 
 
 @pytest.fixture
@@ -75,7 +75,8 @@ def test_window_parts_reach_the_outputs_stored_in_the_recipe(qtbot, home, tmp_pa
 
 
 def test_genicam_dialog_finds_the_simulated_camera_and_opens_it(qtbot, home):
-    pytest.importorskip("harvesters", reason="GenICam cameras need harvesters (pip install -e '.[dev]')")
+    need_module("harvesters", "GenICam cameras need it: pip install -e '.[dev]'")
+    need_module("genicam", "the simulated GenTL producer comes with the genicam wheel: pip install -e '.[dev]'")
     from inspector.genicam_dialog import GenICamDialog
 
     window, ctl = open_inspector(qtbot, home, lambda path, **overrides: SleepyDetector(0.0))
@@ -135,8 +136,8 @@ def test_the_plc_triggers_the_window_one_named_part_at_a_time(qtbot, home, tmp_p
 def test_a_simulated_genicam_camera_streams_into_the_window(qtbot, home):
     """The genicam wheel's simulated camera (a bouncing ball, 20 frames/s) through harvesters: the
     live view shows its frames and the engine inspects them, each logged with the camera's URL."""
-    pytest.importorskip("harvesters", reason="GenICam cameras need harvesters (pip install -e '.[dev]')")
-    pytest.importorskip("genicam", reason="the simulated GenTL producer comes with the genicam wheel")
+    need_module("harvesters", "GenICam cameras need it: pip install -e '.[dev]'")
+    need_module("genicam", "the simulated GenTL producer comes with the genicam wheel: pip install -e '.[dev]'")
     from inspector.sources import spec_for_path
     from tests.gui_helpers import db_rows
 
