@@ -26,7 +26,8 @@ BACKGROUND = "#161b22"
 BAR_COLOR = "#8b949e"
 LINE_COLOR = "#58a6ff"
 LIMIT_COLOR = "#ff6b60"
-MAX_TICKS = 10
+MAX_TICKS = 6
+ZONE_SHORT = {"top": "top", "middle": "mid", "bottom": "bot", "left": "L", "centre": "C", "right": "R"}
 
 
 def period_for(choice: str, now: datetime, shifts: tuple, start: str = "", end: str = "") -> Period:
@@ -59,6 +60,11 @@ def _plot(title: str, left: str) -> pg.PlotWidget:
     plot.setMenuEnabled(False)
     plot.hideButtons()
     return plot
+
+
+def _short_zone(name: str) -> str:
+    """'bottom left' -> 'bot L' (the axis has room for nine of them)."""
+    return " ".join(ZONE_SHORT.get(word, word) for word in name.split()) if name != "centre" else "centre"
 
 
 def _ticks(labels: list[str]) -> list[list[tuple[float, str]]]:
@@ -218,11 +224,12 @@ class StatisticsView(QWidget):
             counts = np.log10(1 + np.array(s.hist[verdict], float))
             plot.addItem(pg.BarGraphItem(x=edges[:-1] + width * (k + 0.5) / 3, height=counts, width=width / 3,
                                          brush=VERDICT_COLORS[verdict], pen=pg.mkPen(None)))
-        for value, verdict in ((s.review_threshold, "review"), (s.fail_threshold, "fail")):
+        for value, verdict, where in ((s.review_threshold, "review", 0.95), (s.fail_threshold, "fail", 0.85)):
             if value is not None:
                 plot.addItem(pg.InfiniteLine(pos=value, angle=90, pen=pg.mkPen(VERDICT_COLORS[verdict], width=2,
                                                                               style=Qt.PenStyle.DashLine),
-                                             label=f"{verdict} {value:.3f}", labelOpts={"position": 0.9}))
+                                             label=f"{verdict} {value:.3f}",
+                                             labelOpts={"position": where, "color": VERDICT_COLORS[verdict]}))
         plot.setLabel("bottom", "score")
 
     def _show_pareto(self, s: Statistics) -> None:
@@ -235,7 +242,7 @@ class StatisticsView(QWidget):
         top = float(counts.max()) if len(counts) else 1.0
         plot.plot(x, np.array([c for _, _, c in rows], float) / 100.0 * top, pen=pg.mkPen(LINE_COLOR, width=2),
                   symbol="o", symbolSize=5, symbolBrush=LINE_COLOR)
-        plot.getAxis("bottom").setTicks([[(float(i), z) for i, (z, _, _) in enumerate(rows)]])
+        plot.getAxis("bottom").setTicks([[(float(i), _short_zone(z)) for i, (z, _, _) in enumerate(rows)]])
         plot.setTitle(f"Where failures occur (Pareto of {s.located_fails}; line: cumulative, top = 100 %)",
                       color="#c9d1d9", size="10pt")
 
