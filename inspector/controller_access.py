@@ -94,6 +94,7 @@ class AccessControl:
         a = self.access
         self.access_bar.show_user(a.describe(), a.role, bool(a.user), a.enabled)
         self.access_bar.show_permissions(a.may)
+        self.line.act_outputs.setEnabled(a.may("line_outputs"))   # Line ▸ Outputs… (the line panel's)
         self.window.show_station(self.accounts.policy.shifts, a.role != LOCKED)
 
     def sign_in(self, name: str, password: str) -> bool:

@@ -49,6 +49,7 @@ def test_an_operator_cannot_change_a_threshold(qtbot, home):
     assert not c.judgement_box.isEnabled() and not c.fail_control.isEnabled() and not c.model_box.isEnabled()
     assert c.fail_control.isVisibleTo(window) or not window.isVisible()
     assert not window.act_calibrate.isEnabled() and not window.act_training_wizard.isEnabled()
+    assert not ctl.line.act_outputs.isEnabled()
     assert c.recipe_list.isEnabled() and c.source_box.isEnabled() and not c.recipe_save_button.isEnabled()
     assert "operator (not signed in)" in ctl.access_bar.label.text()
     before = (ctl.context.fail_threshold, ctl.context.review_threshold)
