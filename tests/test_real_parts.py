@@ -365,7 +365,11 @@ def test_time_budget_is_kept_and_a_stopped_run_resumes(toy, monkeypatch):
     started = [e for e in events2 if e["event"] == "started"]
     assert started[-1]["start_epoch"] == state["epoch"]
     total = load_training_checkpoint(exp2 / "checkpoints" / "last.pt")["progress"]["seconds"]
-    assert first < total <= _budget_overrun_bound(events2, 12)
+    resumed_epochs = [e for e in events2[events2.index(started[-1]):] if e["event"] == "epoch"]
+    if first >= 12:  # a loaded machine spent the whole budget before the stop: nothing is left
+        assert not resumed_epochs and total == first
+    else:
+        assert resumed_epochs and first < total <= _budget_overrun_bound(events2, 12)
 
 
 def test_fit_checks_the_data_before_training(tmp_path, capsys):
@@ -487,3 +491,66 @@ def test_diad_gets_the_same_selection_budget_and_threshold(toy, monkeypatch):
     scores = [r.score for r in det.predict([np.asarray(Image.open(p).convert("RGB")) for p, _ in held],
                                            category=[c for _, c in held])]
     assert threshold == pytest.approx(np.quantile(scores, 0.99) * 0.5 / GOOD_TAIL_SCORE, rel=1e-4)
+
+
+def test_epoch_count_is_fitted_again_when_the_first_epoch_was_not_typical(monkeypatch, tmp_path):
+    """A first epoch slowed by other work fits too few epochs; the count is fitted again from the
+    epochs after it while the run is in its first third (and the schedule follows)."""
+    import argparse
+    from types import SimpleNamespace
+
+    from training import common
+
+    assert common.fitted_epoch_count(1, 100.0, 10.0, 1000) == 11
+    assert common.fitted_epoch_count(5, -3.0, 10.0, 1000) == 5
+    assert common.fitted_epoch_count(1, 1e6, 10.0, 40) == 40
+    now = [0.0]
+    monkeypatch.setattr(common.time, "perf_counter", lambda: now[0])
+    args = argparse.Namespace(time_budget=1000.0, epochs=1000, val_every=1, patience=0)
+    ctx = common.DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend=None)
+    schedule = SimpleNamespace(total_epochs=1000)
+    events = common.EventLog(tmp_path / "events.jsonl")
+    monitor = common.EpochMonitor(args, ctx, events, unet=None, opt=None,
+                                  scheduler=SimpleNamespace(lr_lambdas=[schedule]), ckpt_dir=tmp_path,
+                                  resume_path=None, clock_start=0.0)
+    epoch_seconds = [100.0] + [20.0] * 60  # a slow first epoch, then typical ones
+    done = 0
+    while done < args.epochs:
+        now[0] += epoch_seconds[done]
+        done += 1
+        if monitor.end_of_epoch(done, epoch_seconds[done - 1]):
+            break
+        if done == 1:
+            assert args.epochs == 10  # 900 s left at 100 s an epoch
+    events.close()
+    # 900 s after the first epoch at 20 s an epoch: 45 more
+    assert args.epochs == 46 and schedule.total_epochs == 46
+    assert done >= 44 and now[0] <= args.time_budget + 20
+
+
+def test_fit_takes_validation_parts_from_another_folder(tmp_path):
+    """--val-dir: labelled parts in a folder of the data's layout (its val split, else its test
+    split; a folder dataset's good/ and <defect>/ folders); missing or one-kind folders are one
+    clear FitError; without it the data's own val split (none here)."""
+    from engine.preprocess import PreprocessConfig
+
+    data = make_tiny_mvtec(tmp_path / "data")
+    other = make_tiny_mvtec(tmp_path / "other")
+    pre = PreprocessConfig(image_size=64, center_size=64)
+
+    def parts(*extra, categories=("tile", "wood")):
+        args = fit.build_arg_parser().parse_args(["--data-dir", str(data), "--out", str(tmp_path / "m"), *extra])
+        args.dataset = "mvtec" if args.dataset == "auto" else args.dataset
+        return fit.validation_parts(args, list(categories) if categories != "all" else "all", pre)
+
+    assert parts() == []
+    taken = parts("--val-dir", str(other))
+    assert {c for _, c, _ in taken} == {"tile", "wood"} and {y for *_, y in taken} == {0, 1}
+    assert all(p.startswith(str(other / c / "test")) for p, c, _ in taken)
+    with pytest.raises(fit.FitError, match="no such folder"):
+        parts("--val-dir", str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(fit.FitError, match="no good and defective parts"):
+        parts("--val-dir", str(tmp_path / "empty"))
+    folder = parts("--dataset", "folder", "--val-dir", str(other / "tile" / "test"), categories="all")
+    assert {y for *_, y in folder} == {0, 1} and all(p.startswith(str(other / "tile" / "test")) for p, _, _ in folder)

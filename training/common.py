@@ -588,6 +588,17 @@ HOLDOUT_FILE = "holdout.json"
 BEST_CHECKPOINT = "best.pt"
 # With a time budget, stop when less than this many epochs' time is left (so the budget holds).
 TIME_BUDGET_STOP_SHARE = 1.0
+# The epoch count fitted after the first epoch is fitted again from the average epoch so far while
+# the run is in this share of its epochs (a first epoch slowed by other work, or a machine that
+# got busy, would otherwise waste or overrun the budget), when the new count differs by REFIT_SHARE.
+REFIT_WINDOW = 1 / 3
+REFIT_SHARE = 0.1
+
+
+def fitted_epoch_count(done: int, seconds_left: float, seconds_per_epoch: float, limit: int) -> int:
+    """Epochs a time budget allows in all: the `done` ones plus as many average epochs as fit in
+    what is left, at most `limit`, never fewer than `done`."""
+    return max(done, min(limit, done + int(max(seconds_left, 0.0) // max(seconds_per_epoch, 1e-9))))
 
 
 def add_selection_arguments(p: argparse.ArgumentParser) -> None:
@@ -671,6 +682,8 @@ class EpochMonitor:
         self.clock_start = clock_start
         self.loop_start: float | None = None
         self.loop_epochs = 0
+        self.limit: int | None = None  # the epoch count asked for (a fitted count never exceeds it)
+        self.first_epoch_end: float | None = None
 
     def elapsed(self) -> float:
         return self.spent_before + time.perf_counter() - self.clock_start
@@ -686,19 +699,25 @@ class EpochMonitor:
         if self.loop_start is None:
             self.loop_start = time.perf_counter() - seconds
         self.loop_epochs += 1
+        if self.loop_epochs == 1:
+            self.first_epoch_end = time.perf_counter()
         reason = None
         if args.time_budget:
             per_epoch = (time.perf_counter() - self.loop_start) / self.loop_epochs
             left = args.time_budget - self.elapsed()
             if not self.fixed:
-                fitted = broadcast_object(self.ctx, max(done, min(args.epochs, done + int(left // per_epoch))))
+                self.limit = args.epochs
+                fitted = broadcast_object(self.ctx, fitted_epoch_count(done, left, per_epoch, self.limit))
                 self.fixed = True
-                if fitted != args.epochs:
-                    args.epochs = fitted
-                    self.scheduler.lr_lambdas[0].total_epochs = int(args.epochs * self.schedule_stretch)
-                    self.events.emit("epochs_fitted", epochs=args.epochs, seconds_per_epoch=per_epoch,
-                                     budget_s=args.time_budget)
-            elif done < args.epochs and left < per_epoch * TIME_BUDGET_STOP_SHARE:
+                self._set_epochs(fitted, per_epoch)
+            elif done < args.epochs * REFIT_WINDOW and self.limit is not None:
+                # from the epochs after the first (its start-up costs are not typical); every rank
+                # takes rank 0's count (the collective runs on all ranks alike)
+                recent = (time.perf_counter() - self.first_epoch_end) / (self.loop_epochs - 1)
+                fitted = broadcast_object(self.ctx, fitted_epoch_count(done, left, recent, self.limit))
+                if abs(fitted - args.epochs) >= REFIT_SHARE * args.epochs:
+                    self._set_epochs(fitted, per_epoch)
+            if self.fixed and done < args.epochs and left < per_epoch * TIME_BUDGET_STOP_SHARE:
                 reason = f"time budget of {args.time_budget:.0f} s reached"
         last = reason is not None or done >= args.epochs
         if self.measure is not None and self.ctx.is_main and (done % args.val_every == 0 or last):
@@ -719,6 +738,14 @@ class EpochMonitor:
             print(f"validation after epoch {done}: held-out loss {stats['loss']:.4f} (best {self.best:.4f} "
                   f"at epoch {self.best_epoch}){extra}", file=sys.stderr)
         return reason
+
+    def _set_epochs(self, epochs: int, per_epoch: float) -> None:
+        """Fit the run (and its learning-rate schedule) to `epochs` epochs in all."""
+        if epochs == self.args.epochs:
+            return
+        self.args.epochs = epochs
+        self.scheduler.lr_lambdas[0].total_epochs = int(epochs * self.schedule_stretch)
+        self.events.emit("epochs_fitted", epochs=epochs, seconds_per_epoch=per_epoch, budget_s=self.args.time_budget)
 
     def on_finish(self, epochs_done: int) -> None:
         """`run_epochs`' on_finish hook (rank 0): export the best epoch's weights as the model."""

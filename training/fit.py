@@ -97,6 +97,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: CUDA when present")
     p.add_argument("--map-normalization", choices=["position", "global"], default="position",
                    help="position: each position's own good statistics (aligned parts); global: one per category")
+    p.add_argument("--val-dir", type=Path, default=None,
+                   help="labelled parts (good and defective) to choose the map fusion on, in a folder of the "
+                        "data's layout (its val split, else its test split; a folder dataset: good/ and "
+                        "<defect>/ folders); default: the data's own val split, when it has one. Never the "
+                        "parts you report on")
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--no-evaluate", action="store_true", help="skip the evaluation on the test split")
     p.add_argument("--events", type=Path, default=None,
@@ -278,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
 def _fit(args, events: EventLog) -> int:
     from engine.loading import load_model
 
-    from .normalize_maps import (DEFAULT_THRESHOLD, TRAIN_STATS_IMAGES, fit_model_normalization, labelled_items,
+    from .normalize_maps import (DEFAULT_THRESHOLD, TRAIN_STATS_IMAGES, fit_model_normalization,
                                  training_items, write_normalization)
 
     started = time.monotonic()
@@ -324,7 +329,7 @@ def _fit(args, events: EventLog) -> int:
     labelled = []
     n_calibration = n_held
     if args.detector == "deco-diff":
-        labelled = labelled_items(args.dataset, args.data_dir, categories, "val", pre) if args.dataset != "folder" else []
+        labelled = validation_parts(args, categories, pre)
         per_cat = Counter(s.category for s in train.samples if not s.label)
         n_calibration += len(labelled) + sum(min(n, TRAIN_STATS_IMAGES) for n in per_cat.values())
     spent = time.monotonic() - started
@@ -390,6 +395,27 @@ def _fit(args, events: EventLog) -> int:
         events.close()
         return evaluate.main(cli)
     return 0
+
+
+def validation_parts(args, categories, preprocess) -> list[tuple[str, str, int]]:
+    """The labelled parts to choose settings on: --val-dir's val split, else its test split (a
+    folder dataset: the folder itself); without --val-dir the data's own val split, if any. A
+    --val-dir without both good and defective parts is a FitError."""
+    from .normalize_maps import labelled_items
+
+    if args.val_dir is None:
+        return [] if args.dataset == "folder" else labelled_items(args.dataset, args.data_dir, categories, "val",
+                                                                  preprocess)
+    if not args.val_dir.is_dir():
+        raise FitError(f"{args.val_dir}: no such folder (--val-dir)")
+    if args.dataset == "folder":
+        parts = labelled_items("folder", args.data_dir, categories, "test", preprocess, test_dir=args.val_dir)
+    else:
+        parts = (labelled_items(args.dataset, args.val_dir, categories, "val", preprocess)
+                 or labelled_items(args.dataset, args.val_dir, categories, "test", preprocess))
+    if not parts:
+        raise FitError(f"{args.val_dir}: no good and defective parts of the training categories there (--val-dir)")
+    return parts
 
 
 def _has_test_split(args) -> bool:

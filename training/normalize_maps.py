@@ -211,11 +211,13 @@ def training_items(dataset, held_out: Sequence[tuple[str, str]], per_category: i
     return out
 
 
-def labelled_items(dataset_kind: str, data_dir: Path, categories, split: str, preprocess) -> list[tuple[str, str, int]]:
-    """The labelled parts [(path, category, label)] of a split, or [] when the data has no such
-    split (or it holds only one kind of part)."""
+def labelled_items(dataset_kind: str, data_dir: Path, categories, split: str, preprocess,
+                   test_dir: Path | None = None) -> list[tuple[str, str, int]]:
+    """The labelled parts [(path, category, label)] of a split (a folder dataset: of `test_dir`),
+    or [] when the data has no such split (or it holds only one kind of part)."""
     try:
-        dataset = build_dataset(dataset_kind, data_dir, categories, split, preprocess, augment=False)
+        dataset = build_dataset(dataset_kind, data_dir, categories, split, preprocess, augment=False,
+                                test_dir=test_dir)
     except (DatasetLayoutError, ValueError, FileNotFoundError):
         return []
     items = [(str(s.path), s.category, int(s.label)) for s in dataset.samples]
