@@ -17,7 +17,8 @@ from inspection.report import CHARTS, ReportData, report_html
 __all__ = ["draw_charts", "write_pdf", "write_html", "chart_png"]
 
 CHART_W, CHART_H = 1280, 440        # pixels of a chart image (drawn at 640 points wide in the report)
-MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 90, 90, 30, 70
+MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 90, 90, 30, 84
+X_LABELS = 8   # at most this many labels under a time axis
 PDF_DPI = 150
 PDF_MARGIN_MM = 12
 COLORS = {"pass": QColor("#2e9e44"), "review": QColor("#e0a000"), "fail": QColor("#d03030"), "bars": QColor("#9aa5b1"),
@@ -63,7 +64,7 @@ class _Plot:
 
     def x_labels(self, labels: list[str], every: int | None = None) -> None:
         n = len(labels)
-        every = every or max(1, math.ceil(n / 12))
+        every = every or max(1, math.ceil(n / X_LABELS))
         self.p.setPen(COLORS["axis"])
         for i in range(0, n, every):
             self.p.drawText(QRectF(self.x(i, n) - 80, self.area.bottom() + 4, 160, MARGIN_B - 30),
@@ -182,7 +183,7 @@ def pareto_chart(stats) -> QImage:
                                plot.area.bottom() - plot.y(count, top)), COLORS["fail"])
     plot.polyline([QPointF(plot.x(i, n), plot.y(c, 100.0)) for i, (_, _, c) in enumerate(rows)],
                   QPen(COLORS["line"], 3))
-    plot.x_labels([z for z, _, _ in rows], every=1)
+    plot.x_labels([z.replace(" ", "\n") for z, _, _ in rows], every=1)   # two lines: nine zones fit
     plot.legend([("failed parts (left)", COLORS["fail"]), ("cumulative (right)", COLORS["line"])])
     return plot.done()
 
