@@ -237,11 +237,13 @@ def inspection_recipe(recipe: Recipe | None, threshold: float | None, model_thre
     base = InspectionRecipe(thumbnails=False, view_max_side=0)
     if recipe is not None:
         base = replace(base, category=recipe.category, fail_threshold=recipe.fail_threshold,
-                       review_threshold=recipe.review_threshold, roi=recipe.roi_value, recipe=recipe.name)
+                       review_threshold=recipe.review_threshold, roi=recipe.roi_value, recipe=recipe.name,
+                       recipe_version=f"r{recipe.revision}")
     elif model_threshold is not None:
         base = replace(base, fail_threshold=model_threshold, review_threshold=model_threshold)
-    if threshold is not None:
-        base = replace(base, fail_threshold=threshold, review_threshold=min(threshold, base.review_threshold))
+    if threshold is not None:   # the command line changed the recipe's judgement: 'r3*' as in the window
+        base = replace(base, fail_threshold=threshold, review_threshold=min(threshold, base.review_threshold),
+                       recipe_version=base.recipe_version + "*" if base.recipe_version else "")
     return base
 
 

@@ -181,3 +181,13 @@ def test_a_newer_schema_is_refused(tmp_path):
     log.close()
     with pytest.raises(ResultsLogError, match="newer"):
         ResultsLog(tmp_path / "r.sqlite").conn
+
+
+def test_the_station_logs_the_recipe_revision_it_judges_with():
+    from inspector.recipes import Recipe
+    from inspector.station import inspection_recipe
+
+    recipe = Recipe("coins", revision=3)
+    assert inspection_recipe(recipe, None).recipe_version == "r3"
+    assert inspection_recipe(recipe, 0.7).recipe_version == "r3*"   # --threshold changed the recipe's judgement
+    assert inspection_recipe(None, None, 0.5).recipe_version == ""
