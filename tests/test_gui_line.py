@@ -99,6 +99,8 @@ def test_genicam_dialog_finds_the_simulated_camera_and_opens_it(qtbot, home):
     assert dialog.url() == "genicam://VikyTL_DEV_red?cti=viky&PixelFormat=Mono8&Width=320"
     ctl.open_source(dialog.spec(), autostart=False)
     assert ctl.source_spec.target == dialog.url()
+    ctl.save_recipe("Camera 1")   # the camera and its settings are the recipe's source
+    assert RecipeStore(home / "recipes").load("Camera 1").source_spec.target == dialog.url()
 
 
 def test_the_plc_triggers_the_window_one_named_part_at_a_time(qtbot, home, tmp_path):
