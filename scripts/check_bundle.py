@@ -354,17 +354,18 @@ def main(argv: list[str] | None = None) -> int:
     checks: list[Check] = []
     with tempfile.TemporaryDirectory(prefix="deco-bundle-check-") as tmp:
         box = Sandbox(Path(tmp))
-        steps = [lambda: check_size(bundle, args.max_size_mib), lambda: check_version(exe, box),
-                 lambda: check_inspect(exe, box, args.images_per_category, args.compare), lambda: check_commands(exe, box)]
+        steps = [("size", lambda: check_size(bundle, args.max_size_mib)), ("version", lambda: check_version(exe, box)),
+                 ("inspect", lambda: check_inspect(exe, box, args.images_per_category, args.compare)),
+                 ("commands", lambda: check_commands(exe, box))]
         if args.torchrun:
-            steps.append(lambda: check_torchrun(exe, box, bundle))
+            steps.append(("torchrun", lambda: check_torchrun(exe, box, bundle)))
         if not args.no_gui:
-            steps.append(lambda: check_gui(exe, box, args.screenshot, args.screen, args.gui_wait))
-        for step in steps:
+            steps.append(("gui", lambda: check_gui(exe, box, args.screenshot, args.screen, args.gui_wait)))
+        for name, step in steps:
             try:
                 check = step()
-            except Exception as e:  # noqa: BLE001 - a check that crashes is a failed check, reported
-                check = Check(getattr(step, "__name__", "check"), False, f"{type(e).__name__}: {e}", 0.0)
+            except Exception as e:  # noqa: BLE001 - a check that crashes is a failed check, reported by its name
+                check = Check(name, False, f"{type(e).__name__}: {e}", 0.0)
             checks.append(check)
             print(f"[{'PASS' if check.ok else 'FAIL'}] {check.name:9s} {check.detail}", flush=True)
     failed = [c.name for c in checks if not c.ok]
