@@ -82,6 +82,16 @@ def build_report(log: ResultsLog, period: Period, shifts: tuple, station: str = 
     return ReportData(station, period, recipe, stats, parts, audit, audit_rows, problems, now_text(), generated_by)
 
 
+# A zero-width space after each path separator lets a long file path wrap inside its table cell
+# (Qt's text layout does not break a word, so the table ran off the page).
+_PATH_BREAK = "\u200b"
+
+
+def _breakable(text: str) -> str:
+    """An (escaped) path that may wrap after each '/' or '\\'."""
+    return text.replace("/", "/" + _PATH_BREAK).replace("\\", "\\" + _PATH_BREAK)
+
+
 def _pct(value) -> str:
     return "–" if value is None else f"{value:.1f} %"
 
@@ -139,10 +149,10 @@ def report_html(data: ReportData, chart_src: dict, image_src=lambda path: path) 
         out.append(f"</table><p class='small'>{s.located_fails} failed parts with a located defect.</p>")
     out.append(f"<h2>Worst parts ({len(data.worst)})</h2>")
     if data.worst:
-        out.append("<table><tr><th>image</th><th>part</th></tr>")
+        out.append("<table width='100%'><tr><th>image</th><th>part</th></tr>")
         for p in data.worst:
             image = f"<img src='{e(image_src(p.image))}' width='180'>" if p.image else "(no image archived)"
-            out.append(f"<tr><td>{image}</td><td>#{p.id} {e(p.frame_id)}<br>{e(p.time)}<br>score <b>{p.score:.3f}</b> "
+            out.append(f"<tr><td>{image}</td><td>#{p.id} {_breakable(e(p.frame_id))}<br>{e(p.time)}<br>score <b>{p.score:.3f}</b> "
                        f"(fail &gt; {p.threshold if p.threshold is not None else '–'})<br>recipe {e(p.recipe or '–')} "
                        f"{e(p.recipe_version)} · {e(p.category)}<br>model {e(p.model_id)}"
                        f"{'<br><b>marked as a false call</b>' if p.false_call else ''}</td></tr>")
