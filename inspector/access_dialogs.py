@@ -9,6 +9,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 
 from inspection.access import ADMINISTRATOR, ROLES, StationPolicy
 
+from .dialogs import form_layout, ok_cancel_buttons
+
 __all__ = ["SignInDialog", "NewUserDialog", "UsersDialog", "StationSettingsDialog"]
 
 
@@ -32,10 +34,7 @@ class SignInDialog(QDialog):
         form = QFormLayout()
         form.addRow("User", self.user)
         form.addRow("Password", self.password)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Sign in")
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
+        buttons = ok_cancel_buttons(self, "Sign in")
         layout = QVBoxLayout(self)
         layout.addWidget(self.note)
         layout.addLayout(form)
@@ -71,9 +70,7 @@ class NewUserDialog(QDialog):
         form.addRow("Role", self.role)
         form.addRow("Password", self.password)
         form.addRow("Password again", self.again)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
+        buttons = ok_cancel_buttons(self)
         layout = QVBoxLayout(self)
         if note:
             label = QLabel(note)
@@ -184,15 +181,9 @@ class StationSettingsDialog(QDialog):
         self.station = QLineEdit(policy.station)
         self.shifts = QLineEdit(", ".join(f"{n}={t}" for n, t in policy.shifts))
         self.shifts.setToolTip("name=HH:MM, ...: each shift runs until the next one starts")
-        form = QFormLayout()
-        form.addRow(self.sign_in)
-        form.addRow(self.start_locked)
-        form.addRow("Lock after", self.lock_minutes)
-        form.addRow("Station name", self.station)
-        form.addRow("Shifts", self.shifts)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
+        form = form_layout(self.sign_in, self.start_locked, ("Lock after", self.lock_minutes),
+                           ("Station name", self.station), ("Shifts", self.shifts))
+        buttons = ok_cancel_buttons(self)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(buttons)

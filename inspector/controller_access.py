@@ -136,15 +136,19 @@ class AccessControl:
 
     # ----------------------------------------------------------------- users and station settings
     def add_user(self, name: str, role: str, password: str) -> bool:
-        if not self.permit("users"):
+        if not self.permit("users") or not self._add_account(name, role, password):
             return False
+        self.message(f"User {name} ({role}) added", "ok")
+        return True
+
+    def _add_account(self, name: str, role: str, password: str) -> bool:
+        """Add the account and audit it; an AccountError becomes one message."""
         try:
             self.accounts.add(name, role, password, time.strftime("%Y-%m-%dT%H:%M:%S"))
         except AccountError as e:
             self.message(str(e), "error")
             return False
         self.audit("user", name, "", role)
-        self.message(f"User {name} ({role}) added", "ok")
         return True
 
     def set_user_role(self, name: str, role: str) -> bool:
@@ -201,13 +205,7 @@ class AccessControl:
         if not self.accounts.needs_first_administrator():
             self.message("There is an administrator already: sign in as one to add users", "warning")
             return False
-        try:
-            self.accounts.add(name, ADMINISTRATOR, password, time.strftime("%Y-%m-%dT%H:%M:%S"))
-        except AccountError as e:
-            self.message(str(e), "error")
-            return False
-        self.audit("user", name, "", ADMINISTRATOR)
-        return True
+        return self._add_account(name, ADMINISTRATOR, password)
 
     def set_station_policy(self, **values) -> bool:
         """Change the station settings (administrator; turning sign-in on needs an administrator account)."""

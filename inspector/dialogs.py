@@ -33,6 +33,27 @@ SHORTCUTS_TEXT = """<table cellspacing=6>
 </table>"""
 
 
+
+def form_layout(*rows) -> QFormLayout:
+    """A form of `rows`: (label, widget or layout) pairs, or a widget alone for a full-width row."""
+    form = QFormLayout()
+    for row in rows:
+        if isinstance(row, tuple):
+            form.addRow(*row)
+        else:
+            form.addRow(row)
+    return form
+
+
+def ok_cancel_buttons(dialog: QDialog, ok_text: str | None = None) -> QDialogButtonBox:
+    """OK / Cancel buttons wired to the dialog's accept / reject (OK relabelled `ok_text`)."""
+    buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+    if ok_text:
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText(ok_text)
+    buttons.accepted.connect(dialog.accept)
+    buttons.rejected.connect(dialog.reject)
+    return buttons
+
 class BackgroundTask(QObject):
     """Runs `fn()` in a plain Python thread; `done(result)` or `failed(message)` arrive in the GUI thread."""
 
@@ -164,13 +185,8 @@ class CalibrationDialog(QDialog):
                       "threshold adds the margin on top. The model and category in use are applied.")
         text.setWordWrap(True)
         text.setObjectName("Hint")
-        form = QFormLayout()
-        form.addRow("Good images", row)
-        form.addRow("Review at", self.percentile)
-        form.addRow("Fail margin", self.margin)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
+        form = form_layout(("Good images", row), ("Review at", self.percentile), ("Fail margin", self.margin))
+        buttons = ok_cancel_buttons(self)
         layout = QVBoxLayout(self)
         layout.addWidget(text)
         layout.addLayout(form)

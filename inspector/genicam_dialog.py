@@ -8,11 +8,12 @@ from typing import Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
+from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget)
 
 from .genicam import FEATURES, SIMULATOR, GenICamError, genicam_url, list_cameras, read_features
 from .source_spec import SourceSpec, spec_for_path
+from .dialogs import ok_cancel_buttons
 
 __all__ = ["GenICamDialog", "attach_genicam_action"]
 
@@ -68,10 +69,7 @@ class GenICamDialog(QDialog):
         self.problem = QLabel("")
         self.problem.setWordWrap(True)
         layout.addWidget(self.problem)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Open camera")
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
+        buttons = ok_cancel_buttons(self, "Open camera")
         layout.addWidget(buttons)
         for signal in (self.producer.textChanged, self.camera.currentTextChanged):
             signal.connect(self._show_url)

@@ -20,11 +20,12 @@ from typing import Callable
 import threading
 
 from PySide6.QtCore import QObject, QTimer, Signal
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QMenu,
+from PySide6.QtWidgets import (QDialog, QHBoxLayout, QLabel, QLineEdit, QListWidget, QMenu,
                                QPushButton, QVBoxLayout, QWidget)
 
 from lineio import LineOutputs, OutboxError, SinkStatus
 from lineio.outputs import make_sink
+from .dialogs import ok_cancel_buttons
 
 __all__ = ["OutputsDialog", "LinePanel", "status_summary", "check_urls"]
 
@@ -82,9 +83,7 @@ class OutputsDialog(QDialog):
         self.problem.setObjectName("ProblemText")
         self.problem.setWordWrap(True)
         layout.addWidget(self.problem)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
+        buttons = ok_cancel_buttons(self)
         layout.addWidget(buttons)
         self.add_button.clicked.connect(self.add_url)
         self.url_edit.returnPressed.connect(self.add_url)

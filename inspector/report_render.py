@@ -12,7 +12,7 @@ from PySide6.QtCore import QBuffer, QIODevice, QMarginsF, QPointF, QRectF, Qt, Q
 from PySide6.QtGui import (QColor, QFont, QImage, QPageLayout, QPageSize, QPainter, QPainterPath, QPdfWriter, QPen,
                            QTextDocument)
 
-from inspection.report import CHARTS, ReportData, report_html
+from inspection.report import ReportData, report_html
 
 __all__ = ["draw_charts", "write_pdf", "write_html", "chart_png"]
 
