@@ -45,3 +45,11 @@ def reference_unet(reference_dir):
     from engine import load_unet
 
     return load_unet(reference_dir / "reference_xs.pt")
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh app home folder (settings, results log, recipes) for one test: DECO_INSPECTOR_HOME."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("DECO_INSPECTOR_HOME", str(path))
+    return path

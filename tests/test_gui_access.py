@@ -6,19 +6,11 @@ from __future__ import annotations
 
 import time
 
-import pytest
 
 from inspection.access import ADMINISTRATOR, ENGINEER, LOCKED, OPERATOR
 from inspection.audit import read_audit, verify_log
 from inspector.sources import SourceSpec
 from tests.gui_helpers import SleepyDetector, db_rows, load_model, open_inspector, write_images
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    path = tmp_path / "home"
-    monkeypatch.setenv("DECO_INSPECTOR_HOME", str(path))
-    return path
 
 
 def loader(path, **overrides):

@@ -17,13 +17,6 @@ from inspector.sources import SourceSpec
 from tests.gui_helpers import FakeCamera, SleepyDetector, db_rows, load_model, open_inspector, write_images
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    path = tmp_path / "home"
-    monkeypatch.setenv("DECO_INSPECTOR_HOME", str(path))
-    return path
-
-
 def fast_loader(path, **overrides):
     return SleepyDetector(0.0)
 

@@ -13,7 +13,7 @@ from engine.imageio import list_images, printable
 from inspector.sources import SourceSpec
 from tests.gui_helpers import db_rows, load_model, open_inspector
 from tests.test_file_names import MUST_SHOW_ORDER, make_must_show_folder
-from tests.test_gui_window import home, run_to_end, sleepy_loader  # noqa: F401 - a fixture
+from tests.test_gui_window import run_to_end, sleepy_loader
 
 NOT_UTF8_NAME = b"scratch \xff 3.png"
 

@@ -4,7 +4,6 @@ shows the outputs' state."""
 
 from __future__ import annotations
 
-import pytest
 
 from inspector.line_panel import OutputsDialog, status_summary
 from inspector.recipes import RecipeStore
@@ -12,13 +11,6 @@ from inspector.sources import SourceSpec
 from lineio import SinkStatus
 from tests.gui_helpers import SleepyDetector, load_model, open_inspector, write_images
 from tests.line_servers import HttpReceiver, need_module
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    path = tmp_path / "home"
-    monkeypatch.setenv("DECO_INSPECTOR_HOME", str(path))
-    return path
 
 
 def test_outputs_dialog_checks_each_url(qtbot):

@@ -5,19 +5,11 @@ from __future__ import annotations
 
 import time
 
-import pytest
 
 from inspector.sources import SourceSpec
 from tests.gui_helpers import FakeCamera, SleepyDetector, load_model, open_inspector
 
 FAST_RECONNECT = {"stall_timeout": 0.4, "backoff_start": 0.1, "backoff_max": 0.4, "failures_before_reconnect": 3}
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    path = tmp_path / "home"
-    monkeypatch.setenv("DECO_INSPECTOR_HOME", str(path))
-    return path
 
 
 def test_camera_stall_and_unplug_reconnect_with_visible_status(qtbot, home):

@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 from PySide6.QtGui import QColor
 
@@ -39,13 +38,6 @@ def save(widget, folder: Path, name: str) -> np.ndarray:
         Path(target).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(target) / name)
     return np.asarray(Image.open(path).convert("RGB"))
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    path = tmp_path / "home"
-    monkeypatch.setenv("DECO_INSPECTOR_HOME", str(path))
-    return path
 
 
 def test_screenshots_of_live_view_trend_and_results(qtbot, home, tmp_path):

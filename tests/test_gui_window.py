@@ -21,13 +21,6 @@ from tests.gui_helpers import (SleepyDetector, db_rows, load_model, make_tiny_de
                                write_images)
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    path = tmp_path / "home"
-    monkeypatch.setenv("DECO_INSPECTOR_HOME", str(path))
-    return path
-
-
 def sleepy_loader(delay=0.0):
     return lambda path, **overrides: SleepyDetector(delay)
 

@@ -277,13 +277,6 @@ def _run_three_jobs(qtbot, queue, tmp_path):
     assert c.state == STOPPED and c.progress_of("detector").outcome == "stopped"
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    path = tmp_path / "home"
-    monkeypatch.setenv("DECO_INSPECTOR_HOME", str(path))
-    return path
-
-
 def _shoot(widget, shots: Path, name: str) -> None:
     from PySide6.QtWidgets import QApplication
 

@@ -588,8 +588,8 @@ HOLDOUT_FILE = "holdout.json"
 BEST_CHECKPOINT = "best.pt"
 # With a time budget, stop when less than this many epochs' time is left (so the budget holds).
 TIME_BUDGET_STOP_SHARE = 1.0
-# The epoch count fitted after the first epoch is fitted again from the average epoch so far while
-# the run is in this share of its epochs (a first epoch slowed by other work, or a machine that
+# The epoch count fitted after the first epoch is fitted again from the average of the epochs after
+# the first while the run is in this share of its epochs (a first epoch slowed by other work, or a machine that
 # got busy, would otherwise waste or overrun the budget), when the new count differs by REFIT_SHARE.
 REFIT_WINDOW = 1 / 3
 REFIT_SHARE = 0.1
@@ -716,7 +716,7 @@ class EpochMonitor:
                 recent = (time.perf_counter() - self.first_epoch_end) / (self.loop_epochs - 1)
                 fitted = broadcast_object(self.ctx, fitted_epoch_count(done, left, recent, self.limit))
                 if abs(fitted - args.epochs) >= REFIT_SHARE * args.epochs:
-                    self._set_epochs(fitted, per_epoch)
+                    self._set_epochs(fitted, recent)
             if self.fixed and done < args.epochs and left < per_epoch * TIME_BUDGET_STOP_SHARE:
                 reason = f"time budget of {args.time_budget:.0f} s reached"
         last = reason is not None or done >= args.epochs
