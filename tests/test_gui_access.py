@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 
-
 from inspection.access import ADMINISTRATOR, ENGINEER, LOCKED, OPERATOR
 from inspection.audit import read_audit, verify_log
 from inspector.sources import SourceSpec

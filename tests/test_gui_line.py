@@ -4,7 +4,6 @@ shows the outputs' state."""
 
 from __future__ import annotations
 
-
 from inspector.line_panel import OutputsDialog, status_summary
 from inspector.recipes import RecipeStore
 from inspector.sources import SourceSpec

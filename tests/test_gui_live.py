@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-
 from inspector.sources import SourceSpec
 from tests.gui_helpers import FakeCamera, SleepyDetector, load_model, open_inspector
 
