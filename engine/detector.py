@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .acceleration import CompiledOrEager, CpuLanes, in_chunks, set_memory_format
+from .acceleration import CompiledOrEager, CpuLanes, autocast_networks, in_chunks, set_memory_format
 from .categories import dataset_categories
 from .checkpoint import (CheckpointError, _load_strict, model_json_header, read_model_json, read_reference_checkpoint,
                          write_model_json, write_model_parts)
@@ -147,7 +147,8 @@ class Detector:
         callables `score_latents` runs (compiled wrappers are rebuilt only when switched on)."""
         set_memory_format(self.unet, self.settings.channels_last)
         if not self.settings.compile:
-            self._unet_fn, self._encode, self._decode = self.unet, self.vae.encode, self.vae.decode
+            self._unet_fn, self._encode, self._decode = autocast_networks(self.unet, self.vae, self.settings,
+                                                                          self.device)
         elif not isinstance(getattr(self, "_unet_fn", None), CompiledOrEager):
             notice = partial(notify, self)
             self._unet_fn = CompiledOrEager(self.unet, "UNet", notice)

@@ -1,4 +1,5 @@
-"""Speed settings keep results: channels-last UNet, torch.compile (and its fallback to eager)."""
+"""Speed settings keep results: channels-last UNet, torch.compile (and its fallback to eager), weights stored
+in the autocast dtype."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.acceleration import CompiledOrEager, set_memory_format
+from engine.acceleration import CompiledOrEager, autocast_weights, set_memory_format
 from engine.unet import GatedUNet, UNetConfig
 from tests.gui_helpers import make_tiny_detector
 
@@ -91,3 +92,31 @@ def test_compiled_block_matches_eager():
         got = wrapped(x)
     assert wrapped.compiled, wrapped.failure
     assert (got - expected).abs().max().item() <= 1e-5
+
+
+def test_weights_stored_in_bf16_compute_what_autocast_computes():
+    torch.manual_seed(0)
+    unet = GatedUNet(UNetConfig(model_channels=32, num_head_channels=16, context_dim=16, ncls=2, latent_size=8)).eval()
+    for p in unet.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    low = autocast_weights(unet, "bf16")
+    assert low.input_blocks[0][0].weight.dtype == torch.bfloat16
+    assert unet.input_blocks[0][0].weight.dtype == torch.float32  # the original keeps its weights
+    assert all(m.weight.dtype == torch.float32 for m in low.modules() if isinstance(m, torch.nn.GroupNorm))
+    x, t, ids = torch.randn(2, 4, 8, 8), torch.tensor([4, 2]), torch.tensor([0, 1])
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        reference, stored = unet(x, t, ids), low(x, t, ids)
+    assert torch.equal(reference, stored)
+    assert reference.float().abs().max().item() > 1e-3
+
+
+def test_a_bf16_detector_on_the_cpu_runs_bf16_copies_with_the_same_maps():
+    det = make_tiny_detector()
+    frames = _frames()
+    det.with_settings(precision="bf16")
+    assert det._unet_fn is not det.unet
+    stored = _maps(det, frames)
+    det._unet_fn, det._encode, det._decode = det.unet, det.vae.encode, det.vae.decode  # autocast casts every call
+    np.testing.assert_array_equal(_maps(det, frames), stored)
+    det.with_settings(precision="fp32")
+    assert det._unet_fn is det.unet
