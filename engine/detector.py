@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from .acceleration import CompiledOrEager, CpuLanes, autocast_networks, in_chunks, set_memory_format
 from .categories import dataset_categories
@@ -26,6 +27,7 @@ from .diffusion import dod_gate, make_schedule, reconstruct_latents
 from .maps import compute_anomaly_maps, concat_maps
 from .normalization import MapNormalization, raw_discrepancies
 from .normalization import describe as describe_normalization
+from .openvino_runtime import NetworkSpec, autocast_precision, check_runtime_setting, select_networks
 from .preprocess import PreprocessConfig, preprocess_frames, to_rgb_uint8
 from .runtime import (AnomalyResult, ModelInfo, StageClock, autocast_for, build_results, class_id_in, default_device,
                       notify, predict_in_batches)
@@ -51,7 +53,10 @@ class DetectorSettings:
     threshold: score above which a part is anomalous (default DEFAULT_THRESHOLD, the reference's single-image default);
     start_t / reverse_steps: DDIM deviation reconstruction ('ddim{reverse_steps}', walked from
     start_t); gate_fusion: 0.6 geometric + 0.4 DoD-gate map; batch_size: frames per forward;
-    precision: 'fp32', or 'fp16'/'bf16' autocast for the networks (maps stay float32);
+    precision: 'fp32', or 'fp16'/'bf16' autocast for the networks (maps stay float32); with
+    runtime 'openvino': 'fp32', 'bf16' or 'int8' (NNCF-quantized, see engine.openvino_runtime);
+    runtime: 'torch' (eager PyTorch) or 'openvino' (the VAE and the UNet step as OpenVINO compiled
+    models; falls back to torch with a notice when OpenVINO cannot run them);
     channels_last: UNet convolutions in NHWC layout (same results, faster on CPU);
     compile: run the UNet and the VAE through torch.compile (same results within float32
     rounding; the first batch of each size compiles, which takes a minute or more on a small CPU;
@@ -77,10 +82,10 @@ class DetectorSettings:
     compile: bool = False
     lanes: int = 0
     score_scale: dict[str, float] | None = None
+    runtime: str = "torch"
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "fp16", "bf16"):
-            raise ValueError(f"precision must be fp32, fp16 or bf16, got {self.precision!r}")
+        check_runtime_setting(self.runtime, self.precision)
         if not 1 <= self.start_t <= self.reverse_steps:
             raise ValueError(f"start_t must be in 1..reverse_steps ({self.reverse_steps}), got {self.start_t}")
         if self.batch_size < 1:
@@ -129,8 +134,8 @@ class Detector:
         self.on_notice: Callable[[str], None] | None = None
         self._schedule = make_schedule(10, f"ddim{self.settings.reverse_steps}")
         self._lanes: CpuLanes | None = None
-        self._configure_speed()
         self._score_factors = self._resolve_score_scale(self.settings.score_scale)
+        self._configure_speed()
 
     def _resolve_score_scale(self, scale: dict[str, float] | None) -> torch.Tensor | None:
         """A score_scale setting as a [ncls] float32 tensor (1 for categories it leaves out)."""
@@ -154,6 +159,18 @@ class Detector:
             self._unet_fn = CompiledOrEager(self.unet, "UNet", notice)
             self._encode = CompiledOrEager(self.vae.encode, "VAE encoder", notice)
             self._decode = CompiledOrEager(self.vae.decode, "VAE decoder", notice)
+        nets = select_networks(self, {"encode": self._encode, "unet": self._unet_fn, "decode": self._decode})
+        self._encode, self._unet_fn, self._decode = nets["encode"], nets["unet"], nets["decode"]
+
+    def network_specs(self) -> list[NetworkSpec]:
+        """The networks another runtime replaces (see engine.openvino_runtime): the VAE encoder
+        [B,3,S,S] -> [B,C,L,L], the UNet step (x [B,C,L,L], t [B], class ids [B,1]) and the decoder."""
+        c, s, lat = self.unet.config.in_channels, self.preprocess.center_size, self.unet.config.latent_size
+        x = torch.zeros(2, c, lat, lat)
+        return [NetworkSpec("encode", _Method(self.vae, "encode"), (torch.zeros(2, 3, s, s),), ((-1, 3, s, s),), ("f32",)),
+                NetworkSpec("unet", self.unet, (x, torch.ones(2, dtype=torch.long), torch.zeros(2, 1, dtype=torch.long)),
+                            ((-1, c, lat, lat), (-1,), (-1, 1)), ("f32", "i64", "i64")),
+                NetworkSpec("decode", _Method(self.vae, "decode"), (x,), ((-1, c, lat, lat),), ("f32",))]
 
     # ----------------------------------------------------------------- loading and saving
     @classmethod
@@ -240,7 +257,7 @@ class Detector:
         return class_id_in(self.class_names, category)
 
     def _autocast(self):
-        return autocast_for(self.device, self.settings.precision)
+        return autocast_for(self.device, autocast_precision(self.settings))
 
     @property
     def _can_split(self) -> bool:
@@ -377,6 +394,18 @@ class Detector:
             maps=describe_normalization(None if self.normalization is None else
                                         {"mode": self.normalization.mode, "images": self.normalization.images}),
         )
+
+
+class _Method(nn.Module):
+    """`module.<method>(*inputs)` as a module of its own (what tracing for another runtime needs)."""
+
+    def __init__(self, module: nn.Module, method: str):
+        super().__init__()
+        self.inner = module
+        self.method = method
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return getattr(self.inner, self.method)(*inputs)
 
 
 def save_model_folder(folder, unet: GatedUNet, class_names: Sequence[str], preprocess: PreprocessConfig, *,

@@ -15,6 +15,7 @@ from torch import nn
 from ..checkpoint import (CheckpointError, check_state_dict, read_folder_weights, read_model_json, read_model_parts,
                           model_json_header, write_model_json, write_model_parts)
 from ..defaults import DEFAULT_THRESHOLD
+from ..openvino_runtime import NetworkSpec, autocast_precision, check_runtime_setting, select_networks
 from ..preprocess import PreprocessConfig, preprocess_frames, to_rgb_uint8
 from ..runtime import (AnomalyResult, ModelInfo, StageClock, autocast_for, build_results, class_id_in, default_device,
                        predict_in_batches)
@@ -39,7 +40,8 @@ class DiADSettings:
     k = 1..reverse_steps, walked from k = start_t; score_steps timesteps drawn with `seed` from
     score_t_min..score_t_max give the diffusion score, weighted by score_weight; `seed` also fixes
     the reconstruction noise. gate_fusion is a DeCo-Diff feature and must stay off; batch_size:
-    frames per forward; precision 'fp32', or 'fp16'/'bf16' autocast for the networks."""
+    frames per forward; precision 'fp32', or 'fp16'/'bf16' autocast for the networks; runtime
+    'torch' or 'openvino' (precision fp32, bf16 or int8; see engine.openvino_runtime)."""
 
     threshold: float = DEFAULT_THRESHOLD
     noise_t: int = 100
@@ -53,10 +55,10 @@ class DiADSettings:
     gate_fusion: bool = False
     batch_size: int = 8
     precision: str = "fp32"
+    runtime: str = "torch"
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "fp16", "bf16"):
-            raise ValueError(f"precision must be fp32, fp16 or bf16, got {self.precision!r}")
+        check_runtime_setting(self.runtime, self.precision)
         if not 1 <= self.start_t <= self.reverse_steps:
             raise ValueError(f"start_t must be in 1..reverse_steps ({self.reverse_steps}), got {self.start_t}")
         if self.noise_t < self.reverse_steps:
@@ -127,6 +129,30 @@ class DiADDetector:
         self.on_notice: Callable[[str], None] | None = None
         self.settings = settings or DiADSettings()
         self._check_settings(self.settings)
+        self._select_networks()
+
+    def _select_networks(self) -> None:
+        """The callables `_score` runs for the settings' runtime (see engine.openvino_runtime)."""
+        torch_nets = {"unet": self.unet}
+        if self.vae is not None:
+            torch_nets.update(encode=self.vae.encode, decode=self.vae.decode)
+        nets = select_networks(self, torch_nets)
+        self._unet_fn, self._encode, self._decode = nets["unet"], nets.get("encode"), nets.get("decode")
+
+    def network_specs(self) -> list[NetworkSpec]:
+        """The networks another runtime replaces: the UNet (x [B,C,s,s], t [B], class ids [B]) and,
+        in latent space, the VAE encoder [B,3,S,S] -> [B,C,s,s] and decoder."""
+        from ..detector import _Method
+
+        c, n, s = self.unet.config.in_channels, self.unet.config.sample_size, self.preprocess.center_size
+        x = torch.zeros(2, c, n, n)
+        specs = [NetworkSpec("unet", self.unet, (x, torch.ones(2, dtype=torch.long), torch.zeros(2, dtype=torch.long)),
+                             ((-1, c, n, n), (-1,), (-1,)), ("f32", "i64", "i64"))]
+        if self.vae is not None:
+            specs += [NetworkSpec("encode", _Method(self.vae, "encode"), (torch.zeros(2, 3, s, s),),
+                                  ((-1, 3, s, s),), ("f32",)),
+                      NetworkSpec("decode", _Method(self.vae, "decode"), (x,), ((-1, c, n, n),), ("f32",))]
+        return specs
 
     # ----------------------------------------------------------------- loading and saving
     @classmethod
@@ -183,6 +209,7 @@ class DiADDetector:
         new = replace(self.settings, **changes)
         self._check_settings(new)
         self.settings = new
+        self._select_networks()
         return self
 
     # DiAD runs each batch whole: no CPU lanes (see engine.detector.Detector.lane_count)
@@ -197,7 +224,7 @@ class DiADDetector:
         return class_id_in(self.class_names, category)
 
     def _autocast(self):
-        return autocast_for(self.device, self.settings.precision)
+        return autocast_for(self.device, autocast_precision(self.settings))
 
     # ----------------------------------------------------------------- inference
     def _noises(self, shape: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -215,18 +242,18 @@ class DiADDetector:
         rows = [k for k, cands in enumerate(candidates) for _ in cands]
         ids = torch.tensor([c for cands in candidates for c in cands], dtype=torch.long, device=self.device)
         with self._autocast():
-            z = self.vae.encode(x).float() if self.vae is not None else x
+            z = self._encode(x).float() if self.vae is not None else x
             clock.lap("encode")
             z_rows = z[rows]
             rec_noise, score_noises = self._noises(z.shape[1:])
             steps = reconstruction_timesteps(s.noise_t, s.reverse_steps, s.start_t)
             clip = 1.0 if self.unet.config.space == "pixel" else None
-            z_rec = ddim_reconstruct(self.unet, z_rows, ids, self.schedule, steps, rec_noise, clip).float()
+            z_rec = ddim_reconstruct(self._unet_fn, z_rows, ids, self.schedule, steps, rec_noise, clip).float()
             t_score = score_timesteps(s.score_steps, s.score_t_min, s.score_t_max, s.seed)
-            err = diffusion_error(self.unet, z_rows, ids, self.schedule, t_score, score_noises).float()
+            err = diffusion_error(self._unet_fn, z_rows, ids, self.schedule, t_score, score_noises).float()
             clock.lap("unet")
             if self.vae is not None:
-                decoded = self.vae.decode(torch.cat([z, z_rec])).float()
+                decoded = self._decode(torch.cat([z, z_rec])).float()
                 x0, xr = decoded[:z.shape[0]][rows], decoded[z.shape[0]:]
             else:
                 x0, xr = z_rows, z_rec

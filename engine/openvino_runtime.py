@@ -1,0 +1,454 @@
+"""The inference runtime of a detector's networks: PyTorch (eager, the default) or OpenVINO Runtime.
+
+Both detectors run their diffusion loop and map math in PyTorch and call three networks through
+attributes (`NETWORK_ATTRIBUTES`): the VAE encoder, the UNet step and the VAE decoder. With
+`settings.runtime == "openvino"` `select_networks` replaces those callables by OpenVINO compiled
+models (`openvino.convert_model` of a traced wrapper, compiled for the GPU plugin when present,
+else the CPU):
+
+* fp32: the converted model, inference precision f32 (maps agree with torch fp32 to ~1e-5);
+* bf16: the same model compiled with the bf16 inference precision hint (AMX / AVX512-BF16 CPUs);
+* int8: NNCF post-training quantization of the fp32 model, calibrated on the inputs the networks
+  see while the model inspects its own good training images (`calibration.npz` beside the model,
+  written by `python main.py calibrate-runtime` or at the end of `fit`).
+
+The converted models are cached beside the model (`openvino_cache/`, or a per-user cache folder
+when the model folder is read-only): one .xml/.bin pair per network and form plus a .json with the
+key it was built for (a hash of the network's weights, the input shapes, the OpenVINO / NNCF /
+torch / app versions, the calibration data) and the SHA-256 of both files. A key that differs or
+a file whose hash does not match is rebuilt, never trusted. If OpenVINO is missing or a network
+fails to convert or compile, the detector gets a notice and runs on torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .runtime import notify
+from .version import __version__
+
+__all__ = ["RUNTIMES", "PRECISIONS", "NETWORK_ATTRIBUTES", "CACHE_DIR", "CALIBRATION_FILE", "NetworkSpec",
+           "RuntimeUnavailable", "CalibrationSet", "check_runtime_setting", "openvino_problem", "select_networks",
+           "cache_folder", "network_key", "record_network_inputs", "autocast_precision"]
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("torch", "openvino")
+# precisions each runtime accepts (torch: autocast; openvino: inference precision / quantization)
+PRECISIONS = {"torch": ("fp32", "fp16", "bf16"), "openvino": ("fp32", "bf16", "int8")}
+# network name -> the detector attribute holding its callable
+NETWORK_ATTRIBUTES = {"encode": "_encode", "unet": "_unet_fn", "decode": "_decode"}
+CACHE_DIR = "openvino_cache"
+CALIBRATION_FILE = "calibration.npz"
+# the last CHECK_IMAGES of a calibration set are held out of quantization (they check accuracy)
+CHECK_IMAGES = 8
+# calls of each network NNCF calibrates on at most (each call is one batch of inputs)
+MAX_CALIBRATION_CALLS = 300
+# OpenVINO inference precision hint per precision (int8: what the not quantized operators run in)
+_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+# the environment variable that replaces the per-user cache folder (tests, shared stations)
+HOME_ENV = "DECO_INSPECTOR_HOME"
+
+
+class RuntimeUnavailable(RuntimeError):
+    """OpenVINO cannot run this model (not installed, conversion or compilation failed)."""
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """One network a detector runs: `module(*example)` gives its output [B,...] (float32);
+    `dims` gives each input's shape with -1 for the batch; `dtypes` 'f32' or 'i64' per input."""
+
+    name: str
+    module: nn.Module
+    example: tuple[torch.Tensor, ...]
+    dims: tuple[tuple[int, ...], ...]
+    dtypes: tuple[str, ...]
+
+
+def check_runtime_setting(runtime: str, precision: str) -> None:
+    """ValueError naming the problem for an unknown runtime or a precision that runtime does not have."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be {' or '.join(RUNTIMES)}, got {runtime!r}")
+    if precision not in PRECISIONS[runtime]:
+        hint = " (int8 needs runtime openvino)" if precision == "int8" else ""
+        raise ValueError(f"precision for runtime {runtime} must be {', '.join(PRECISIONS[runtime])}, "
+                         f"got {precision!r}{hint}")
+
+
+def autocast_precision(settings) -> str:
+    """The torch autocast precision of a detector's settings: its precision on the torch runtime,
+    'fp32' (no autocast) when OpenVINO runs the networks."""
+    return settings.precision if getattr(settings, "runtime", "torch") == "torch" else "fp32"
+
+
+def openvino_problem() -> str | None:
+    """None when OpenVINO can be imported, else one line saying why not."""
+    try:
+        import openvino  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - a broken install raises more than ImportError
+        return f"OpenVINO is not installed ({type(e).__name__}: {e}); pip install 'deco-inspector[openvino]'"
+    return None
+
+
+# ------------------------------------------------------------------------------------------ calibration data
+@dataclass(frozen=True)
+class CalibrationSet:
+    """A model's own good images for int8 calibration and the accuracy check: crops [N,S,S,3]
+    uint8 RGB (already resized and center-cropped), class_ids [N]; the last `held_out` images are
+    not used for quantization."""
+
+    crops: np.ndarray
+    class_ids: np.ndarray
+    held_out: int = 0
+
+    def images(self, rows: slice | None = None) -> torch.Tensor:
+        """Crops as the networks' input [n,3,S,S] float32 in [-1,1]."""
+        crops = self.crops if rows is None else self.crops[rows]
+        batch = torch.from_numpy(crops).permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        return ((batch - 0.5) / 0.5).contiguous()  # exactly engine.preprocess.preprocess_frames' scaling
+
+    @property
+    def quantize_rows(self) -> slice:
+        return slice(0, len(self.crops) - self.held_out)
+
+    @property
+    def check_rows(self) -> slice:
+        return slice(len(self.crops) - self.held_out, len(self.crops))
+
+    def digest(self) -> str:
+        h = hashlib.sha256(self.crops.tobytes())
+        h.update(self.class_ids.astype(np.int64).tobytes())
+        h.update(str(self.held_out).encode())
+        return h.hexdigest()
+
+    def save(self, folder: Path) -> Path:
+        """Write calibration.npz into `folder` (atomically; plain arrays, no pickles)."""
+        path = Path(folder) / CALIBRATION_FILE
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".calibration-", suffix=".npz")
+        os.close(fd)
+        try:
+            np.savez_compressed(tmp, crops=self.crops, class_ids=self.class_ids.astype(np.int64),
+                                held_out=np.int64(self.held_out))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, folder: Path, center_size: int, num_classes: int) -> "CalibrationSet | None":
+        """The folder's calibration.npz, or None when it has none; ValueError naming the file when
+        it is unreadable or does not fit the model (crop size, class ids)."""
+        path = Path(folder) / CALIBRATION_FILE
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                crops, ids, held = data["crops"], data["class_ids"], int(data["held_out"])
+        except Exception as e:  # noqa: BLE001 - any damage to the file is reported the same way
+            raise ValueError(f"{path}: unreadable calibration images ({type(e).__name__}: {e})") from None
+        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (center_size, center_size, 3):
+            raise ValueError(f"{path}: calibration crops must be uint8 [N,{center_size},{center_size},3], "
+                             f"got {crops.dtype} {list(crops.shape)}")
+        if ids.shape != (len(crops),) or len(crops) == 0 or ids.min() < 0 or ids.max() >= num_classes:
+            raise ValueError(f"{path}: class ids do not fit {len(crops)} crops of a {num_classes}-class model")
+        return cls(crops, ids.astype(np.int64), max(0, min(held, len(crops) - 1)))
+
+
+class _Recorder:
+    """Calls `fn` and keeps a numpy copy of the inputs of every call (thread-safe)."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+        self.calls: list[tuple[np.ndarray, ...]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, *args):
+        with self._lock:
+            self.calls.append(tuple(a.detach().cpu().numpy().copy() for a in args))
+        return self.fn(*args)
+
+
+def record_network_inputs(detector, images: torch.Tensor, class_ids: torch.Tensor,
+                          networks: dict[str, Callable]) -> dict[str, list[tuple[np.ndarray, ...]]]:
+    """Run `detector.score_latents` on a batch with the torch `networks` wrapped in recorders and
+    return the inputs every network was called with (NNCF's calibration data)."""
+    saved = {name: getattr(detector, attr) for name, attr in NETWORK_ATTRIBUTES.items() if hasattr(detector, attr)}
+    recorders = {name: _Recorder(fn) for name, fn in networks.items()}
+    try:
+        for name, rec in recorders.items():
+            setattr(detector, NETWORK_ATTRIBUTES[name], rec)
+        batch = max(1, int(detector.settings.batch_size))
+        for start in range(0, images.shape[0], batch):
+            detector.score_latents(images[start:start + batch], class_ids[start:start + batch])
+    finally:
+        for name, fn in saved.items():
+            setattr(detector, NETWORK_ATTRIBUTES[name], fn)
+    return {name: rec.calls for name, rec in recorders.items()}
+
+
+# ------------------------------------------------------------------------------------------ the cache
+def _user_cache_root() -> Path:
+    override = os.environ.get(HOME_ENV)
+    if override:
+        return Path(override) / "cache"
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "DecoInspector" / "cache"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deco-inspector"
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+def cache_folder(source: str, fingerprint: str) -> Path:
+    """Where a model's converted networks live: `<model folder>/openvino_cache` when the model is
+    a writable folder, else a per-user cache folder named after the weights' fingerprint."""
+    folder = Path(source) if source else None
+    if folder is not None and folder.is_dir() and _writable(folder / CACHE_DIR):
+        return folder / CACHE_DIR
+    fallback = _user_cache_root() / "openvino" / fingerprint[:24]
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """SHA-256 over a module's parameter and buffer names, shapes, dtypes and values."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().clone(memory_format=torch.contiguous_format)
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _versions(precision: str) -> dict:
+    import openvino
+
+    out = {"openvino": openvino.__version__, "torch": torch.__version__, "app": __version__}
+    if precision == "int8":
+        import nncf
+
+        out["nncf"] = nncf.__version__
+    return out
+
+
+def network_key(spec: NetworkSpec, fingerprint: str, form: str, calibration: str = "") -> dict:
+    """What a cached network was built from; any difference means it must be rebuilt."""
+    return {"network": spec.name, "form": form, "weights": fingerprint, "inputs": [list(d) for d in spec.dims],
+            "dtypes": list(spec.dtypes), "versions": _versions(form), "calibration": calibration}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_cached(core, folder: Path, stem: str, key: dict):
+    """The cached ov.Model for `key`, or None (with the reason logged) when it is missing, stale or damaged."""
+    meta_path, xml, binary = folder / f"{stem}.json", folder / f"{stem}.xml", folder / f"{stem}.bin"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("key") != key:
+            log.info("OpenVINO cache %s is stale (the weights or versions changed): rebuilding", meta_path)
+            return None
+        if meta.get("xml_sha256") != _sha256(xml) or meta.get("bin_sha256") != _sha256(binary):
+            log.warning("OpenVINO cache %s does not match its checksums: rebuilding", meta_path)
+            return None
+        return core.read_model(str(xml))
+    except Exception as e:  # noqa: BLE001 - a damaged cache is rebuilt, whatever the damage
+        log.warning("OpenVINO cache %s is unreadable (%s: %s): rebuilding", meta_path, type(e).__name__, e)
+        return None
+
+
+def _write_cached(model, folder: Path, stem: str, key: dict) -> None:
+    """Save an ov.Model and its key (the .json last, so a half-written pair is never used)."""
+    import openvino as ov
+
+    tmp_dir = Path(tempfile.mkdtemp(dir=folder, prefix=f".{stem}-"))
+    try:
+        ov.save_model(model, str(tmp_dir / f"{stem}.xml"), compress_to_fp16=False)
+        for ext in (".xml", ".bin"):
+            os.replace(tmp_dir / f"{stem}{ext}", folder / f"{stem}{ext}")
+        meta = {"key": key, "xml_sha256": _sha256(folder / f"{stem}.xml"),
+                "bin_sha256": _sha256(folder / f"{stem}.bin")}
+        tmp_meta = tmp_dir / f"{stem}.json"
+        tmp_meta.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        os.replace(tmp_meta, folder / f"{stem}.json")
+    finally:
+        for leftover in tmp_dir.iterdir():
+            leftover.unlink()
+        tmp_dir.rmdir()
+
+
+# ------------------------------------------------------------------------------------------ conversion
+def _convert(spec: NetworkSpec):
+    """Trace the network (no autograd: the inference paths) and convert it with a dynamic batch."""
+    import openvino as ov
+
+    types = {"f32": ov.Type.f32, "i64": ov.Type.i64}
+    with torch.no_grad():
+        traced = torch.jit.trace(spec.module.eval(), spec.example, check_trace=False)
+        return ov.convert_model(traced, example_input=spec.example,
+                                input=[(list(d), types[t]) for d, t in zip(spec.dims, spec.dtypes)])
+
+
+def _quantize(model, calls: list[tuple[np.ndarray, ...]]):
+    import nncf
+
+    calls = calls[:MAX_CALIBRATION_CALLS]
+    return nncf.quantize(model, nncf.Dataset(calls, lambda item: list(item)), subset_size=len(calls),
+                         model_type=nncf.ModelType.TRANSFORMER)
+
+
+class CompiledNetwork:
+    """An OpenVINO compiled model called like the torch network: torch tensors in, a float32 torch
+    tensor out on the first input's device. Each calling thread gets its own infer request, so CPU
+    lanes (`engine.acceleration.CpuLanes`) run side by side on the model's streams."""
+
+    def __init__(self, compiled, name: str, dtypes: Sequence[str]):
+        self.name = name
+        self._compiled = compiled
+        self._local = threading.local()
+        self._dtypes = [np.float32 if d == "f32" else np.int64 for d in dtypes]
+
+    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        arrays = [np.ascontiguousarray(a.detach().cpu().numpy(), dtype=t) for a, t in zip(args, self._dtypes)]
+        out = request.infer(arrays)[0]
+        return torch.from_numpy(np.array(out, dtype=np.float32, copy=True)).to(args[0].device)
+
+
+def _compile_config(precision: str, streams: int) -> dict:
+    """Inference precision, and on a CPU `streams` streams of one thread each (one per CPU lane,
+    see engine.acceleration.CpuLanes: whole operators per core, no cross-core sync per operator)."""
+    config = {"INFERENCE_PRECISION_HINT": _PRECISION_HINT[precision]}
+    if streams > 1:
+        config.update({"NUM_STREAMS": str(streams), "INFERENCE_NUM_THREADS": str(streams)})
+    else:
+        config["PERFORMANCE_HINT"] = "LATENCY"
+    return config
+
+
+def _device_name(core) -> str:
+    return "GPU" if any(d.startswith("GPU") for d in core.available_devices) else "CPU"
+
+
+def build_openvino_networks(specs: Sequence[NetworkSpec], precision: str, source: str,
+                            calibration: Callable[[], dict[str, list]] | None = None,
+                            calibration_digest: str = "", streams: int = 1) -> dict[str, CompiledNetwork]:
+    """Compiled networks for `specs` at `precision`, from the cache when its key matches, else
+    converted (and for int8 quantized with the inputs `calibration()` records) and cached.
+    RuntimeUnavailable with the reason when OpenVINO cannot run them."""
+    problem = openvino_problem()
+    if problem:
+        raise RuntimeUnavailable(problem)
+    import openvino as ov
+
+    if precision == "int8" and calibration is None:
+        raise RuntimeUnavailable("int8 needs the model's calibration images: run `python main.py calibrate-runtime "
+                                 "--model MODEL --data-dir DATA` (fit does it for new models)")
+    core = ov.Core()
+    fingerprints = {s.name: module_fingerprint(s.module) for s in specs}
+    folder = cache_folder(source, hashlib.sha256("".join(fingerprints.values()).encode()).hexdigest())
+    form = "int8" if precision == "int8" else "fp32"
+    recorded: dict[str, list] | None = None
+    out = {}
+    for spec in specs:
+        key = network_key(spec, fingerprints[spec.name], form, calibration_digest if form == "int8" else "")
+        stem = f"{spec.name}-{form}"
+        model = _read_cached(core, folder, stem, key)
+        if model is None:
+            try:
+                model = _convert(spec)
+                if form == "int8":
+                    if recorded is None:
+                        recorded = calibration()
+                    model = _quantize(model, recorded[spec.name])
+            except Exception as e:  # noqa: BLE001 - any conversion failure means: run on torch
+                raise RuntimeUnavailable(f"converting the {spec.name} network failed "
+                                         f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+                                         ) from e
+            try:
+                _write_cached(model, folder, stem, key)
+            except OSError as e:
+                log.warning("could not cache the OpenVINO %s network in %s: %s", spec.name, folder, e)
+        try:
+            compiled = core.compile_model(model, _device_name(core), _compile_config(precision, streams))
+        except Exception as e:  # noqa: BLE001 - the plugin refuses the model: run on torch
+            raise RuntimeUnavailable(f"compiling the {spec.name} network for OpenVINO failed "
+                                     f"({type(e).__name__}: {e})") from e
+        out[spec.name] = CompiledNetwork(compiled, spec.name, spec.dtypes)
+    return out
+
+
+def _calibration_for(detector, calibration: CalibrationSet, torch_networks: dict[str, Callable]):
+    def record() -> dict[str, list]:
+        rows = calibration.quantize_rows
+        images = calibration.images(rows)
+        ids = torch.from_numpy(calibration.class_ids[rows])
+        return record_network_inputs(detector, images, ids, torch_networks)
+    return record
+
+
+def select_networks(detector, torch_networks: dict[str, Callable]) -> dict[str, Callable]:
+    """The callables a detector runs for its settings' runtime and precision: `torch_networks` for
+    torch, else OpenVINO compiled ones (kept on the detector, so changing other settings does not
+    rebuild them). When OpenVINO cannot run the model the detector gets a notice, its settings
+    switch to torch (fp32 for int8) and `torch_networks` are returned."""
+    s = detector.settings
+    if s.runtime == "torch":
+        return torch_networks
+    built = detector.__dict__.setdefault("_runtime_networks", {})
+    if s.precision in built:
+        return built[s.precision]
+    try:
+        calibration = None
+        try:
+            calibration = CalibrationSet.load(Path(detector.source), detector.preprocess.center_size,
+                                              len(detector.class_names)) if detector.source else None
+        except ValueError as e:
+            if s.precision == "int8":
+                raise RuntimeUnavailable(str(e)) from None
+        if calibration is not None and calibration.quantize_rows.stop == 0:
+            calibration = None
+        record = _calibration_for(detector, calibration, torch_networks) if calibration is not None else None
+        nets = build_openvino_networks(detector.network_specs(), s.precision, detector.source, record,
+                                       calibration.digest() if calibration is not None else "",
+                                       streams=detector.lane_count(torch.get_num_threads()))
+    except RuntimeUnavailable as e:
+        fallback = "fp32" if s.precision == "int8" else s.precision
+        notify(detector, f"OpenVINO {s.precision} cannot run {detector.model_id or 'this model'}: {e}; "
+                         f"running it on torch {fallback}")
+        detector.settings = replace(s, runtime="torch", precision=fallback)
+        return torch_networks
+    built[s.precision] = nets
+    log.info("%s runs on OpenVINO %s", detector.model_id or "the model", s.precision)
+    return nets
