@@ -1,10 +1,16 @@
 """Engine benchmark: per-stage timings, images/s, FLOPs and achieved GFLOP/s per model size,
-batch, precision and engine variant; peak memory; and a same-process baseline computed the
-straightforward way the reference does, with the maps checked equal.
+batch, runtime, precision and engine variant; peak memory; and a same-process baseline computed
+the straightforward way the reference does, with the maps checked equal.
 
     python benchmarks/bench_engine.py --update-readme      # the README set, then rewrite the README table
     python benchmarks/bench_engine.py --sizes UNet_XS --batches 8 --variants plain,default,compile
+    python benchmarks/bench_engine.py --sizes UNet_XS --batches 8 --runtimes torch,openvino --precisions fp32,bf16,int8
     python benchmarks/bench_engine.py --sizes all --batches 1,8,32 --precisions fp32,fp16 --device cuda
+
+Runtimes and precisions: every (runtime, precision) pair the engine accepts
+(`RUNTIME_PRECISIONS`: torch fp32/bf16/fp16 autocast, openvino fp32/bf16/int8); pairs a runtime
+does not have are skipped. A row whose runtime fell back to torch (OpenVINO missing, a network
+that does not convert) is reported as an error with the engine's notice, never as a torch row.
 
 Engine variants: `plain` (NCHW UNet, eager, one lane), `one-lane` (channels-last, the batch in
 one piece with every operator split over the threads), `default` (channels-last, the batch split
@@ -22,9 +28,13 @@ must agree with the engine's within 1e-4 (max abs difference). Every other confi
 reports its map difference against the plain float32 engine on the same inputs, so reduced
 precision shows what it costs.
 
+Every row of the baseline's model size and batch also gets its images/s as a multiple of the
+baseline's (measured in the same run).
+
 FLOPs are counted with torch.utils.flop_counter (convolutions, matmuls, attention) for one
 image; achieved GFLOP/s = FLOPs/image x images/s, compared with this machine's measured large
-matrix-multiply rate. Writes benchmarks/results/<name>.json and .md.
+matrix-multiply rates in float32 and bfloat16 (the fraction of each is a column). Writes
+benchmarks/results/<name>.json and .md.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import os
 import platform
 import resource
@@ -48,15 +59,20 @@ DEMO_VAE = REPO / "resources" / "demo_model" / "vae"
 README_BEGIN = "<!-- performance-table:begin -->"
 README_END = "<!-- performance-table:end -->"
 MAP_TOLERANCE = 1e-4
+# photographs another runtime's int8 quantization is calibrated on (not the timed ones)
+CALIBRATION_IMAGES = 16
 VARIANTS = {"plain": {"channels_last": False, "compile": False, "lanes": 1},
             "one-lane": {"channels_last": True, "compile": False, "lanes": 1},
             "default": {"channels_last": True, "compile": False},
             "compile": {"channels_last": True, "compile": True}}
-# The configurations behind the README table: (size, batch, precision, variant).
-README_SET = ([(s, b, "fp32", "default") for s in ("UNet_T", "UNet_XS") for b in (1, 8, 32)]
-              + [(s, 8, "bf16", "default") for s in ("UNet_T", "UNet_XS")]
-              + [("UNet_XS", 8, "fp32", "plain"), ("UNet_XS", 8, "fp32", "one-lane"),
-                 ("UNet_XS", 8, "fp32", "compile")])
+# runtime -> the precisions it runs (engine.openvino_runtime.PRECISIONS when that module is present)
+RUNTIME_PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "openvino": ("fp32", "bf16", "int8")}
+# The configurations behind the README table: (size, batch, runtime, precision, variant).
+README_SET = ([(s, b, "torch", "fp32", "default") for s in ("UNet_T", "UNet_XS") for b in (1, 8, 32)]
+              + [(s, b, "torch", "bf16", "default") for s in ("UNet_T", "UNet_XS") for b in (1, 8)]
+              + [("UNet_XS", 8, "torch", "fp32", v) for v in ("plain", "one-lane", "compile")]
+              + [("UNet_XS", 8, "torch", "bf16", "one-lane")]
+              + [(s, 8, "openvino", p, "default") for s in ("UNet_T", "UNet_XS") for p in ("fp32", "bf16", "int8")])
 
 
 def write_readme_section(begin: str, end: str, text: str) -> None:
@@ -88,10 +104,11 @@ def _frames(n: int, seed: int = 0):
 
 
 def _detector(size: str, device: str, batch: int, vae_spec: str | None, precision: str = "fp32",
-              variant: str = "plain"):
+              variant: str = "plain", runtime: str = "torch"):
     """The same seeded weights every call: UNet `size` (15 classes, random weights), the VAE
     `vae_spec` (trained: a random VAE gives degenerate latents on which the pipeline is badly
-    conditioned, see the README), compact classifier (random weights: only its cost matters)."""
+    conditioned, see the README), compact classifier (random weights: only its cost matters).
+    The engine's warnings (e.g. a runtime that fell back to torch) are kept in `bench_notices`."""
     import torch
 
     from engine.classifier import CategoryClassifier, ClassifierConfig
@@ -109,8 +126,48 @@ def _detector(size: str, device: str, batch: int, vae_spec: str | None, precisio
             if p.ndim > 1 and p.abs().max() == 0:
                 p.normal_(0, 0.02)
     classifier = CategoryClassifier(ClassifierConfig(arch="compact", class_names=names, image_size=128))
-    settings = DetectorSettings(batch_size=batch, precision=precision, **VARIANTS[variant])
-    return Detector(unet, vae, names, PreprocessConfig(), classifier=classifier, settings=settings, device=device)
+    runtime_setting = {} if runtime == "torch" else {"runtime": runtime}  # engines without runtimes run torch
+    settings = DetectorSettings(batch_size=batch, precision=precision, **VARIANTS[variant], **runtime_setting)
+    notices = _WarningsKept()
+    logging.getLogger("engine").addHandler(notices)
+    source = _calibrated_folder(PreprocessConfig(), len(names)) if runtime != "torch" else ""
+    det = Detector(unet, vae, names, PreprocessConfig(), classifier=classifier, settings=settings, device=device,
+                   source=source)
+    det.bench_notices = notices.lines
+    return det
+
+
+def _calibrated_folder(preprocess, num_classes: int) -> str:
+    """A temporary folder (removed at exit) holding calibration images for another runtime's int8
+    quantization: CALIBRATION_IMAGES crops of other photographs than the timed ones, the
+    converted networks are cached there too."""
+    import atexit
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from engine.openvino_runtime import CalibrationSet
+    from engine.preprocess import preprocess_frames
+
+    folder = tempfile.mkdtemp(prefix="bench-engine-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    images = preprocess_frames(_frames(CALIBRATION_IMAGES, seed=1), preprocess)
+    crops = ((images + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    ids = np.arange(len(crops)) % num_classes
+    CalibrationSet(np.ascontiguousarray(crops), ids, held_out=2).save(Path(folder))
+    return folder
+
+
+class _WarningsKept(logging.Handler):
+    """Keeps the text of every warning logged under `engine` (the engine's notices)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 def _baseline(det, frames):
@@ -195,8 +252,15 @@ def run_single(cfg: dict) -> dict:
 
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
-    det = _detector(cfg["size"], cfg["device"], cfg["batch"], cfg.get("vae"), cfg["precision"], cfg["variant"])
+    runtime = cfg.get("runtime", "torch")
+    det = _detector(cfg["size"], cfg["device"], cfg["batch"], cfg.get("vae"), cfg["precision"], cfg["variant"],
+                    runtime)
     frames = _frames(cfg["batch"])
+    det.predict(frames[:1])  # another runtime converts its networks on the first call
+    ran = (getattr(det.settings, "runtime", "torch"), det.settings.precision)
+    if ran != (runtime, cfg["precision"]):
+        notices = "; ".join(det.bench_notices) or "no notice"
+        raise SystemExit(f"{runtime} {cfg['precision']} ran as {ran[0]} {ran[1]}: {notices}")
     if cfg["device"].startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -216,7 +280,7 @@ def run_single(cfg: dict) -> dict:
            "ms_per_image": 1000 * median / cfg["batch"], "warmup_s": warmup_s,
            "stages_ms_per_image": {k: statistics.median(s[k] for s in stages) for k in stages[0]},
            "unet_parameters": det.unet.num_parameters, "vae_parameters": det.vae.num_parameters,
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "notices": det.bench_notices,
            "threads": torch.get_num_threads()}
     if cfg["device"].startswith("cuda"):
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
@@ -227,7 +291,7 @@ def run_single(cfg: dict) -> dict:
     flops = _flops_per_image(det, frames)
     out["gflop_per_image"] = flops
     out["achieved_gflop_per_s"] = flops["total"] * out["images_per_s"]
-    if cfg["precision"] != "fp32" or cfg["variant"] != "plain":
+    if cfg["precision"] != "fp32" or cfg["variant"] != "plain" or runtime != "torch":
         plain = _detector(cfg["size"], cfg["device"], cfg["batch"], cfg.get("vae"))
         out["map_diff_vs_plain_fp32"] = _max_diff(ours, [r.crop_map for r in plain.predict(frames)])
         del plain
@@ -276,31 +340,46 @@ def _ms(s: dict, *keys: str) -> str:
     return f"{sum(s.get(k, 0.0) for k in keys):.0f}"
 
 
-def markdown(results: list[dict], machine: str, peaks: dict) -> str:
+def _percent(rate: float, peak: float | None) -> str:
+    return f"{100 * rate / peak:.0f}%" if peak else "-"
+
+
+def _baseline_rates(results: list[dict]) -> dict:
+    """(size, batch) -> the baseline's images/s measured in this run."""
+    return {(r["size"], r["batch"]): r["baseline"]["images_per_s"] for r in results if r.get("baseline")}
+
+
+def markdown(results: list[dict], machine: str, peaks: dict, load: tuple | None = None) -> str:
     peak_text = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
+    load_text = f" Load average {load[0]:.1f} at the end of the run." if load else ""
     lines = [f"Measured on {machine} by `python benchmarks/bench_engine.py --update-readme` "
              f"({time.strftime('%Y-%m-%d %H:%M %Z')}); the demo's trained compact VAE, a compact classifier, "
              f"256 px crops, 5 DDIM steps; median of the timed runs; milliseconds per image. Measured {peak_text} on "
-             "a 2048^3 matrix multiply (the practical arithmetic peak here).", "",
-             "| model | precision | variant | batch | images/s | ms/image | preprocess + classify | encode "
-             "| UNet (5 steps) | decode x2 | maps | GFLOP/image | GFLOP/s (% of fp32 matmul) | peak MB "
-             "| map diff vs plain fp32 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "a 2048^3 matrix multiply (the practical arithmetic peak here); x baseline: images/s over the "
+             f"reference-style float32 baseline's, measured in the same run.{load_text}", "",
+             "| model | runtime | precision | variant | batch | images/s | x baseline | ms/image "
+             "| preprocess + classify | encode | UNet (5 steps) | decode x2 | maps | GFLOP/image | GFLOP/s "
+             "| % of fp32 matmul | % of bf16 matmul | peak MB | map diff vs plain fp32 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    baselines = _baseline_rates(results)
     for r in results:
-        head = f"| {r['size']} | {r['precision']} | {r['variant']} | {r['batch']} "
+        head = f"| {r['size']} | {r.get('runtime', 'torch')} | {r['precision']} | {r['variant']} | {r['batch']} "
         if "error" in r:
-            lines.append(head + f"| error: {r['error']} |" + " |" * 10)
+            lines.append(head + f"| error: {r['error']} |" + " |" * 13)
             continue
         s = r["stages_ms_per_image"]
         mem = r.get("peak_cuda_mb", r["peak_rss_mb"])
-        peak = peaks.get("fp32") if r["device"] == "cpu" else None
+        cpu = r["device"] == "cpu"
         rate = r["achieved_gflop_per_s"]
-        rate_text = f"{rate:.0f} ({100 * rate / peak:.0f}%)" if peak else f"{rate:.0f}"
+        base = baselines.get((r["size"], r["batch"]))
+        ratio = f"**{r['images_per_s'] / base:.2f}x**" if base else "-"
         diff = r.get("map_diff_vs_plain_fp32")
-        lines.append(head + f"| {r['images_per_s']:.2f} | {r['ms_per_image']:.0f} "
+        lines.append(head + f"| {r['images_per_s']:.2f} | {ratio} | {r['ms_per_image']:.0f} "
                      f"| {_ms(s, 'preprocess', 'classify')} | {_ms(s, 'encode')} | {_ms(s, 'unet')} "
                      f"| {_ms(s, 'decode')} | {s.get('maps', 0):.1f} | {r['gflop_per_image']['total']:.1f} "
-                     f"| {rate_text} | {mem:.0f} | {'-' if diff is None else f'{diff:.1e}'} |")
+                     f"| {rate:.0f} | {_percent(rate, peaks.get('fp32') if cpu else None)} "
+                     f"| {_percent(rate, peaks.get('bf16') if cpu else None)} | {mem:.0f} "
+                     f"| {'-' if diff is None else f'{diff:.1e}'} |")
     base = [r for r in results if r.get("baseline")]
     if base:
         lines += ["", "Baseline (reference style: one image at a time, explicit attention, NCHW, two decodes, "
@@ -318,6 +397,15 @@ def markdown(results: list[dict], machine: str, peaks: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _runtime_precisions() -> dict[str, tuple[str, ...]]:
+    """The engine's own runtime -> precisions table when it has one, else `RUNTIME_PRECISIONS`."""
+    try:
+        from engine.openvino_runtime import PRECISIONS
+    except ImportError:
+        return dict(RUNTIME_PRECISIONS)
+    return {k: tuple(v) for k, v in PRECISIONS.items()}
+
+
 def _configs(args, device: str) -> list[dict]:
     from engine.unet import UNET_SIZES
 
@@ -325,16 +413,22 @@ def _configs(args, device: str) -> list[dict]:
         combos = list(README_SET)
     else:
         sizes = list(UNET_SIZES) if args.sizes == "all" else args.sizes.split(",")
-        combos = [(s, int(b), p, v) for s in sizes for b in args.batches.split(",")
-                  for p in args.precisions.split(",") for v in args.variants.split(",")]
+        combos = [(s, int(b), rt, p, v) for s in sizes for b in args.batches.split(",")
+                  for rt in args.runtimes.split(",") for p in args.precisions.split(",")
+                  for v in args.variants.split(",")]
     unknown = sorted({v for *_, v in combos} - set(VARIANTS))
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
-    return [{"size": s, "batch": b, "precision": p, "variant": v, "device": device, "repeats": args.repeats,
-             "warmup": args.warmup, "threads": args.threads, "vae": args.vae,
+    table = _runtime_precisions()
+    unknown = sorted({rt for _, _, rt, _, _ in combos} - set(table) - set(RUNTIME_PRECISIONS))
+    if unknown:
+        raise SystemExit(f"unknown runtime(s) {unknown}; choose from {', '.join(RUNTIME_PRECISIONS)}")
+    combos = [c for c in combos if c[3] in table.get(c[2], RUNTIME_PRECISIONS.get(c[2], ()))]
+    return [{"size": s, "batch": b, "runtime": rt, "precision": p, "variant": v, "device": device,
+             "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads, "vae": args.vae,
              "baseline": (not args.no_baseline and s == args.baseline_size and b == args.baseline_batch
-                          and p == "fp32" and v == "default")}
-            for s, b, p, v in combos]
+                          and rt == "torch" and p == "fp32" and v == "default")}
+            for s, b, rt, p, v in combos]
 
 
 def main() -> int:
@@ -343,7 +437,9 @@ def main() -> int:
     p.add_argument("--peak", help=argparse.SUPPRESS)
     p.add_argument("--sizes", default="UNet_T,UNet_XS", help="comma list or 'all'")
     p.add_argument("--batches", default="1,8,32")
-    p.add_argument("--precisions", default="fp32", help="comma list of fp32, bf16, fp16")
+    p.add_argument("--runtimes", default="torch", help=f"comma list of {', '.join(RUNTIME_PRECISIONS)}")
+    p.add_argument("--precisions", default="fp32",
+                   help="comma list of fp32, bf16, fp16, int8 (pairs a runtime does not run are skipped)")
     p.add_argument("--variants", default="default", help=f"comma list of {', '.join(VARIANTS)}")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--repeats", type=int, default=3)
@@ -369,15 +465,17 @@ def main() -> int:
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    explicit = any(a.startswith(("--sizes", "--batches", "--precisions", "--variants")) for a in sys.argv[1:])
+    explicit = any(a.startswith(("--sizes", "--batches", "--runtimes", "--precisions", "--variants"))
+                   for a in sys.argv[1:])
     args.readme_set = args.update_readme and not explicit
     configs = _configs(args, device)
-    precisions = sorted({c["precision"] for c in configs} | {"fp32"})
+    precisions = sorted(({c["precision"] for c in configs} | {"fp32", "bf16"}) & {"fp32", "bf16", "fp16"})
     peaks = {prec: _spawn(["--peak", f"{device}:{prec}"]).get("gflop_per_s", 0.0) for prec in precisions}
     print(f"matrix-multiply peak: {peaks}", file=sys.stderr, flush=True)
     results = []
     for cfg in configs:
-        print(f"running {cfg['size']} batch {cfg['batch']} {cfg['precision']} {cfg['variant']} on {device} ...",
+        print(f"running {cfg['size']} batch {cfg['batch']} {cfg['runtime']} {cfg['precision']} {cfg['variant']} "
+              f"on {device} ...",
               file=sys.stderr, flush=True)
         r = {**cfg, **_spawn(["--single", json.dumps(cfg)])}
         results.append(r)
@@ -391,7 +489,7 @@ def main() -> int:
     (out_dir / f"{name}.json").write_text(json.dumps({"machine": machine, "matmul_peak_gflop_per_s": peaks,
                                                       "load_average": os.getloadavg(), "results": results},
                                                      indent=2))
-    table = markdown(results, machine, peaks)
+    table = markdown(results, machine, peaks, os.getloadavg())
     (out_dir / f"{name}.md").write_text(table)
     print(table)
     if args.update_readme:
