@@ -130,7 +130,7 @@ def run_single(cfg: dict) -> dict:
                                   for k in measured[0].timings} if measured else {}),
             "errors": errors[:3], "dropped_frames": ctl.frames.dropped,
             "engine_threads": engine_threads(), "engine_lanes": ctl.model_info.lanes if ctl.model_info else 1,
-            "steps": (ctl.model_info or {}).get("reverse_steps"),
+            "steps": ctl.model_info.reverse_steps if ctl.model_info else None,
         }
         ctl.stop()
         window.close()

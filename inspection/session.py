@@ -118,10 +118,22 @@ class InspectionSession:
     def inspect(self, frames: Sequence[Frame]) -> list[Inspection]:
         """Judge, log and publish one batch; one Inspection per frame, in order."""
         recipe = self.recipe
+        return self.record(frames, self.predict(frames, recipe), recipe)
+
+    def predict(self, frames: Sequence[Frame], recipe: InspectionRecipe) -> dict:
+        """The engine step of `inspect`: cut `recipe`'s region of interest and run the model on the
+        readable frames. It touches only the model and its arguments, so another thread may run it
+        (one frame per CPU lane, see inspector.live_lanes) while this one records earlier frames;
+        the caller keeps the model unchanged meanwhile. Returns what `record` takes."""
+        model = self.model
         readable = [f for f in frames if f.rgb is not None]
         rois = [apply_roi(f.rgb, recipe.roi) for f in readable]
-        results = self._predict([crop for crop, _ in rois], recipe.category)
-        outcomes = dict(zip((id(f) for f in readable), zip((rect for _, rect in rois), results)))
+        results = self._predict([crop for crop, _ in rois], recipe.category, model)
+        return dict(zip((id(f) for f in readable), zip((rect for _, rect in rois), results)))
+
+    def record(self, frames: Sequence[Frame], outcomes: dict, recipe: InspectionRecipe) -> list[Inspection]:
+        """Judge, log and publish frames whose engine step (`predict` with the same `recipe`) gave
+        `outcomes`; one Inspection per frame, in order. Runs in the session's own thread."""
         records = []
         for frame in frames:
             rect, result = outcomes.get(id(frame), (None, None))
@@ -150,19 +162,19 @@ class InspectionSession:
         return summary
 
     # ----------------------------------------------------------------- steps
-    def _predict(self, crops: list[np.ndarray], category) -> list:
-        """Results for each crop, or an error text where the engine refused it."""
+    def _predict(self, crops: list[np.ndarray], category, model) -> list:
+        """Results of `model` for each crop, or an error text where the engine refused it."""
         if not crops:
             return []
         try:
-            return list(self.model.predict(crops, category=category))
+            return list(model.predict(crops, category=category))
         except Exception as e:  # noqa: BLE001 - retried one by one so one bad frame does not sink the batch
             if len(crops) == 1:
                 return [f"inspection failed: {e}"]
         out = []
         for crop in crops:
             try:
-                out.append(self.model.predict([crop], category=category)[0])
+                out.append(model.predict([crop], category=category)[0])
             except Exception as e:  # noqa: BLE001
                 out.append(f"inspection failed: {e}")
         return out

@@ -86,6 +86,17 @@ class FrameQueue:
                 self._cond.notify_all()
             return out
 
+    def take_newest(self) -> list:
+        """The newest frame alone ([] when empty); older waiting frames are dropped (counted in `dropped`)."""
+        with self._cond:
+            if not self._items:
+                return []
+            newest = self._items.pop()
+            self.dropped += len(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+            return [newest]
+
     def clear(self) -> None:
         with self._cond:
             self._items.clear()

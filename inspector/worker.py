@@ -5,6 +5,9 @@ Frames arrive through a FrameQueue (latest-frame-wins for live sources, every fr
 folders and videos, taken in detector-sized batches) and go to the session, which runs the
 model, decides the verdict, commits the results-log row and archives images; the worker listens
 to the session and only then emits `inspected`, so a verdict is never shown before it is logged.
+A live source on a model that runs CPU lanes is inspected staggered (`inspector.live_lanes`): each
+lane takes the newest frame when it is free and runs the model on it alone, the worker thread
+records the results in the order the frames were started.
 Any exception is reported through `problem` and the worker carries on with the next frames; out of
 memory, the engine falls back to smaller batches, then to the CPU, and says so through `problem`.
 """
@@ -25,6 +28,7 @@ from inspection import Inspection, InspectionRecipe, InspectionSession, SessionS
 from inspection.results_log import Archiver, ArchiveQueue, ResultsLog
 
 from .frame_queue import FrameQueue
+from .live_lanes import LiveLanes
 from .imageio import ImageReadError, read_image
 from .loaded_model import LoadedModel
 
@@ -95,6 +99,7 @@ class EngineWorker(QObject):
         self._wake_pending = False
         self._last_problem = ""
         self._threads_set = False
+        self._live: LiveLanes | None = None
         self._wake.connect(self._drain, Qt.ConnectionType.QueuedConnection)
         frames.on_put = self.wake
 
@@ -124,6 +129,7 @@ class EngineWorker(QObject):
     def load_model(self, path: str, overrides: dict | None = None) -> None:
         name = Path(path).name or str(path)
         self._limit_threads()
+        self._finish_live()
         self.model_loading.emit(str(path))
         self.busy_changed.emit(True, f"Loading model {name}…")
         previous = self.detector, self.model_path
@@ -160,6 +166,7 @@ class EngineWorker(QObject):
         det = self.detector
         if det is None:
             return
+        self._finish_live()
         old = det.settings
         changes = dict(changes)
         if "reverse_steps" in changes and "start_t" not in changes:
@@ -181,6 +188,7 @@ class EngineWorker(QObject):
         if self.detector is None:
             self.calibration_failed.emit("Calibration needs a model: open a model first")
             return
+        self._finish_live()
         self.busy_changed.emit(True, f"Calibrating on {len(paths)} good images…")
         ctx = self.context
         scores: list[float] = []
@@ -205,6 +213,10 @@ class EngineWorker(QObject):
     @Slot()
     def close_log(self) -> None:
         """Finish archiving and close the database connections (at shutdown)."""
+        self._finish_live()
+        if self._live is not None:
+            self._live.close()
+            self._live = None
         self.session.close()
         self.archive.close()
         self.results_log.close()
@@ -222,12 +234,19 @@ class EngineWorker(QObject):
     def _drain(self) -> None:
         with self._wake_lock:
             self._wake_pending = False
+        lanes = 1
         try:
+            self._record_live()
             if self.detector is None:
                 dropped = self.frames.take(max_items=10_000)
                 if dropped:
                     self._report("No model loaded: frames are not inspected (open a model first)")
                 return
+            lanes = self._live_lane_count()
+            if lanes > 1:
+                self._start_live(lanes)
+                return
+            self._finish_live()
             n = self.detector.settings.batch_size if self.frames.policy == "every" else self.frames.keep
             batch = self.frames.take(max_items=n)
             if batch:
@@ -236,8 +255,46 @@ class EngineWorker(QObject):
             log.error("engine worker error: %s", traceback.format_exc())
             self._report(f"Engine error: {type(e).__name__}: {e}")
         finally:
-            if len(self.frames):
+            # with live lanes a finishing lane wakes the worker; waking while every lane is busy would spin
+            if len(self.frames) and (lanes <= 1 or self._live is None or self._live.free):
                 self.wake()
+
+    # ----------------------------------------------------------------- staggered live lanes
+    def _live_lane_count(self) -> int:
+        """Lanes for staggered inspection: the model's CPU lanes for a live source, else 1 (batches)."""
+        if self.frames.policy != "latest":
+            return 1
+        return self.detector.lane_count(self.detector.settings.batch_size)
+
+    def _start_live(self, lanes: int) -> None:
+        """Give every free lane the newest frame (older waiting frames are dropped as stale)."""
+        if self._live is None or self._live.size != lanes:
+            self._finish_live()
+            if self._live is not None:
+                self._live.close()
+            self._live = LiveLanes(lanes, on_done=self.wake)
+        while self._live.free > 0:
+            frames = self.frames.take_newest()
+            if not frames:
+                return
+            self._live.start(self.session.predict, frames, self.session.recipe)
+
+    def _record_live(self) -> None:
+        """Judge, log and publish the lanes' finished frames, in the order they were started."""
+        if self._live is None:
+            return
+        for (frames, recipe), outcome in self._live.finished():
+            if isinstance(outcome, BaseException):
+                log.error("engine lane error: %s", "".join(traceback.format_exception(outcome)))
+                self._report(f"Engine error: {type(outcome).__name__}: {outcome}")
+                continue
+            self.session.record(frames, outcome, recipe)
+
+    def _finish_live(self) -> None:
+        """Wait for the frames on the lanes and record them (before the model or its settings change)."""
+        if self._live is not None and self._live.pending():
+            self._live.wait()
+            self._record_live()
 
     def _engine_notice(self, text: str) -> None:
         """The engine changed how it runs (e.g. out of memory: a smaller batch, or the CPU)."""
