@@ -2,7 +2,7 @@
 with each (runtime, precision) pair, against torch fp32 in the same run.
 
     python benchmarks/bench_accuracy.py                          # torch fp32 / bf16 (+ openvino when present)
-    python benchmarks/bench_accuracy.py --pairs torch:fp32,torch:bf16,openvino:int8
+    python benchmarks/bench_accuracy.py --pairs torch:fp32,torch:bf16,torch:bf16+compile,openvino:int8
     python benchmarks/bench_accuracy.py --update-readme          # rewrite the README accuracy table
 
 The acceptance rule for a reduced-precision setting: mean image AUROC and mean pixel AUROC within
@@ -36,7 +36,8 @@ DEMO_DATA = REPO / "resources" / "demo_data"
 AUROC_TOLERANCE = 0.005
 VERDICT_AGREEMENT = 0.99
 REFERENCE = ("torch", "fp32")
-DEFAULT_PAIRS = "torch:fp32,torch:bf16,openvino:fp32,openvino:bf16,openvino:int8"
+DEFAULT_PAIRS = "torch:fp32,torch:bf16,torch:bf16+compile,openvino:fp32,openvino:bf16,openvino:int8"
+COMPILE_SUFFIX = "+compile"  # a precision ending in it also runs the networks through torch.compile
 
 
 def _openvino_present() -> bool:
@@ -49,8 +50,12 @@ def _openvino_present() -> bool:
 
 def evaluate(model: Path, data: Path, runtime: str, precision: str, out: Path, batch: int) -> dict:
     """metrics.json of `training.evaluate` for one pair, or {"error": last line of its output}."""
+    compiled = precision.endswith(COMPILE_SUFFIX)
+    precision = precision.removesuffix(COMPILE_SUFFIX)
     cmd = [sys.executable, "-m", "training.evaluate", "--model", str(model), "--data-dir", str(data),
            "--precision", precision, "--device", "cpu", "--batch-size", str(batch), "--out", str(out)]
+    if compiled:
+        cmd.append("--compile")
     if runtime != "torch":
         cmd += ["--runtime", runtime]
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -61,8 +66,9 @@ def evaluate(model: Path, data: Path, runtime: str, precision: str, out: Path, b
         return {"error": lines[-1] if lines else f"exit status {proc.returncode}"}
     metrics = json.loads((out / "metrics.json").read_text())
     ran = metrics.get("settings", {})
-    if (ran.get("runtime", "torch"), ran.get("precision")) != (runtime, precision):
-        return {"error": f"ran as {ran.get('runtime', 'torch')} {ran.get('precision')} (a fallback)"}
+    if (ran.get("runtime", "torch"), ran.get("precision"), bool(ran.get("compile"))) != (runtime, precision, compiled):
+        return {"error": f"ran as {ran.get('runtime', 'torch')} {ran.get('precision')}, compile "
+                         f"{bool(ran.get('compile'))} (a fallback)"}
     metrics["wall_s"] = time.monotonic() - t0
     return metrics
 

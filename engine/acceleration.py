@@ -10,6 +10,7 @@ What each one gives on the 2-core development CPU is measured by benchmarks/benc
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from typing import Callable, Iterable
@@ -17,7 +18,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-__all__ = ["AUTOCAST_DTYPES", "CompiledOrEager", "CpuLanes", "autocast_networks", "autocast_weights", "in_chunks",
+__all__ = ["AUTOCAST_DTYPES", "CPU_COMPILE_OPTIONS", "CompiledOrEager", "CpuLanes", "autocast_networks", "autocast_weights", "in_chunks",
            "set_memory_format"]
 
 log = logging.getLogger(__name__)
@@ -99,22 +100,34 @@ class CpuLanes:
         self._pool.shutdown(wait=False)
 
 
+# inductor options for CPU compiles: freezing folds the (inference-only) weights into the graph,
+# so convolutions and linear layers run on oneDNN with weights packed once, fused with their
+# pointwise neighbours (UNet_XS bf16, batch 4, one thread: 248 -> 206 ms per image)
+CPU_COMPILE_OPTIONS = {"freezing": True}
+
+
 class CompiledOrEager:
-    """`fn` run through `torch.compile(fn, dynamic=False)` (inductor: fused elementwise and norm
-    kernels; one compilation per input shape, the first call of each shape takes long).
+    """`fn` run through `torch.compile(fn, dynamic=False, options=options)` (inductor: fused
+    elementwise and norm kernels; one compilation per input shape, the first call of each shape
+    takes long). Safe to call from several threads (CPU lanes): a call with an input shape not
+    seen before runs alone, so a shape is compiled once and by one thread, in that thread's
+    intra-op thread count.
 
     If compiling fails (no C++ compiler, an unsupported operation, ...) the reason is logged,
     passed once to `on_fallback(text)`, and `fn` itself runs from then on, so inspection goes
     on at eager speed. Other errors (bad inputs, out of memory) propagate unchanged."""
 
-    def __init__(self, fn: Callable, name: str, on_fallback: Callable[[str], None] | None = None):
+    def __init__(self, fn: Callable, name: str, on_fallback: Callable[[str], None] | None = None,
+                 options: dict | None = None):
         self.fn = fn
         self.name = name
         self.on_fallback = on_fallback
         self.failure = ""
         self._compiled: Callable | None = None
+        self._seen: set[tuple] = set()
+        self._first_calls = threading.Lock()
         try:
-            self._compiled = torch.compile(fn, dynamic=False)
+            self._compiled = torch.compile(fn, dynamic=False, options=options)
         except Exception as e:  # noqa: BLE001 - torch.compile refuses on unsupported Python/platforms
             self._give_up(e)
 
@@ -135,8 +148,20 @@ class CompiledOrEager:
     def __call__(self, *args, **kwargs):
         if self._compiled is None:
             return self.fn(*args, **kwargs)
+        shapes = tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else type(a) for a in args)
+        if shapes in self._seen:
+            return self._call(args, kwargs)
+        with self._first_calls:
+            out = self._call(args, kwargs)
+            self._seen.add(shapes)
+            return out
+
+    def _call(self, args, kwargs):
+        compiled = self._compiled
+        if compiled is None:
+            return self.fn(*args, **kwargs)
         try:
-            return self._compiled(*args, **kwargs)
+            return compiled(*args, **kwargs)
         except torch._dynamo.exc.TorchDynamoException as e:
             self._give_up(e)
             return self.fn(*args, **kwargs)

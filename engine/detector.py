@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .acceleration import CompiledOrEager, CpuLanes, autocast_networks, in_chunks, set_memory_format
+from .acceleration import (CPU_COMPILE_OPTIONS, CompiledOrEager, CpuLanes, autocast_networks, in_chunks,
+                           set_memory_format)
 from .categories import dataset_categories
 from .checkpoint import (CheckpointError, _load_strict, model_json_header, read_model_json, read_reference_checkpoint,
                          write_model_json, write_model_parts)
@@ -59,8 +60,9 @@ class DetectorSettings:
     models; falls back to torch with a notice when OpenVINO cannot run them);
     channels_last: UNet convolutions in NHWC layout (same results, faster on CPU);
     compile: run the UNet and the VAE through torch.compile (same results within float32
-    rounding; the first batch of each size compiles, which takes a minute or more on a small CPU;
-    falls back to uncompiled code with a notice if compiling fails);
+    rounding; on a CPU with frozen weights, see engine.acceleration.CPU_COMPILE_OPTIONS; the first
+    batch of each size compiles, which takes a minute or more on a small CPU; falls back to
+    uncompiled code with a notice if compiling fails);
     lanes: on a CPU, split each batch over this many threads that each run the whole pipeline
     (encode, UNet steps, decode, maps) on their share with one intra-op thread; 1 = no split;
     0 (default) = automatic: one lane per intra-op thread of the calling thread
@@ -148,17 +150,22 @@ class Detector:
         return torch.tensor([float(scale.get(name, 1.0)) for name in self.class_names], dtype=torch.float32)
 
     def _configure_speed(self) -> None:
-        """Apply the channels_last and compile settings: the UNet's weight layout and the
-        callables `score_latents` runs (compiled wrappers are rebuilt only when switched on)."""
+        """Apply the channels_last, precision and compile settings: the UNet's weight layout and the
+        callables `score_latents` runs (compiled wrappers are rebuilt only when compile is switched
+        on or the precision or device changes)."""
         set_memory_format(self.unet, self.settings.channels_last)
         if not self.settings.compile:
             self._unet_fn, self._encode, self._decode = autocast_networks(self.unet, self.vae, self.settings,
                                                                           self.device)
-        elif not isinstance(getattr(self, "_unet_fn", None), CompiledOrEager):
-            notice = partial(notify, self)
-            self._unet_fn = CompiledOrEager(self.unet, "UNet", notice)
-            self._encode = CompiledOrEager(self.vae.encode, "VAE encoder", notice)
-            self._decode = CompiledOrEager(self.vae.decode, "VAE decoder", notice)
+        else:
+            key = (self.settings.precision, self.device)
+            if getattr(self, "_compiled", (None,))[0] != key:
+                notice = partial(notify, self)
+                options = CPU_COMPILE_OPTIONS if self.device.type == "cpu" else None
+                nets = autocast_networks(self.unet, self.vae, self.settings, self.device)
+                self._compiled = (key, tuple(CompiledOrEager(fn, name, notice, options) for fn, name in
+                                             zip(nets, ("UNet", "VAE encoder", "VAE decoder"))))
+            self._unet_fn, self._encode, self._decode = self._compiled[1]
         nets = select_networks(self, {"encode": self._encode, "unet": self._unet_fn, "decode": self._decode})
         self._encode, self._unet_fn, self._decode = nets["encode"], nets["unet"], nets["decode"]
 
@@ -261,8 +268,8 @@ class Detector:
 
     @property
     def _can_split(self) -> bool:
-        """Lanes are possible: on a CPU, without compile."""
-        return self.device.type == "cpu" and not self.settings.compile
+        """Lanes are possible: on a CPU (compiled networks too: each input shape compiles once)."""
+        return self.device.type == "cpu"
 
     @property
     def _small_for_lanes(self) -> bool:
@@ -276,7 +283,7 @@ class Detector:
         return self.settings.lanes == 0 and self._small_for_lanes
 
     def lane_count(self, batch: int) -> int:
-        """Lanes a batch of `batch` frames is split over (1 on CUDA, with compile, or for one frame)."""
+        """Lanes a batch of `batch` frames is split over (1 on CUDA or for one frame)."""
         if batch < 2 or not self._can_split:
             return 1
         lanes = self.settings.lanes or (torch.get_num_threads() if self._small_for_lanes else 1)

@@ -3,6 +3,10 @@ in the autocast dtype."""
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -56,7 +60,7 @@ def test_compile_failure_falls_back_to_eager_with_one_notice(monkeypatch):
         return run
 
     frames = _frames()
-    expected = _maps(make_tiny_detector(lanes=1), frames)  # compiled detectors run one lane
+    expected = _maps(make_tiny_detector(), frames)
     monkeypatch.setattr(torch, "compile", broken_compile)
     det = make_tiny_detector(compile=True)
     notices = []
@@ -120,3 +124,26 @@ def test_a_bf16_detector_on_the_cpu_runs_bf16_copies_with_the_same_maps():
     np.testing.assert_array_equal(_maps(det, frames), stored)
     det.with_settings(precision="fp32")
     assert det._unet_fn is det.unet
+
+
+def test_a_new_input_shape_compiles_in_one_thread_while_known_shapes_run_side_by_side(monkeypatch):
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def counting_compile(fn, **kwargs):
+        def run(x):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.05)
+            with lock:
+                running[0] -= 1
+            return fn(x)
+        return run
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    wrapped = CompiledOrEager(lambda x: x + 1, "test function")
+    with ThreadPoolExecutor(3) as pool:
+        first = list(pool.map(wrapped, [torch.zeros(2)] * 3))
+        assert most[0] == 1  # the first calls of a shape (where compiling happens) run one at a time
+        again = list(pool.map(wrapped, [torch.zeros(2)] * 3))
+    assert most[0] > 1 and all(torch.equal(t, torch.ones(2)) for t in first + again)

@@ -59,6 +59,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-fusion", type=str2bool, default=None)
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
                    help="network precision (autocast); default: the model's, fp32")
+    p.add_argument("--compile", action="store_true",
+                   help="run the networks through torch.compile (DeCo-Diff; the first batch compiles for a minute or more)")
     p.add_argument("--noise-t", type=int, default=None, help="DiAD: timestep the input is noised to")
     p.add_argument("--good-quantile", type=float, default=0.99, help="quantile of good scores for the threshold")
     p.add_argument("--out", type=Path, default=None, help="folder for metrics.json / metrics.csv")
@@ -291,6 +293,10 @@ def load_detector_for_eval(args, device) -> InspectionModel:
         overrides["gate_fusion"] = args.gate_fusion
     if args.precision is not None:
         overrides["precision"] = args.precision
+    if args.compile:
+        if kind == "diad":
+            raise ValueError("--compile applies to DeCo-Diff models only")
+        overrides["compile"] = True
     if args.noise_t is not None:
         if kind != "diad":
             raise ValueError("--noise-t applies to DiAD models only")
