@@ -13,9 +13,10 @@ does not have are skipped. A row whose runtime fell back to torch (OpenVINO miss
 that does not convert) is reported as an error with the engine's notice, never as a torch row.
 
 Engine variants: `plain` (NCHW UNet, eager, one lane), `one-lane` (channels-last, the batch in
-one piece with every operator split over the threads), `default` (channels-last, the batch split
-over one single-threaded lane per thread: what the app runs), `compile` (channels-last +
-torch.compile). Each configuration runs in a fresh
+one piece with every operator split over the threads), `default` (channels-last, automatic lanes:
+what the app runs; one single-threaded lane per thread for UNets of up to 32 base channels),
+`lanes` (one lane per thread whatever the size), `compile` (channels-last + torch.compile with
+frozen weights, automatic lanes), `compile-lanes` (compile, one lane per thread). Each configuration runs in a fresh
 subprocess (so its peak resident memory is its own), with warm-up runs, then the median of
 --repeats timed runs. Frames are real photographs; the VAE is the demo model's trained
 compact VAE; the category comes from a compact classifier (its time is the `classify` stage).
@@ -61,17 +62,22 @@ README_END = "<!-- performance-table:end -->"
 MAP_TOLERANCE = 1e-4
 # photographs another runtime's int8 quantization is calibrated on (not the timed ones)
 CALIBRATION_IMAGES = 16
+# variant -> DetectorSettings fields; lanes PER_THREAD: one lane per torch thread whatever the UNet size
+PER_THREAD = "per-thread"
 VARIANTS = {"plain": {"channels_last": False, "compile": False, "lanes": 1},
             "one-lane": {"channels_last": True, "compile": False, "lanes": 1},
             "default": {"channels_last": True, "compile": False},
-            "compile": {"channels_last": True, "compile": True}}
+            "lanes": {"channels_last": True, "compile": False, "lanes": PER_THREAD},
+            "compile": {"channels_last": True, "compile": True},
+            "compile-lanes": {"channels_last": True, "compile": True, "lanes": PER_THREAD}}
 # runtime -> the precisions it runs (engine.openvino_runtime.PRECISIONS when that module is present)
 RUNTIME_PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "openvino": ("fp32", "bf16", "int8")}
 # The configurations behind the README table: (size, batch, runtime, precision, variant).
 README_SET = ([(s, b, "torch", "fp32", "default") for s in ("UNet_T", "UNet_XS") for b in (1, 8, 32)]
               + [(s, b, "torch", "bf16", "default") for s in ("UNet_T", "UNet_XS") for b in (1, 8)]
-              + [("UNet_XS", 8, "torch", "fp32", v) for v in ("plain", "one-lane", "compile")]
-              + [("UNet_XS", 8, "torch", "bf16", "one-lane")]
+              + [("UNet_XS", 8, "torch", "fp32", v) for v in ("plain", "one-lane", "lanes", "compile")]
+              + [("UNet_XS", 8, "torch", "bf16", v) for v in ("one-lane", "lanes", "compile-lanes")]
+              + [("UNet_T", 8, "torch", "bf16", "compile")]
               + [(s, 8, "openvino", p, "default") for s in ("UNet_T", "UNet_XS") for p in ("fp32", "bf16", "int8")])
 
 
@@ -127,7 +133,8 @@ def _detector(size: str, device: str, batch: int, vae_spec: str | None, precisio
                 p.normal_(0, 0.02)
     classifier = CategoryClassifier(ClassifierConfig(arch="compact", class_names=names, image_size=128))
     runtime_setting = {} if runtime == "torch" else {"runtime": runtime}  # engines without runtimes run torch
-    settings = DetectorSettings(batch_size=batch, precision=precision, **VARIANTS[variant], **runtime_setting)
+    fields = {k: (torch.get_num_threads() if v == PER_THREAD else v) for k, v in VARIANTS[variant].items()}
+    settings = DetectorSettings(batch_size=batch, precision=precision, **fields, **runtime_setting)
     notices = _WarningsKept()
     logging.getLogger("engine").addHandler(notices)
     source = _calibrated_folder(PreprocessConfig(), len(names)) if runtime != "torch" else ""

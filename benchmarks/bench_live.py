@@ -41,11 +41,11 @@ DEMO_MODEL = REPO / "resources" / "demo_model"
 CONFIGS: dict[str, tuple[dict, int | None]] = {
     "default": ({}, None),
     "one lane": ({"lanes": 1}, None),
-    "one lane, 2 threads": ({"lanes": 1}, 2),
     "bf16": ({"precision": "bf16"}, None),
+    "bf16 + compile": ({"precision": "bf16", "compile": True}, None),
+    "openvino bf16": ({"runtime": "openvino", "precision": "bf16"}, None),
+    "openvino int8": ({"runtime": "openvino", "precision": "int8"}, None),
     "5 steps": ({"reverse_steps": 5, "start_t": 5}, None),
-    "3 steps": ({"reverse_steps": 3, "start_t": 3}, None),
-    "2 steps": ({"reverse_steps": 2, "start_t": 2}, None),
     "1 step": ({"reverse_steps": 1, "start_t": 1}, None),
 }
 
@@ -105,6 +105,11 @@ def run_single(cfg: dict) -> dict:
         if not run_until(lambda: ctl.model_info is not None and not ctl.model_loading, 300):
             raise RuntimeError(f"the model {cfg['model']} did not load within 300 s")
         load_s = time.monotonic() - t0
+        ran = ctl.worker.detector.settings  # read only: what the engine runs after any fallback
+        wanted = {k: v for k, v in cfg["overrides"].items() if k in ("runtime", "precision", "compile")}
+        got = {k: getattr(ran, k, None) for k in wanted}
+        if got != wanted:
+            raise RuntimeError(f"asked for {wanted}, the engine runs {got} (a fallback)")
         results = []
         ctl.worker.inspected.connect(results.append)
         ctl.open_source(SourceSpec("camera", "0"))
