@@ -40,6 +40,8 @@ DELEGATED = {
     "calibrate-scores": ("training.calibrate_scores", "per-category score scales from good images (one threshold for all)"),
     "fit": ("training.fit", "the whole recipe: good images in, a calibrated model folder out, within a time budget"),
     "normalize-maps": ("training.normalize_maps", "fit a model's anomaly-map normalization on held-out good images"),
+    "calibrate-runtime": ("training.calibrate_runtime",
+                          "int8 calibration images for the OpenVINO runtime, and a check of every runtime / precision"),
 }
 
 

@@ -108,6 +108,7 @@ def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gate-fusion", action="store_true", help="fuse the DoD gate map into the anomaly map")
     p.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default 8)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
+    add_runtime_arguments(p)
     p.add_argument("--csv", type=Path, default=None, metavar="FILE", help="write one row per input to this CSV")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write rows and a summary to this JSON")
     p.add_argument("--save-overlays", type=Path, default=None, metavar="DIR",
@@ -121,6 +122,35 @@ def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --log: skip inputs this command already logged there (continue a killed run)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, only failures and the summary")
     add_sink_arguments(p)
+
+
+def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
+    """--runtime and --precision (inspect, evaluate): how the networks run (engine.openvino_runtime)."""
+    p.add_argument("--runtime", choices=["torch", "openvino"], default=None,
+                   help="run the networks on PyTorch or OpenVINO (default: the model's setting, else the fastest "
+                        "one that keeps the verdicts on this machine, decided once)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8", "fp16"], default=None,
+                   help="network precision; int8 = OpenVINO with NNCF quantization (needs the model's calibration "
+                        "images: python main.py calibrate-runtime); fp16 = torch autocast (CUDA)")
+
+
+def runtime_overrides(args) -> dict:
+    """The settings --runtime / --precision ask for ({} when neither was given; int8 implies openvino)."""
+    out = {}
+    if getattr(args, "precision", None):
+        out["precision"] = args.precision
+    runtime = getattr(args, "runtime", None) or ("openvino" if out.get("precision") == "int8" else None)
+    if runtime:
+        out["runtime"] = runtime
+        out.setdefault("precision", "fp32")
+    return out
+
+
+def _model_names_runtime(model: Path) -> bool:
+    """True when a model folder's model.json settings choose a runtime (no machine default then)."""
+    from engine.checkpoint import read_model_json
+
+    return not model.is_dir() or "runtime" in read_model_json(model).get("settings", {})
 
 
 def _load_detector(args, err) -> object | None:
@@ -138,7 +168,15 @@ def _load_detector(args, err) -> object | None:
             kind = model_kind(model)
             if kind != args.detector:
                 raise ValueError(f"--detector {args.detector} was asked for, but this is a {kind} model")
-        return load_model(model, vae=args.vae, device=args.device, **overrides)
+        chosen = runtime_overrides(args)
+        detector = load_model(model, vae=args.vae, device=args.device, **overrides, **chosen)
+        if not chosen and not _model_names_runtime(model):
+            from engine.runtime_choice import machine_default
+
+            choice = machine_default(detector)
+            if not args.quiet:
+                print(f"runtime: {choice.name} ({choice.reason})", file=err)
+        return detector
     except (CheckpointError, FileNotFoundError, ValueError, OSError, RuntimeError) as e:
         hint = "" if args.model else " (the bundled demo model; rebuild it with `python scripts/make_demo_model.py`)"
         print(f"error: cannot load model {model}{hint}: {e}", file=err)
@@ -245,7 +283,8 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
         summary = session.summary()
         errors = summary.counts[ERROR] + interrupted
         described = {"error": errors, "skipped": skipped, "model_id": detector.model_id, "model": detector.source,
-                     "threshold": threshold, "device": detector.describe().device}
+                     "threshold": threshold, "device": detector.describe().device,
+                     "runtime": getattr(detector.settings, "runtime", "torch"), "precision": detector.settings.precision}
         if json_writer is not None:
             json_writer.extra_summary = described
         session.close()
@@ -257,6 +296,7 @@ def run_inspect(args: argparse.Namespace, out=None, err=None) -> int:
     yield_text = f"{summary.yield_percent:.1f}%" if summary.inspected else "n/a"
     print(f"{summary.inspected} inspected: {counts['pass']} pass, {counts['fail']} fail, {errors} errors; "
           f"yield {yield_text}; median {summary.median_latency_ms} ms/part on {described['device']} "
+          f"({described['runtime']} {described['precision']}) "
           f"({summary.seconds:.1f} s)" + (f"; {skipped} skipped (already in {args.log})" if skipped else ""), file=out)
     if summary.not_logged:
         print(f"error: {summary.not_logged} results could not be written to {args.log}", file=err)

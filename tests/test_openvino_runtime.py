@@ -1,0 +1,290 @@
+"""The OpenVINO runtime (engine/openvino_runtime.py) and the per-machine default
+(engine/runtime_choice.py): setting checks, the torch fallback with a notice when OpenVINO is
+missing or cannot convert a model, the cache (reused, rebuilt when weights or versions change or
+files are damaged), fp32 maps against torch, int8 calibration on a tiny model, and the
+calibrate-runtime / inspect command lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from engine import openvino_runtime as ovr
+from engine import runtime_choice
+from engine.detector import DetectorSettings
+from engine.diad import DiADSettings
+from engine.loading import load_model
+from tests.gui_helpers import make_tiny_detector
+
+MAP_TOLERANCE = 1e-4  # fp32 OpenVINO vs fp32 torch, the issue's rule
+
+
+def _frames(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (72, 80, 3), dtype=np.uint8) for _ in range(n)]
+
+
+@pytest.fixture
+def tiny_folder(tmp_path, home):
+    """A saved tiny DeCo-Diff model folder (its cache goes beside it)."""
+    folder = tmp_path / "tiny"
+    make_tiny_detector(ncls=2, threshold=0.5, batch_size=4).save(folder)
+    return folder
+
+
+def _calibrate(folder, n=6, held=2, seed=0):
+    rng = np.random.default_rng(seed)
+    crops = rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
+    ovr.CalibrationSet(crops, np.arange(n) % 2, held_out=held).save(folder)
+
+
+# ------------------------------------------------------------------------------ settings
+@pytest.mark.parametrize("settings_cls", [DetectorSettings, DiADSettings])
+def test_runtime_and_precision_are_checked_with_a_clear_message(settings_cls):
+    with pytest.raises(ValueError, match="int8 needs runtime openvino"):
+        settings_cls(precision="int8")
+    with pytest.raises(ValueError, match="runtime openvino must be fp32, bf16, int8"):
+        settings_cls(runtime="openvino", precision="fp16")
+    with pytest.raises(ValueError, match="runtime must be torch or openvino"):
+        settings_cls(runtime="onnx")
+    assert settings_cls(runtime="openvino", precision="int8").precision == "int8"
+
+
+def test_inspect_flags_map_to_settings():
+    from argparse import Namespace
+
+    from inspector.headless import runtime_overrides
+
+    assert runtime_overrides(Namespace(runtime=None, precision=None)) == {}
+    assert runtime_overrides(Namespace(runtime=None, precision="int8")) == {"runtime": "openvino", "precision": "int8"}
+    assert runtime_overrides(Namespace(runtime="openvino", precision=None)) == {"runtime": "openvino",
+                                                                                 "precision": "fp32"}
+    assert runtime_overrides(Namespace(runtime=None, precision="bf16")) == {"precision": "bf16"}
+
+
+# ------------------------------------------------------------------------------ fallback
+def test_openvino_missing_gives_a_notice_and_torch(monkeypatch, home, caplog):
+    monkeypatch.setattr(ovr, "openvino_problem", lambda: "OpenVINO is not installed (simulated)")
+    det = make_tiny_detector(ncls=2)
+    notices = []
+    det.on_notice = notices.append
+    det.with_settings(runtime="openvino", precision="int8")
+    assert (det.settings.runtime, det.settings.precision) == ("torch", "fp32")
+    assert len(notices) == 1 and "not installed (simulated)" in notices[0] and "running it on torch fp32" in notices[0]
+    assert det.predict(_frames(2), category=0)[0].crop_map.shape == (64, 64)
+    with caplog.at_level(logging.WARNING):
+        fresh = make_tiny_detector(ncls=2, runtime="openvino", precision="bf16")
+    assert (fresh.settings.runtime, fresh.settings.precision) == ("torch", "bf16")
+    assert "simulated" in caplog.text
+
+
+def test_a_model_openvino_cannot_convert_falls_back_to_torch(monkeypatch, home):
+    pytest.importorskip("openvino")
+
+    def broken(spec):
+        raise RuntimeError(f"unsupported operation in {spec.name}")
+
+    monkeypatch.setattr(ovr, "_convert", broken)
+    det = make_tiny_detector(ncls=2)
+    notices = []
+    det.on_notice = notices.append
+    det.with_settings(runtime="openvino", precision="fp32")
+    assert det.settings.runtime == "torch"
+    assert "converting the encode network failed (RuntimeError: unsupported operation in encode)" in notices[0]
+
+
+def test_int8_without_calibration_images_says_how_to_get_them(tiny_folder):
+    pytest.importorskip("openvino")
+    notices = []
+    det = load_model(tiny_folder, device="cpu")
+    det.on_notice = notices.append
+    det.with_settings(runtime="openvino", precision="int8")
+    assert (det.settings.runtime, det.settings.precision) == ("torch", "fp32")
+    assert "calibrate-runtime" in notices[0]
+
+
+# ------------------------------------------------------------------------------ accuracy
+def test_fp32_openvino_maps_match_torch_deco_diff(home):
+    pytest.importorskip("openvino")
+    det = make_tiny_detector(ncls=2, batch_size=4)
+    ref = det.predict(_frames(), category=[0, 1, 1, 0])
+    det.with_settings(runtime="openvino", precision="fp32")
+    assert det.settings.runtime == "openvino"
+    out = det.predict(_frames(), category=[0, 1, 1, 0])
+    diff = max(float(np.abs(a.crop_map - b.crop_map).max()) for a, b in zip(ref, out))
+    assert diff < MAP_TOLERANCE
+    assert all(a.is_anomalous == b.is_anomalous for a, b in zip(ref, out))
+
+
+def test_fp32_openvino_maps_match_torch_diad(home):
+    pytest.importorskip("openvino")
+    from tests.test_diad import tiny_detector
+
+    det = tiny_detector(ncls=2)
+    ref = det.predict(_frames(3), category=[0, 1, 0])
+    det.with_settings(runtime="openvino", precision="fp32")
+    assert det.settings.runtime == "openvino"
+    out = det.predict(_frames(3), category=[0, 1, 0])
+    assert max(float(np.abs(a.crop_map - b.crop_map).max()) for a, b in zip(ref, out)) < MAP_TOLERANCE
+
+
+def test_int8_calibration_on_a_tiny_model(tiny_folder):
+    pytest.importorskip("nncf")
+    _calibrate(tiny_folder)
+    det = load_model(tiny_folder, device="cpu", runtime="openvino", precision="int8")
+    assert (det.settings.runtime, det.settings.precision) == ("openvino", "int8")
+    cache = tiny_folder / ovr.CACHE_DIR
+    selection = json.loads((cache / ovr.INT8_SELECTION_FILE).read_text())
+    assert set(selection["mean_score_change"]) == {"encode", "unet", "decode"}
+    assert set(det.int8_networks) == set(selection["int8"])
+    for name in selection["int8"]:
+        xml = (cache / f"{name}-int8.xml").read_text()
+        assert "FakeQuantize" in xml or "FakeConvert" in xml  # really quantized
+        meta = json.loads((cache / f"{name}-int8.json").read_text())
+        assert meta["key"]["calibration"] and meta["key"]["versions"]["nncf"]
+    results = det.predict(_frames(2), category=[0, 1])
+    assert all(np.isfinite(r.score) for r in results)
+
+
+# ------------------------------------------------------------------------------ cache
+def _build_counting(monkeypatch):
+    calls = []
+    real = ovr._convert
+
+    def counting(spec):
+        calls.append(spec.name)
+        return real(spec)
+
+    monkeypatch.setattr(ovr, "_convert", counting)
+    return calls
+
+
+def test_the_cache_is_reused_and_rebuilt_when_stale_or_damaged(tiny_folder, monkeypatch):
+    pytest.importorskip("openvino")
+    calls = _build_counting(monkeypatch)
+    load_model(tiny_folder, device="cpu", runtime="openvino")
+    assert sorted(calls) == ["decode", "encode", "unet"]
+    cache = tiny_folder / ovr.CACHE_DIR
+    assert (cache / "unet-fp32.xml").is_file() and (cache / "unet-fp32.json").is_file()
+
+    calls.clear()
+    load_model(tiny_folder, device="cpu", runtime="openvino")
+    assert calls == []  # all three from the cache
+
+    # a damaged file: rebuilt, never trusted
+    binary = cache / "decode-fp32.bin"
+    data = bytearray(binary.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    binary.write_bytes(bytes(data))
+    load_model(tiny_folder, device="cpu", runtime="openvino")
+    assert calls == ["decode"]
+
+    # another OpenVINO version wrote it: stale
+    calls.clear()
+    meta_path = cache / "encode-fp32.json"
+    meta = json.loads(meta_path.read_text())
+    meta["key"]["versions"]["openvino"] = "0.0.1"
+    meta_path.write_text(json.dumps(meta))
+    load_model(tiny_folder, device="cpu", runtime="openvino")
+    assert calls == ["encode"]
+
+    # an unreadable key file
+    calls.clear()
+    (cache / "unet-fp32.json").write_text("{not json")
+    load_model(tiny_folder, device="cpu", runtime="openvino")
+    assert calls == ["unet"]
+
+    # new UNet weights: the UNet is rebuilt, the VAE kept
+    calls.clear()
+    det = load_model(tiny_folder, device="cpu")
+    with torch.no_grad():
+        next(det.unet.parameters()).add_(0.01)
+    det.save(tiny_folder)
+    load_model(tiny_folder, device="cpu", runtime="openvino")
+    assert calls == ["unet"]
+
+
+def test_a_read_only_model_folder_caches_in_the_user_folder(tiny_folder, monkeypatch, home):
+    pytest.importorskip("openvino")
+    real = ovr._writable
+    monkeypatch.setattr(ovr, "_writable", lambda folder: False if folder.name == ovr.CACHE_DIR else real(folder))
+    load_model(tiny_folder, device="cpu", runtime="openvino")
+    assert not (tiny_folder / ovr.CACHE_DIR).exists()
+    assert list((home / "cache" / "openvino").glob("*/unet-fp32.xml"))
+
+
+# ------------------------------------------------------------------------------ machine default
+def test_without_calibration_images_the_default_stays_torch_fp32(tiny_folder):
+    det = load_model(tiny_folder, device="cpu")
+    choice = runtime_choice.machine_default(det)
+    assert (choice.runtime, choice.precision) == ("torch", "fp32")
+    assert "no calibration images" in choice.reason
+
+
+def test_the_default_is_decided_once_per_machine_and_model(tiny_folder, monkeypatch, caplog):
+    _calibrate(tiny_folder)
+    checks = []
+
+    def fake_check(model, calibration, candidates=runtime_choice.CANDIDATES):
+        checks.append(calibration.held_out)
+        model.with_settings(runtime="torch", precision="bf16")
+        return runtime_choice.RuntimeChoice("torch", "bf16", {"torch fp32": 10.0, "torch bf16": 5.0}, "fastest")
+
+    monkeypatch.setattr(runtime_choice, "check_candidates", fake_check)
+    with caplog.at_level(logging.INFO, logger="engine.runtime_choice"):
+        first = runtime_choice.machine_default(load_model(tiny_folder, device="cpu"))
+        det = load_model(tiny_folder, device="cpu")
+        second = runtime_choice.machine_default(det)
+    assert checks == [2]  # checked once, on the two held-out images
+    assert first.name == second.name == "torch bf16" and det.settings.precision == "bf16"
+    assert "decided before" in caplog.text
+    assert runtime_choice.choice_file().is_file()
+
+
+def test_check_candidates_keeps_the_reference_when_others_change_verdicts(tiny_folder, monkeypatch):
+    _calibrate(tiny_folder)
+    det = load_model(tiny_folder, device="cpu")
+    calibration = ovr.CalibrationSet.load(tiny_folder, 64, 2)
+    real = det.score_latents
+
+    def shifted(images, ids, clock=None):  # bf16 "moves" every score over the threshold
+        maps, recons = real(images, ids, clock)
+        if det.settings.precision == "bf16":
+            maps = maps.scaled(torch.full((images.shape[0],), 1e6))
+        return maps, recons
+
+    det.score_latents = shifted
+    choice = runtime_choice.check_candidates(det, calibration, candidates=(("torch", "fp32"), ("torch", "bf16")))
+    assert (choice.runtime, choice.precision) == ("torch", "fp32")
+    assert choice.ms_per_part["torch bf16"] is None and choice.ms_per_part["torch fp32"] > 0
+
+
+# ------------------------------------------------------------------------------ commands
+def test_calibrate_runtime_command_writes_the_calibration_set(tmp_path, home, monkeypatch):
+    from training import calibrate_runtime
+    from tests.test_training import make_tiny_mvtec
+
+    data = tmp_path / "data"
+    make_tiny_mvtec(data)
+    folder = tmp_path / "model"
+    det = make_tiny_detector(ncls=2, threshold=0.5)
+    det.class_names = ["tile", "wood"]
+    det.save(folder)
+    monkeypatch.setattr(calibrate_runtime, "openvino_problem", lambda: "OpenVINO is not installed (simulated)")
+    assert calibrate_runtime.main(["--model", str(folder), "--data-dir", str(data), "--per-category", "2",
+                                   "--check-per-category", "1"]) == 0
+    cal = ovr.CalibrationSet.load(folder, 64, 2)
+    assert cal.crops.shape == (6, 64, 64, 3) and cal.held_out == 2
+    assert sorted(cal.class_ids.tolist()) == [0, 0, 0, 1, 1, 1]
+
+
+def test_a_damaged_calibration_file_is_reported(tiny_folder):
+    (tiny_folder / ovr.CALIBRATION_FILE).write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="unreadable calibration images"):
+        ovr.CalibrationSet.load(tiny_folder, 64, 2)
+    det = load_model(tiny_folder, device="cpu")
+    assert runtime_choice.machine_default(det).name == "torch fp32"

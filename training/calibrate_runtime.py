@@ -1,0 +1,130 @@
+"""Calibrate a model for the OpenVINO int8 runtime: store some of its own good training images
+beside it (`calibration.npz`), quantize its networks with NNCF on them (cached beside the model)
+and check every runtime / precision on held-out good images (`engine.runtime_choice`).
+
+    python main.py calibrate-runtime --model MODEL --data-dir DATA [--per-category 8]
+
+`fit` calls `calibrate_model_runtime` at its end; this command does the same for existing models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from engine.imageio import read_image
+from engine.openvino_runtime import CalibrationSet, openvino_problem
+from engine.preprocess import preprocess_frames
+from engine.runtime_choice import RuntimeChoice, check_candidates
+
+from .common import EventLog, run_reporting_errors
+from .datasets import build_dataset
+
+__all__ = ["QUANTIZE_PER_CATEGORY", "CHECK_PER_CATEGORY", "calibration_set", "calibrate_model_runtime",
+           "pick_items", "main"]
+
+# good images per category NNCF calibrates on, and held out of it for the accuracy check
+QUANTIZE_PER_CATEGORY = 8
+CHECK_PER_CATEGORY = 3
+
+
+def pick_items(items: Sequence[tuple[str, str]], quantize_per_category: int, check_per_category: int,
+               seed: int = 0) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(path, category) pairs -> (quantization items, check items): per category, a fixed-seed draw
+    of `quantize_per_category` + `check_per_category` distinct images, split in that order."""
+    by_cat: dict[str, list[str]] = {}
+    for path, cat in items:
+        by_cat.setdefault(cat, []).append(str(path))
+    quantize, check = [], []
+    for cat, paths in sorted(by_cat.items()):
+        drawn = random.Random(seed).sample(sorted(paths), min(len(paths), quantize_per_category + check_per_category))
+        n_check = min(check_per_category, max(0, len(drawn) - 1))
+        quantize += [(p, cat) for p in drawn[:len(drawn) - n_check]]
+        check += [(p, cat) for p in drawn[len(drawn) - n_check:]]
+    return quantize, check
+
+
+def calibration_set(model, quantize: Sequence[tuple[str, str]], check: Sequence[tuple[str, str]]) -> CalibrationSet:
+    """The preprocessed crops (uint8) and class ids of the images, the `check` ones last (held out)."""
+    items = list(quantize) + list(check)
+    if not quantize:
+        raise ValueError("no good images to calibrate on")
+    frames = [read_image(p) for p, _ in items]
+    images = preprocess_frames(frames, model.preprocess)
+    crops = ((images * 0.5 + 0.5) * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    ids = np.array([model.class_id(c) for _, c in items], dtype=np.int64)
+    return CalibrationSet(np.ascontiguousarray(crops), ids, held_out=len(check))
+
+
+def calibrate_model_runtime(model_dir: Path, quantize: Sequence[tuple[str, str]], check: Sequence[tuple[str, str]],
+                            device: str | None = "cpu", say=print) -> RuntimeChoice | None:
+    """Write `model_dir`/calibration.npz from the (path, category) images, build the OpenVINO
+    networks (int8 quantized on `quantize`) into the model's cache and check every runtime and
+    precision on `check` (see engine.runtime_choice). None (with a line said) when OpenVINO is
+    not installed: the calibration images are written all the same."""
+    from engine.loading import load_model
+
+    model = load_model(model_dir, device=device)
+    calibration = calibration_set(model, quantize, check)
+    path = calibration.save(Path(model_dir))
+    say(f"calibration: {len(quantize)} good images for int8, {len(check)} held out for the check -> {path}")
+    problem = openvino_problem()
+    if problem:
+        say(f"calibration: {problem}; the int8 networks are built when OpenVINO is installed")
+        return None
+    model = load_model(model_dir, device=device)
+    notices: list[str] = []
+    model.on_notice = notices.append
+    choice = check_candidates(model, calibration)
+    for line in notices:
+        say(f"calibration: note: {line}")
+    say(f"calibration: {choice.reason}")
+    return choice
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="calibrate-runtime", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, required=True, help="model folder (calibration.npz is written into it)")
+    p.add_argument("--data-dir", type=Path, required=True, help="the dataset the model was trained on")
+    p.add_argument("--dataset", choices=["mvtec", "visa", "folder", "auto"], default="auto")
+    p.add_argument("--object-category", default="all")
+    p.add_argument("--per-category", type=int, default=QUANTIZE_PER_CATEGORY,
+                   help="good training images per category to quantize on")
+    p.add_argument("--check-per-category", type=int, default=CHECK_PER_CATEGORY,
+                   help="good training images per category held out for the accuracy check")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--events", type=Path, default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    events = EventLog(args.events)
+    return run_reporting_errors("calibrate-runtime", events, lambda: _run(args))
+
+
+def _run(args) -> int:
+    from engine.preprocess import PreprocessConfig
+
+    from .datasets import detect_layout
+
+    if args.per_category < 1 or args.check_per_category < 0:
+        raise ValueError("--per-category must be at least 1 and --check-per-category at least 0")
+    kind = detect_layout(args.data_dir) if args.dataset == "auto" else args.dataset
+    categories = "all" if args.object_category == "all" else args.object_category.split(",")
+    train = build_dataset(kind, args.data_dir, categories, "train", PreprocessConfig(), augment=False)
+    good = [(str(s.path), s.category) for s in train.samples if not s.label]
+    quantize, check = pick_items(good, args.per_category, args.check_per_category)
+    calibrate_model_runtime(args.model, quantize, check, args.device)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
