@@ -3,7 +3,7 @@
 --update-readme. Run it on a quiet machine (nothing else busy on the CPU): the tables record the
 load average, and the figures of a shared CPU are not the machine's.
 
-    python benchmarks/update_readme.py              # all three (about 35 minutes on the 2-core CPU)
+    python benchmarks/update_readme.py              # all three (about 40 minutes on the 2-core CPU)
     python benchmarks/update_readme.py --only engine,live
 """
 
