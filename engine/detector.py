@@ -341,13 +341,25 @@ class Detector:
         return maps, recons
 
     @torch.inference_mode()
-    def raw_discrepancies(self, images: torch.Tensor, class_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def raw_discrepancies(self, images: torch.Tensor, class_ids: torch.Tensor, with_latents: bool = False):
         """The unclipped discrepancies of a preprocessed batch [B,3,S,S]: image [B,S,S] and latent
-        [B,L,L] on the CPU (what `engine.normalization.fit_normalization` learns from)."""
+        [B,L,L] on the CPU (what `engine.normalization.fit_normalization` learns from); with
+        `with_latents` also the input latents [B,C,L,L] (what `engine.latent_memory` compares)."""
         ids = class_ids.to(self.device).long()
         inputs, recons, latents, recon_latents, _ = self._reconstruct(images, ids, StageClock(self.device))
         image_raw, latent_raw = raw_discrepancies(inputs, recons, latents, recon_latents)
+        if with_latents:
+            return image_raw.cpu(), latent_raw.cpu(), latents.float().cpu()
         return image_raw.cpu(), latent_raw.cpu()
+
+    @torch.inference_mode()
+    def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """A preprocessed batch [B,3,S,S] -> its VAE latents [B,C,L,L] (float32, CPU), the way
+        inspection encodes them."""
+        x = images.to(self.device)
+        with self._autocast():
+            latents = in_chunks(self._encode, x, CPU_VAE_CHUNK if self.device.type == "cpu" else None)
+        return latents.float().cpu()
 
     def predict(self, frames: Sequence[np.ndarray], category=None, channel_order: str = "rgb") -> list[AnomalyResult]:
         """Inspect HxWx{1,3,4} frames (uint8, uint16 or float in [0,1]). `category`: a name or id

@@ -99,6 +99,7 @@ class AnomalyMaps:
     latent_discrepancy: torch.Tensor
     gate_map: torch.Tensor | None = None
     gate_fused: torch.Tensor | None = None
+    memory_discrepancy: torch.Tensor | None = None
 
     @property
     def final(self) -> torch.Tensor:
@@ -115,7 +116,8 @@ class AnomalyMaps:
         return AnomalyMaps(geometric=self.geometric * f, arithmetic=self.arithmetic * f,
                            image_discrepancy=self.image_discrepancy, latent_discrepancy=self.latent_discrepancy,
                            gate_map=self.gate_map,
-                           gate_fused=None if self.gate_fused is None else self.gate_fused * f)
+                           gate_fused=None if self.gate_fused is None else self.gate_fused * f,
+                           memory_discrepancy=self.memory_discrepancy)
 
 
 def concat_maps(parts: list[AnomalyMaps]) -> AnomalyMaps:
@@ -125,7 +127,8 @@ def concat_maps(parts: list[AnomalyMaps]) -> AnomalyMaps:
         return None if values[0] is None else torch.cat(values)
 
     return AnomalyMaps(**{f: cat(f) for f in ("geometric", "arithmetic", "image_discrepancy",
-                                              "latent_discrepancy", "gate_map", "gate_fused")})
+                                              "latent_discrepancy", "gate_map", "gate_fused",
+                                              "memory_discrepancy")})
 
 
 def _as_tensor(x, device=None) -> torch.Tensor:
@@ -158,7 +161,8 @@ def compute_anomaly_maps(images, recons, latents, latent_recons, gates=None, nor
     `normalization` these are the reference maps (fixed clip constants); with an
     `engine.normalization.MapNormalization` and the class ids [B] the two discrepancies are
     normalized by the good parts' statistics of each sample's category instead, and `geometric`
-    is the category's weighted geometric mean (`MapNormalization.fuse`)."""
+    is the category's weighted geometric mean (`MapNormalization.fuse`), mixed with the distance
+    to good latent patches when the normalization holds a latent memory (`engine.latent_memory`)."""
     x0 = _as_tensor(images)
     device = x0.device
     xr = _as_tensor(recons, device)
@@ -170,16 +174,17 @@ def compute_anomaly_maps(images, recons, latents, latent_recons, gates=None, nor
         image_d = gaussian_blur(image_d, IMAGE_SIGMA)
         latent_d = (zr - z).abs().mean(dim=1).clamp(0, LATENT_CLIP) * (1 / LATENT_CLIP)
         latent_d = resize_bilinear(gaussian_blur(latent_d, LATENT_SIGMA), size)
+        geometric, memory_d = torch.sqrt(image_d * latent_d), None
     else:
         if class_ids is None:
             raise ValueError("normalized maps need the class id of every sample")
-        image_d, latent_small = normalization.normalize(*raw_discrepancies(x0, xr, z, zr), class_ids)
-        latent_d = resize_bilinear(latent_small, size)
+        image_d, latent_d, geometric, memory_d = normalization.maps(*raw_discrepancies(x0, xr, z, zr), z, class_ids)
     maps = AnomalyMaps(
-        geometric=torch.sqrt(image_d * latent_d) if normalization is None else normalization.fuse(image_d, latent_d, class_ids),
+        geometric=geometric,
         arithmetic=(image_d + latent_d) / 2,
         image_discrepancy=image_d,
         latent_discrepancy=latent_d,
+        memory_discrepancy=memory_d,
     )
     if gates is not None:
         maps.gate_map = gate_map(_as_tensor(gates, device), size)

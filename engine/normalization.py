@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .latent_memory import LatentMemory
 from .maps import gaussian_blur, raw_discrepancies
 
 __all__ = ["MapNormalization", "raw_discrepancies", "fit_normalization", "NORMALIZATION_FILE",
@@ -76,6 +77,7 @@ class MapNormalization:
     images: dict | None = None
     image_weight: torch.Tensor | None = None
     details: dict | None = None  # how it was fitted (training images used, fusion choice): model.json only
+    memory: LatentMemory | None = None  # good latent patches mixed into the fused map (engine.latent_memory)
 
     def __post_init__(self) -> None:
         if self.image_weight is None:
@@ -91,6 +93,8 @@ class MapNormalization:
             raise ValueError("normalization std and scale must be positive")
         if self.image_weight.shape != self.scale.shape or ((self.image_weight < 0) | (self.image_weight > 1)).any():
             raise ValueError(f"image_weight must be [{c}] values in [0, 1], got {self.image_weight.tolist()}")
+        if self.memory is not None and self.memory.num_classes != c:
+            raise ValueError(f"the latent memory covers {self.memory.num_classes} categories, the statistics {c}")
 
     @property
     def num_classes(self) -> int:
@@ -120,15 +124,39 @@ class MapNormalization:
         w = w.view(-1, 1, 1)
         return image_d.pow(w) * latent_d.pow(1 - w)
 
+    def maps(self, image_raw: torch.Tensor, latent_raw: torch.Tensor, latents: torch.Tensor | None,
+             class_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Raw discrepancies (image [B,S,S], latent [B,L,L]) and the input latents [B,C,L,L] ->
+        (image_d, latent_d on the image grid, final map, memory discrepancy or None), all [B,S,S]:
+        normalized, fused, then mixed with the latent memory when there is one."""
+        from .maps import resize_bilinear
+
+        image_d, latent_small = self.normalize(image_raw, latent_raw, class_ids)
+        latent_d = resize_bilinear(latent_small, tuple(image_d.shape[-2:]))
+        final = self.fuse(image_d, latent_d, class_ids)
+        memory_d = None
+        if self.memory is not None:
+            if latents is None:
+                raise ValueError("a normalization with a latent memory needs the input latents")
+            final, memory_d = self.memory.apply(final, latents, class_ids)
+        return image_d, latent_d, final, memory_d
+
     def with_image_weights(self, weights: torch.Tensor) -> "MapNormalization":
-        """A copy with other fusion weights [C] (statistics and scale unchanged)."""
+        """A copy with other fusion weights [C] (statistics, scale and memory unchanged)."""
         return MapNormalization(self.image_mean, self.image_std, self.latent_mean, self.latent_std, self.scale,
-                                mode=self.mode, images=self.images, image_weight=weights.float())
+                                mode=self.mode, images=self.images, image_weight=weights.float(), memory=self.memory)
+
+    def with_memory(self, memory: LatentMemory | None) -> "MapNormalization":
+        """A copy with another latent memory (or none)."""
+        return MapNormalization(self.image_mean, self.image_std, self.latent_mean, self.latent_std, self.scale,
+                                mode=self.mode, images=self.images, image_weight=self.image_weight,
+                                details=self.details, memory=memory)
 
     def to(self, device) -> "MapNormalization":
         return MapNormalization(*(t.to(device) for t in (self.image_mean, self.image_std, self.latent_mean,
                                                           self.latent_std, self.scale)),
-                                mode=self.mode, images=self.images, image_weight=self.image_weight.to(device))
+                                mode=self.mode, images=self.images, image_weight=self.image_weight.to(device),
+                                memory=None if self.memory is None else self.memory.to(device))
 
     # ------------------------------------------------------------------ storage
     def save(self, folder: Path) -> dict:
@@ -138,8 +166,11 @@ class MapNormalization:
         tensors = {k: getattr(self, k).detach().cpu().float().contiguous()
                    for k in ("image_mean", "image_std", "latent_mean", "latent_std", "scale", "image_weight")}
         save_file(tensors, str(Path(folder) / NORMALIZATION_FILE))
-        return {"file": NORMALIZATION_FILE, "mode": self.mode, "images": self.images,
-                "good_tail_score": GOOD_TAIL_SCORE, "scale_quantile": SCALE_QUANTILE}
+        entry = {"file": NORMALIZATION_FILE, "mode": self.mode, "images": self.images,
+                 "good_tail_score": GOOD_TAIL_SCORE, "scale_quantile": SCALE_QUANTILE}
+        if self.memory is not None:
+            entry["latent_memory"] = self.memory.save(folder)
+        return entry
 
     @classmethod
     def load(cls, folder: Path, entry: dict) -> "MapNormalization":
@@ -155,11 +186,14 @@ class MapNormalization:
             raise CheckpointError(path, "model.json names map normalization statistics, but the file is missing")
         try:
             t = load_file(str(path))
-            return cls(t["image_mean"], t["image_std"], t["latent_mean"], t["latent_std"], t["scale"],
-                       mode=entry.get("mode", "position"), images=entry.get("images"),
-                       image_weight=t.get("image_weight"))
+            normalization = cls(t["image_mean"], t["image_std"], t["latent_mean"], t["latent_std"], t["scale"],
+                                mode=entry.get("mode", "position"), images=entry.get("images"),
+                                image_weight=t.get("image_weight"))
         except (SafetensorError, KeyError, ValueError, OSError) as e:
             raise CheckpointError(path, f"unreadable map normalization: {e}") from None
+        if entry.get("latent_memory"):
+            normalization.memory = LatentMemory.load(folder, entry["latent_memory"], normalization.num_classes)
+        return normalization
 
 
 def _stats(raw: torch.Tensor, mode: str, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,8 +34,10 @@ CALIBRATION = "calibration"      # calibrate_scores: the per-category scales
 THRESHOLD = "threshold"          # fit: the threshold set from held-out good parts
 NORMALIZATION = "normalization"  # normalize_maps: the map normalization learned
 FUSION = "fusion"                # normalize_maps: the fusion weight chosen
+LATENT_MEMORY = "latent_memory"  # normalize_maps / fit: the latent memory kept (images, share in the score)
 EVENTS = frozenset((STARTED, STEP, EPOCH, VALIDATION, EPOCHS_FITTED, EARLY_STOP, WARNING, CHECKPOINT, STOPPED,
-                    FINISHED, EVALUATION, ERROR, STAGE, SELECTED, CALIBRATION, THRESHOLD, NORMALIZATION, FUSION))
+                    FINISHED, EVALUATION, ERROR, STAGE, SELECTED, CALIBRATION, THRESHOLD, NORMALIZATION, FUSION,
+                    LATENT_MEMORY))
 
 
 def finite_or_none(value) -> float | None:

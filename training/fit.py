@@ -41,6 +41,7 @@ import torch
 
 from engine.checkpoint import read_model_json, update_model_json
 from engine.imageio import ImageReadError, read_image
+from engine.latent_memory import MEMORY_MAX_IMAGES
 
 from .common import HOLDOUT_MIN, EventLog, run_reporting_errors, split_holdout
 from .datasets import DatasetLayoutError, build_dataset
@@ -97,6 +98,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: CUDA when present")
     p.add_argument("--map-normalization", choices=["position", "global"], default="position",
                    help="position: each position's own good statistics (aligned parts); global: one per category")
+    p.add_argument("--memory-images", type=int, default=MEMORY_MAX_IMAGES,
+                   help="good training images per category kept as a latent memory, whose distance map is "
+                        "mixed into the score (DeCo-Diff; share chosen on labelled validation parts); 0: none")
     p.add_argument("--val-dir", type=Path, default=None,
                    help="labelled parts (good and defective) to choose the map fusion on, in a folder of the "
                         "data's layout (its val split, else its test split; a folder dataset: good/ and "
@@ -348,9 +352,10 @@ def _fit(args, events: EventLog) -> int:
     items = [(h["path"], h["category"]) for h in holdout]
     detector = load_model(model_dir, device="cuda" if cuda else "cpu")
     if args.detector == "deco-diff":
+        memory_items = training_items(train, items, args.memory_images) if args.memory_images > 0 else []
         normalization = fit_model_normalization(detector, items, args.map_normalization,
                                                 train_items=training_items(train, items, TRAIN_STATS_IMAGES),
-                                                labelled=labelled)
+                                                labelled=labelled, memory_items=memory_items)
         threshold = DEFAULT_THRESHOLD
         entry = write_normalization(model_dir, normalization, threshold)
         weights = {c: float(normalization.image_weight[k]) for k, c in enumerate(detector.class_names)}
@@ -359,6 +364,11 @@ def _fit(args, events: EventLog) -> int:
         if labelled:
             _say(f"fusion chosen on {len(labelled)} labelled validation parts: image weight {weights} "
                  f"(0.5 = geometric mean, 0 = latent discrepancy only)")
+        if normalization.memory is not None:
+            described = normalization.memory.describe()
+            events.emit("latent_memory", **described, details=entry.get("memory"))
+            _say(f"latent memory of {described['images']} good training images per category, share in the "
+                 f"score {described['weight']}" + (" (chosen on the labelled validation parts)" if labelled else ""))
         for note in entry.get("notes", []):
             _say(f"note: {note}")
     else:

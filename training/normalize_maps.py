@@ -30,9 +30,10 @@ import torch
 
 from engine.checkpoint import read_model_json, update_model_json
 from engine.imageio import read_image
+from engine.latent_memory import MEMORY_WEIGHT_CHOICES, fit_memory
 from engine.maps import resize_bilinear
 from engine.normalization import (DEFAULT_IMAGE_WEIGHT, GOOD_TAIL_SCORE, IMAGE_WEIGHT_CHOICES, MIN_FUSION_GAIN,
-                                  NORMALIZATION_MODES, MapNormalization, fit_normalization)
+                                  NORMALIZATION_MODES, SCALE_QUANTILE, MapNormalization, fit_normalization)
 from engine.preprocess import preprocess_frames
 
 from .common import EventLog, run_reporting_errors
@@ -40,7 +41,7 @@ from .datasets import DatasetLayoutError, build_dataset
 from .metrics import auroc
 
 __all__ = ["build_arg_parser", "main", "fit_model_normalization", "split_halves", "choose_image_weights",
-           "training_items", "labelled_items", "DEFAULT_THRESHOLD", "TRAIN_STATS_IMAGES"]
+           "choose_memory_weights", "training_items", "labelled_items", "DEFAULT_THRESHOLD", "TRAIN_STATS_IMAGES"]
 
 # The fail threshold of a normalized model: 25 % above the good parts' 99th-percentile score (0.4).
 DEFAULT_THRESHOLD = 0.5
@@ -71,6 +72,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--choose-fusion-on", choices=["none", "val", "test"], default="none",
                    help="choose each category's fusion weight on this labelled split (needs --data-dir); "
                         "never the split you report on")
+    p.add_argument("--memory-images", type=int, default=0,
+                   help="keep up to this many good training images per category as a latent memory whose "
+                        "distance map is mixed into the score (engine.latent_memory; needs --data-dir); 0: none")
     p.add_argument("--device", default=None)
     p.add_argument("--events", type=Path, default=None)
     return p
@@ -90,28 +94,50 @@ def split_halves(items: Sequence[tuple[str, str]]) -> tuple[list[tuple[str, str]
     return first, second
 
 
-def _raw_maps(detector, items: Sequence[tuple[str, str]], bar) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{category: (image_raw [N,S,S], latent_raw [N,L,L])} of the images in `items`."""
+def _raw_maps(detector, items: Sequence[tuple[str, str]], bar, latents: dict | None = None
+              ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{category: (image_raw [N,S,S], latent_raw [N,L,L])} of the images in `items`; with a
+    `latents` dict, also fills it with {category: input latents [N,C,L,L]} in the same order."""
     out: dict[str, list] = {}
+    kept: dict[str, list] = {}
     for start in range(0, len(items), BATCH):
         chunk = items[start:start + BATCH]
         images = preprocess_frames([read_image(p) for p, _ in chunk], detector.preprocess)
         ids = torch.tensor([detector.class_id(c) for _, c in chunk])
-        image_raw, latent_raw = detector.raw_discrepancies(images, ids)
+        image_raw, latent_raw, *z = detector.raw_discrepancies(images, ids, with_latents=latents is not None)
         for k, (_, cat) in enumerate(chunk):
             out.setdefault(cat, []).append((image_raw[k], latent_raw[k]))
+            if z:
+                kept.setdefault(cat, []).append(z[0][k])
         bar.update(len(chunk))
+    if latents is not None:
+        latents.update({c: torch.stack(v) for c, v in kept.items()})
     return {c: (torch.stack([a for a, _ in v]), torch.stack([b for _, b in v])) for c, v in out.items()}
+
+
+def _encoded(detector, items: Sequence[tuple[str, str]], bar) -> dict[str, torch.Tensor]:
+    """{category: VAE latents [N,C,L,L]} of the images in `items` (encoding only)."""
+    out: dict[str, list] = {}
+    for start in range(0, len(items), BATCH):
+        chunk = items[start:start + BATCH]
+        z = detector.encode_latents(preprocess_frames([read_image(p) for p, _ in chunk], detector.preprocess))
+        for k, (_, cat) in enumerate(chunk):
+            out.setdefault(cat, []).append(z[k])
+        bar.update(len(chunk))
+    return {c: torch.stack(v) for c, v in out.items()}
 
 
 def fit_model_normalization(detector, items: Sequence[tuple[str, str]], mode: str = "position",
                             progress: bool = True, train_items: Sequence[tuple[str, str]] = (),
-                            labelled: Sequence[tuple[str, str, int]] = ()) -> MapNormalization:
+                            labelled: Sequence[tuple[str, str, int]] = (),
+                            memory_items: Sequence[tuple[str, str]] = ()) -> MapNormalization:
     """Fit `detector`'s map normalization on held-out good images [(path, category)] and switch
     the detector to it. Each category needs at least 4 of them (2 for the statistics, 2 for the
     scale). `train_items`: training images that join the statistics half (see the module
     docstring); `labelled`: validation parts [(path, category, label 0/1)] to choose each
-    category's fusion weight on. What was used and chosen is in the result's `details`."""
+    category's fusion weight on; `memory_items`: good training images kept as the latent memory
+    (`engine.latent_memory`; its statistics come from the held-out images, its share in the score
+    is chosen on `labelled`). What was used and chosen is in the result's `details`."""
     from tqdm import tqdm
 
     counts: dict[str, int] = {}
@@ -122,14 +148,16 @@ def fit_model_normalization(detector, items: Sequence[tuple[str, str]], mode: st
         raise ValueError("too few good images to normalize the maps (at least 4 per category): "
                          + ", ".join(f"{c} {n}" for c, n in few.items()))
     stats_items, scale_items = split_halves(items)
-    total = len(items) + len(train_items) + len(labelled)
+    total = len(items) + len(train_items) + len(labelled) + len(memory_items)
+    stats_z, scale_z, val_z = ({} if memory_items else None for _ in range(3))
     with tqdm(total=total, desc="map statistics", unit="img", disable=not progress, file=sys.stderr) as bar:
         saved, detector.normalization = detector.normalization, None  # raw maps do not depend on it
         try:
-            stats = _raw_maps(detector, stats_items, bar)
-            scale = _raw_maps(detector, scale_items, bar)
+            stats = _raw_maps(detector, stats_items, bar, stats_z)
+            scale = _raw_maps(detector, scale_items, bar, scale_z)
             train = _raw_maps(detector, train_items, bar) if train_items else {}
-            val = _raw_maps(detector, [(p, c) for p, c, _ in labelled], bar) if labelled else {}
+            val = _raw_maps(detector, [(p, c) for p, c, _ in labelled], bar, val_z) if labelled else {}
+            memory_z = _encoded(detector, memory_items, bar) if memory_items else {}
         finally:
             detector.normalization = saved
     details: dict = {"train_images": {}, "notes": []}
@@ -143,8 +171,8 @@ def fit_model_normalization(detector, items: Sequence[tuple[str, str]], mode: st
         stats[cat] = (torch.cat([stats[cat][0], img]), torch.cat([stats[cat][1], lat]))
         details["train_images"][cat] = int(img.shape[0])
     normalization = fit_normalization(stats, scale, detector.class_names, mode=mode)
+    labels: dict[str, list[int]] = {}
     if val:
-        labels: dict[str, list[int]] = {}
         for _, cat, label in labelled:
             labels.setdefault(cat, []).append(int(label))
         weights, details["fusion"] = choose_image_weights(normalization, detector.class_names, val, labels)
@@ -154,8 +182,21 @@ def fit_model_normalization(detector, items: Sequence[tuple[str, str]], mode: st
             good = torch.tensor([label == 0 for label in labels[cat]])
             if cat in scale and bool(good.any()):
                 scale[cat] = (torch.cat([scale[cat][0], img[good]]), torch.cat([scale[cat][1], lat[good]]))
+                if memory_items:
+                    scale_z[cat] = torch.cat([scale_z[cat], val_z[cat][good]])
                 details["scale_val_good"][cat] = int(good.sum())
         normalization = fit_normalization(stats, scale, detector.class_names, mode=mode, image_weight=weights)
+    if memory_items:
+        memory = fit_memory(memory_z, stats_z, scale_z, detector.class_names, SCALE_QUANTILE, GOOD_TAIL_SCORE)
+        if val:
+            chosen, details["memory"] = choose_memory_weights(normalization.with_memory(memory),
+                                                              detector.class_names, val, val_z, labels)
+            memory = memory.with_weights(torch.tensor([chosen.get(c, float(memory.weight[k]))
+                                                       for k, c in enumerate(detector.class_names)]), memory.gain)
+        memory = memory.with_weights(memory.weight, _memory_gains(normalization.with_memory(memory),
+                                                                  detector.class_names, scale, scale_z))
+        normalization = normalization.with_memory(memory)
+        details["memory_images"] = {c: int(z.shape[0]) for c, z in memory_z.items()}
     normalization.details = details
     detector.normalization = normalization
     return normalization
@@ -191,6 +232,61 @@ def choose_image_weights(normalization: MapNormalization, class_names: Sequence[
         report[cat] = {"image_weight": best, "auroc": {str(w): round(a, 4) for w, a in scores.items()},
                        "parts": int(len(y)), "defective": int(y.sum())}
     return weights, report
+
+
+def _final_scores(normalization: MapNormalization, k: int, img: torch.Tensor, lat: torch.Tensor,
+                  latents: torch.Tensor) -> np.ndarray:
+    """Image scores (max of the final map) of category k's parts from their raw maps and latents."""
+    ids = torch.full((img.shape[0],), k, dtype=torch.long)
+    scores = [normalization.maps(i, la, z, c)[2].flatten(1).amax(dim=1)
+              for i, la, z, c in zip(img.split(BATCH), lat.split(BATCH), latents.split(BATCH), ids.split(BATCH))]
+    return torch.cat(scores).numpy()
+
+
+def choose_memory_weights(normalization: MapNormalization, class_names: Sequence[str],
+                          val_maps: dict[str, tuple[torch.Tensor, torch.Tensor]], val_latents: dict[str, torch.Tensor],
+                          labels: dict[str, list[int]]) -> tuple[dict[str, float], dict]:
+    """Each category's share of the latent memory in the final map (MEMORY_WEIGHT_CHOICES) by
+    image AUROC on labelled validation parts (raw maps, latents and labels in the same order). A
+    share above 0 must beat DeCo-Diff alone (0) by MIN_FUSION_GAIN; a category without both kinds
+    of part keeps the default. Returns ({category: share}, {category: report})."""
+    memory = normalization.memory
+    weights, report = {}, {}
+    for cat, (img, lat) in val_maps.items():
+        y = np.asarray(labels.get(cat, []))
+        k = class_names.index(cat)
+        if len(y) != img.shape[0] or y.min(initial=1) != 0 or y.max(initial=0) != 1 or memory.memories[k] is None:
+            report[cat] = {"weight": float(memory.weight[k]), "parts": int(len(y)),
+                           "note": "needs good and defective validation parts"}
+            continue
+        scores = {}
+        for w in MEMORY_WEIGHT_CHOICES:
+            trial = memory.with_weights(torch.where(torch.arange(len(class_names)) == k, torch.tensor(float(w)),
+                                                    memory.weight), memory.gain)
+            scores[w] = float(auroc(y, _final_scores(normalization.with_memory(trial), k, img, lat, val_latents[cat])))
+        best = max(scores, key=scores.get)
+        if best != 0.0 and scores[best] < scores[0.0] + MIN_FUSION_GAIN:
+            best = 0.0
+        weights[cat] = best
+        report[cat] = {"weight": best, "auroc": {str(w): round(a, 4) for w, a in scores.items()},
+                       "parts": int(len(y)), "defective": int(y.sum())}
+    return weights, report
+
+
+def _memory_gains(normalization: MapNormalization, class_names: Sequence[str],
+                  scale_maps: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                  scale_latents: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-category gain [K] that puts the good scale images' SCALE_QUANTILE final score back at
+    GOOD_TAIL_SCORE once the memory is mixed in (1 where the memory's share is 0)."""
+    memory = normalization.memory
+    gains = torch.ones(len(class_names))
+    for k, cat in enumerate(class_names):
+        if float(memory.weight[k]) == 0.0 or cat not in scale_maps:
+            continue
+        unit = normalization.with_memory(memory.with_weights(memory.weight, torch.ones(len(class_names))))
+        scores = _final_scores(unit, k, *scale_maps[cat], scale_latents[cat])
+        gains[k] = GOOD_TAIL_SCORE / max(float(np.quantile(scores, SCALE_QUANTILE)), 1e-3)
+    return gains
 
 
 def training_items(dataset, held_out: Sequence[tuple[str, str]], per_category: int,
@@ -273,18 +369,21 @@ def _normalize(args, events: EventLog) -> int:
     detector = Detector.load(args.model, device=args.device)
     items = _items_from(args, detector)
     train, labelled = [], []
-    if (args.train_images or args.choose_fusion_on != "none") and args.data_dir is None:
-        raise ValueError("--train-images and --choose-fusion-on need --data-dir")
+    memory = []
+    if (args.train_images or args.memory_images or args.choose_fusion_on != "none") and args.data_dir is None:
+        raise ValueError("--train-images, --memory-images and --choose-fusion-on need --data-dir")
     categories = "all" if args.object_category == "all" else args.object_category.split(",")
-    if args.train_images:
+    if args.train_images or args.memory_images:
         dataset = build_dataset(args.dataset, args.data_dir, categories, "train", detector.preprocess, augment=False)
-        train = training_items(dataset, items, args.train_images)
+        train = training_items(dataset, items, args.train_images) if args.train_images else []
+        memory = training_items(dataset, items, args.memory_images) if args.memory_images else []
     if args.choose_fusion_on != "none":
         labelled = labelled_items(args.dataset, args.data_dir, categories, args.choose_fusion_on, detector.preprocess)
         if not labelled:
             raise ValueError(f"{args.data_dir}: no {args.choose_fusion_on} split with good and defective parts")
     events.emit("started", images=len(items), mode=args.mode, train_images=len(train), labelled=len(labelled))
-    normalization = fit_model_normalization(detector, items, args.mode, train_items=train, labelled=labelled)
+    normalization = fit_model_normalization(detector, items, args.mode, train_items=train, labelled=labelled,
+                                            memory_items=memory)
     entry = write_normalization(args.model, normalization, args.threshold)
     scales = {c: round(float(normalization.scale[k]), 4) for k, c in enumerate(detector.class_names)
               if c in (normalization.images or {})}
@@ -295,6 +394,11 @@ def _normalize(args, events: EventLog) -> int:
     print(f"map normalization ({args.mode}) from {len(items)} held-out and {len(train)} training good images "
           f"written to {args.model}; score scale (z units at 1.0): {scales}; fusion image weights {weights}; "
           f"good tail at {GOOD_TAIL_SCORE}, threshold {args.threshold}")
+    if normalization.memory is not None:
+        described = normalization.memory.describe()
+        events.emit("latent_memory", **described, details=entry.get("memory"))
+        print(f"latent memory of {described['images']} good training images per category, "
+              f"share in the score {described['weight']}")
     for note in entry.get("notes", []):
         print(f"note: {note}")
     events.emit("finished")
