@@ -155,6 +155,9 @@ class CalibrationSet:
         try:
             np.savez_compressed(tmp, crops=self.crops, class_ids=self.class_ids.astype(np.int64),
                                 held_out=np.int64(self.held_out))
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it 0600
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

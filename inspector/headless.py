@@ -108,6 +108,8 @@ def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gate-fusion", action="store_true", help="fuse the DoD gate map into the anomaly map")
     p.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default 8)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
+    from training.calibrate_runtime import add_runtime_arguments
+
     add_runtime_arguments(p)
     p.add_argument("--csv", type=Path, default=None, metavar="FILE", help="write one row per input to this CSV")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write rows and a summary to this JSON")
@@ -122,28 +124,6 @@ def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --log: skip inputs this command already logged there (continue a killed run)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, only failures and the summary")
     add_sink_arguments(p)
-
-
-def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
-    """--runtime and --precision (inspect, evaluate): how the networks run (engine.openvino_runtime)."""
-    p.add_argument("--runtime", choices=["torch", "openvino"], default=None,
-                   help="run the networks on PyTorch or OpenVINO (default: the model's setting, else the fastest "
-                        "one that keeps the verdicts on this machine, decided once)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "int8", "fp16"], default=None,
-                   help="network precision; int8 = OpenVINO with NNCF quantization (needs the model's calibration "
-                        "images: python main.py calibrate-runtime); fp16 = torch autocast (CUDA)")
-
-
-def runtime_overrides(args) -> dict:
-    """The settings --runtime / --precision ask for ({} when neither was given; int8 implies openvino)."""
-    out = {}
-    if getattr(args, "precision", None):
-        out["precision"] = args.precision
-    runtime = getattr(args, "runtime", None) or ("openvino" if out.get("precision") == "int8" else None)
-    if runtime:
-        out["runtime"] = runtime
-        out.setdefault("precision", "fp32")
-    return out
 
 
 def _model_names_runtime(model: Path) -> bool:
@@ -168,6 +148,8 @@ def _load_detector(args, err) -> object | None:
             kind = model_kind(model)
             if kind != args.detector:
                 raise ValueError(f"--detector {args.detector} was asked for, but this is a {kind} model")
+        from training.calibrate_runtime import runtime_overrides
+
         chosen = runtime_overrides(args)
         detector = load_model(model, vae=args.vae, device=args.device, **overrides, **chosen)
         if not chosen and not _model_names_runtime(model):

@@ -27,27 +27,49 @@ from .common import EventLog, run_reporting_errors
 from .datasets import build_dataset
 
 __all__ = ["QUANTIZE_PER_CATEGORY", "CHECK_PER_CATEGORY", "calibration_set", "calibrate_model_runtime",
-           "pick_items", "main"]
+           "pick_items", "calibrate_after_fit", "add_runtime_arguments", "runtime_overrides", "main"]
 
 # good images per category NNCF calibrates on, and held out of it for the accuracy check
 QUANTIZE_PER_CATEGORY = 8
 CHECK_PER_CATEGORY = 3
 
 
-def pick_items(items: Sequence[tuple[str, str]], quantize_per_category: int, check_per_category: int,
-               seed: int = 0) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(path, category) pairs -> (quantization items, check items): per category, a fixed-seed draw
-    of `quantize_per_category` + `check_per_category` distinct images, split in that order."""
+def _draw(items: Sequence[tuple[str, str]], per_category: int, seed: int = 0) -> dict[str, list[str]]:
+    """Per category, a fixed-seed draw of up to `per_category` distinct paths."""
     by_cat: dict[str, list[str]] = {}
     for path, cat in items:
         by_cat.setdefault(cat, []).append(str(path))
+    return {cat: random.Random(seed).sample(sorted(paths), min(len(paths), per_category))
+            for cat, paths in sorted(by_cat.items())}
+
+
+def pick_items(items: Sequence[tuple[str, str]], quantize_per_category: int, check_per_category: int,
+               seed: int = 0) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(path, category) pairs -> (quantization items, check items): per category, a fixed-seed draw
+    of `quantize_per_category` + `check_per_category` distinct images, split in that order (at
+    least one image of each category is quantized on)."""
     quantize, check = [], []
-    for cat, paths in sorted(by_cat.items()):
-        drawn = random.Random(seed).sample(sorted(paths), min(len(paths), quantize_per_category + check_per_category))
+    for cat, drawn in _draw(items, quantize_per_category + check_per_category, seed).items():
         n_check = min(check_per_category, max(0, len(drawn) - 1))
         quantize += [(p, cat) for p in drawn[:len(drawn) - n_check]]
         check += [(p, cat) for p in drawn[len(drawn) - n_check:]]
     return quantize, check
+
+
+def calibrate_after_fit(model_dir: Path, train_items: Sequence[tuple[str, str]],
+                        held_out_items: Sequence[tuple[str, str]], device: str | None, say=print) -> None:
+    """fit's last step: calibration images drawn from the training images (int8) and from the
+    held-out good images (the accuracy check), and the int8 networks built into the model's cache.
+    Never fails the fit: a problem is said as a note (the model runs on torch as before)."""
+    held = {p for p, _ in held_out_items}
+    quantize = [(p, c) for c, ps in _draw([i for i in train_items if i[0] not in held], QUANTIZE_PER_CATEGORY).items()
+                for p in ps]
+    check = [(p, c) for c, ps in _draw(held_out_items, CHECK_PER_CATEGORY).items() for p in ps]
+    try:
+        calibrate_model_runtime(model_dir, quantize, check, device, say, check_all=False)
+    except Exception as e:  # noqa: BLE001 - the model is written; int8 is an extra
+        say(f"note: the OpenVINO int8 calibration failed ({type(e).__name__}: {e}); "
+            f"run `python main.py calibrate-runtime --model {model_dir} --data-dir DATA` later")
 
 
 def calibration_set(model, quantize: Sequence[tuple[str, str]], check: Sequence[tuple[str, str]]) -> CalibrationSet:
@@ -63,11 +85,12 @@ def calibration_set(model, quantize: Sequence[tuple[str, str]], check: Sequence[
 
 
 def calibrate_model_runtime(model_dir: Path, quantize: Sequence[tuple[str, str]], check: Sequence[tuple[str, str]],
-                            device: str | None = "cpu", say=print) -> RuntimeChoice | None:
+                            device: str | None = "cpu", say=print, check_all: bool = True) -> RuntimeChoice | None:
     """Write `model_dir`/calibration.npz from the (path, category) images, build the OpenVINO
-    networks (int8 quantized on `quantize`) into the model's cache and check every runtime and
-    precision on `check` (see engine.runtime_choice). None (with a line said) when OpenVINO is
-    not installed: the calibration images are written all the same."""
+    networks (int8 quantized on `quantize`) into the model's cache and, with `check_all`, check
+    every runtime and precision on `check` (see engine.runtime_choice). None (with a line said)
+    when OpenVINO is not installed or `check_all` is off: the calibration images are written all
+    the same."""
     from engine.loading import load_model
 
     model = load_model(model_dir, device=device)
@@ -78,14 +101,41 @@ def calibrate_model_runtime(model_dir: Path, quantize: Sequence[tuple[str, str]]
     if problem:
         say(f"calibration: {problem}; the int8 networks are built when OpenVINO is installed")
         return None
-    model = load_model(model_dir, device=device)
     notices: list[str] = []
+    if not check_all:
+        model = load_model(model_dir, device=device, runtime="openvino", precision="int8")
+        say(f"calibration: OpenVINO int8 networks built ({model.settings.runtime} {model.settings.precision}; "
+            f"quantized: {', '.join(getattr(model, 'int8_networks', ())) or 'none'})")
+        return None
+    model = load_model(model_dir, device=device)
     model.on_notice = notices.append
     choice = check_candidates(model, calibration)
     for line in notices:
         say(f"calibration: note: {line}")
     say(f"calibration: {choice.reason}")
     return choice
+
+
+def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
+    """--runtime and --precision (inspect, evaluate): how the networks run (engine.openvino_runtime)."""
+    p.add_argument("--runtime", choices=["torch", "openvino"], default=None,
+                   help="run the networks on PyTorch or OpenVINO (default: the model's setting; inspect: else the fastest "
+                        "one that keeps the verdicts on this machine, decided once)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8", "fp16"], default=None,
+                   help="network precision; int8 = OpenVINO with NNCF quantization (needs the model's calibration "
+                        "images: python main.py calibrate-runtime); fp16 = torch autocast (CUDA)")
+
+
+def runtime_overrides(args) -> dict:
+    """The settings --runtime / --precision ask for ({} when neither was given; int8 implies openvino)."""
+    out = {}
+    if getattr(args, "precision", None):
+        out["precision"] = args.precision
+    runtime = getattr(args, "runtime", None) or ("openvino" if out.get("precision") == "int8" else None)
+    if runtime:
+        out["runtime"] = runtime
+        out.setdefault("precision", "fp32")
+    return out
 
 
 def build_arg_parser() -> argparse.ArgumentParser:

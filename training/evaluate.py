@@ -26,6 +26,7 @@ import torch.distributed as dist
 from engine.loading import load_model, model_kind
 from engine.runtime import InspectionModel
 
+from .calibrate_runtime import add_runtime_arguments, runtime_overrides
 from .common import EventLog, add_run_arguments, run_entry, str2bool
 from .datasets import build_dataset
 from .metrics import METRIC_NAMES, compute_metrics, suggest_threshold_from_good
@@ -57,8 +58,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--reverse-steps", type=int, default=None)
     p.add_argument("--start-t", type=int, default=None)
     p.add_argument("--gate-fusion", type=str2bool, default=None)
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
-                   help="network precision (autocast); default: the model's, fp32")
+    add_runtime_arguments(p)
     p.add_argument("--compile", action="store_true",
                    help="run the networks through torch.compile (DeCo-Diff; the first batch compiles for a minute or more)")
     p.add_argument("--noise-t", type=int, default=None, help="DiAD: timestep the input is noised to")
@@ -291,8 +291,7 @@ def load_detector_for_eval(args, device) -> InspectionModel:
         overrides["start_t"] = args.start_t
     if args.gate_fusion is not None:
         overrides["gate_fusion"] = args.gate_fusion
-    if args.precision is not None:
-        overrides["precision"] = args.precision
+    overrides.update(runtime_overrides(args))
     if args.compile:
         if kind == "diad":
             raise ValueError("--compile applies to DeCo-Diff models only")
@@ -330,6 +329,7 @@ def _evaluate(args, ctx, events: EventLog) -> int:
         print(format_table(result))
         acc = result["classifier_accuracy"]
         print(f"time per image: {result['ms_per_image']:.1f} ms on {result['model']['device']} "
+              f"({result['settings'].get('runtime', 'torch')} {result['settings']['precision']}) "
               f"(batch {args.batch_size}, {ctx.world_size} process(es)); "
               f"classifier accuracy: {'n/a' if acc is None else f'{100 * acc:.1f}%'}; "
               f"suggested threshold: F1-optimal {result['suggested_threshold']['f1_optimal']}, "

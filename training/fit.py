@@ -389,6 +389,11 @@ def _fit(args, events: EventLog) -> int:
     events.emit("finished", model_dir=str(args.out), seconds=fit_seconds, epoch=trained.get("epochs"),
                 selected_epoch=trained.get("epoch"))
 
+    # 4b. OpenVINO int8: calibration images beside the model and its quantized networks
+    from .calibrate_runtime import calibrate_after_fit
+
+    calibrate_after_fit(args.out, [(str(s.path), s.category) for s in train.samples if not s.label], items, "cpu", _say)
+
     # 5. evaluation on the test split
     if not args.no_evaluate and _has_test_split(args):
         from . import evaluate
