@@ -411,7 +411,9 @@ class Detector:
             unet_parameters=self.unet.num_parameters, vae=self.vae.source,
             classifier=self.classifier is not None, preprocess=self.preprocess.to_dict(),
             maps=describe_normalization(None if self.normalization is None else
-                                        {"mode": self.normalization.mode, "images": self.normalization.images}),
+                                        {"mode": self.normalization.mode, "images": self.normalization.images,
+                                         "latent_memory": None if self.normalization.memory is None
+                                         else self.normalization.memory.describe()}),
         )
 
 

@@ -260,8 +260,13 @@ def fit_normalization(stats_maps: dict[str, tuple[torch.Tensor, torch.Tensor]],
 
 
 def describe(entry: dict | None) -> str:
-    """One line for logs: the mode and how many good images each category's statistics came from."""
+    """One line for logs: the mode, how many good images each category's statistics came from and,
+    with a latent memory, its images and share in the score per category."""
     if not entry:
         return "reference maps (fixed clip constants)"
     counts = entry.get("images") or {}
-    return f"maps normalized per {entry.get('mode', 'position')} from held-out good images " + json.dumps(counts)
+    line = f"maps normalized per {entry.get('mode', 'position')} from held-out good images " + json.dumps(counts)
+    memory = entry.get("latent_memory")
+    if memory:
+        line += (f"; latent memory of {memory['images']} good images, share in the score {memory['weight']}")
+    return line

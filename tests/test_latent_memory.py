@@ -152,6 +152,7 @@ def test_normalize_maps_keeps_a_memory_the_detector_uses(tmp_path, capsys):
     assert "latent memory of [2, 2]" in capsys.readouterr().out
     det = Detector.load(model, device="cpu")
     memory = det.normalization.memory
+    assert "latent memory of [2, 2] good images" in det.describe().maps
     assert memory.weight.tolist() == [entry["memory"][c]["weight"] for c in det.class_names]
     # whatever share was chosen, a forced one changes the maps and zero gives the plain ones back
     frame = np.asarray(Image.open(data / "wood" / "test" / "spot" / "000.png"))
