@@ -28,8 +28,8 @@ import torch
 from .openvino_runtime import (CalibrationSet, user_cache_root, module_fingerprint, openvino_problem)
 from .runtime import StageClock
 
-__all__ = ["CANDIDATES", "SCORE_TOLERANCE", "RuntimeChoice", "check_candidates", "machine_default",
-           "choice_file"]
+__all__ = ["CANDIDATES", "SCORE_TOLERANCE", "PIN_ENV", "RuntimeChoice", "check_candidates", "machine_default",
+           "choice_file", "model_names_runtime", "apply_default_runtime"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ CANDIDATES = (("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("open
 # a candidate's score may differ from the reference's by at most this share of the threshold
 SCORE_TOLERANCE = 0.05
 CHOICE_FILE = "runtime_choice.json"
+# "RUNTIME PRECISION" (e.g. "torch fp32") in this environment variable replaces the machine default
+# (a station that must not change, the test suite)
+PIN_ENV = "DECO_INSPECTOR_RUNTIME"
 
 
 @dataclass(frozen=True)
@@ -183,3 +186,31 @@ def machine_default(model) -> RuntimeChoice:
         log.warning("could not store the runtime choice in %s: %s", path, e)
     log.info("runtime for %s on this machine: %s (%s)", label, choice.name, choice.reason)
     return choice
+
+
+def model_names_runtime(path) -> bool:
+    """True when `path` is not a model folder or its model.json settings choose a runtime (then
+    the model's own setting is used, not the machine default)."""
+    from .checkpoint import read_model_json
+
+    path = Path(path)
+    if path.is_file() and path.suffix in (".json", ".safetensors"):
+        path = path.parent
+    return not path.is_dir() or "runtime" in read_model_json(path).get("settings", {})
+
+
+def apply_default_runtime(model, path) -> RuntimeChoice | None:
+    """What `main.py inspect` and the window do after loading a model without --runtime/--precision:
+    the runtime in $DECO_INSPECTOR_RUNTIME when set, else the machine default (`machine_default`),
+    unless model.json names a runtime. None when the model keeps its own setting."""
+    if model_names_runtime(path):
+        return None
+    pinned = os.environ.get(PIN_ENV, "").split()
+    if pinned:
+        if len(pinned) != 2:
+            raise ValueError(f"${PIN_ENV} must be 'RUNTIME PRECISION' (e.g. 'torch fp32'), got {' '.join(pinned)!r}")
+        model.with_settings(runtime=pinned[0], precision=pinned[1])
+        choice = RuntimeChoice(model.settings.runtime, model.settings.precision, {}, f"${PIN_ENV}")
+        log.info("runtime for %s: %s (%s)", model.model_id or "the model", choice.name, choice.reason)
+        return choice
+    return machine_default(model)

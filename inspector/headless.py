@@ -126,13 +126,6 @@ def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
     add_sink_arguments(p)
 
 
-def _model_names_runtime(model: Path) -> bool:
-    """True when a model folder's model.json settings choose a runtime (no machine default then)."""
-    from engine.checkpoint import read_model_json
-
-    return not model.is_dir() or "runtime" in read_model_json(model).get("settings", {})
-
-
 def _load_detector(args, err) -> object | None:
     from engine.checkpoint import CheckpointError
     from engine.loading import load_model, model_kind
@@ -148,14 +141,13 @@ def _load_detector(args, err) -> object | None:
             kind = model_kind(model)
             if kind != args.detector:
                 raise ValueError(f"--detector {args.detector} was asked for, but this is a {kind} model")
+        from engine.runtime_choice import apply_default_runtime
         from training.calibrate_runtime import runtime_overrides
 
         chosen = runtime_overrides(args)
         detector = load_model(model, vae=args.vae, device=args.device, **overrides, **chosen)
-        if not chosen and not _model_names_runtime(model):
-            from engine.runtime_choice import machine_default
-
-            choice = machine_default(detector)
+        choice = None if chosen else apply_default_runtime(detector, model)
+        if choice is not None:
             if not args.quiet:
                 print(f"runtime: {choice.name} ({choice.reason})", file=err)
         return detector

@@ -38,10 +38,15 @@ log = logging.getLogger(__name__)
 
 
 def default_loader(path: str, **overrides):
-    """Load a model folder or reference checkpoint (imports the engine on first use)."""
+    """Load a model folder or reference checkpoint (imports the engine on first use); without a
+    runtime / precision override it runs on the machine's default (engine.runtime_choice)."""
     from engine.loading import load_model
+    from engine.runtime_choice import apply_default_runtime
 
-    return load_model(path, **overrides)
+    model = load_model(path, **overrides)
+    if "runtime" not in overrides and "precision" not in overrides:
+        apply_default_runtime(model, path)
+    return model
 
 
 def engine_threads() -> int:

@@ -47,6 +47,13 @@ def reference_unet(reference_dir):
     return load_unet(reference_dir / "reference_xs.pt")
 
 
+@pytest.fixture(autouse=True)
+def torch_fp32_runtime(monkeypatch):
+    """Models run on torch fp32 unless a test says otherwise: no per-machine runtime check (which
+    converts and times the demo model) inside unrelated tests (engine.runtime_choice.PIN_ENV)."""
+    monkeypatch.setenv("DECO_INSPECTOR_RUNTIME", "torch fp32")
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """A fresh app home folder (settings, results log, recipes) for one test: DECO_INSPECTOR_HOME."""

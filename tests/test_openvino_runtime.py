@@ -57,7 +57,7 @@ def test_runtime_and_precision_are_checked_with_a_clear_message(settings_cls):
 def test_inspect_flags_map_to_settings():
     from argparse import Namespace
 
-    from inspector.headless import runtime_overrides
+    from training.calibrate_runtime import runtime_overrides
 
     assert runtime_overrides(Namespace(runtime=None, precision=None)) == {}
     assert runtime_overrides(Namespace(runtime=None, precision="int8")) == {"runtime": "openvino", "precision": "int8"}
@@ -288,3 +288,17 @@ def test_a_damaged_calibration_file_is_reported(tiny_folder):
         ovr.CalibrationSet.load(tiny_folder, 64, 2)
     det = load_model(tiny_folder, device="cpu")
     assert runtime_choice.machine_default(det).name == "torch fp32"
+
+
+def test_inspect_and_the_window_apply_the_pin_or_the_models_own_runtime(tiny_folder, monkeypatch):
+    from engine.checkpoint import update_model_json
+
+    monkeypatch.setenv(runtime_choice.PIN_ENV, "torch bf16")
+    det = load_model(tiny_folder, device="cpu")
+    assert runtime_choice.apply_default_runtime(det, tiny_folder).name == "torch bf16"
+    assert det.settings.precision == "bf16"
+    monkeypatch.setenv(runtime_choice.PIN_ENV, "torch")
+    with pytest.raises(ValueError, match="RUNTIME PRECISION"):
+        runtime_choice.apply_default_runtime(load_model(tiny_folder, device="cpu"), tiny_folder)
+    update_model_json(tiny_folder, lambda meta: meta["settings"].update(runtime="torch", precision="fp32"))
+    assert runtime_choice.apply_default_runtime(load_model(tiny_folder, device="cpu"), tiny_folder) is None
