@@ -36,6 +36,8 @@ from benchmarks.bench_engine import write_readme_section  # noqa: E402
 README_BEGIN = "<!-- live-table:begin -->"
 README_END = "<!-- live-table:end -->"
 DEMO_MODEL = REPO / "resources" / "demo_model"
+# the warm-up frames may include compiling the networks (compile configs; minutes on a busy CPU)
+WARMUP_TIMEOUT_S = 900
 
 # name -> (settings overrides for the loaded model, engine threads or None for the app's default)
 CONFIGS: dict[str, tuple[dict, int | None]] = {
@@ -113,8 +115,8 @@ def run_single(cfg: dict) -> dict:
         results = []
         ctl.worker.inspected.connect(results.append)
         ctl.open_source(SourceSpec("camera", "0"))
-        if not run_until(lambda: len(results) >= cfg["warmup_frames"], 300):
-            raise RuntimeError("no frames were inspected within 300 s")
+        if not run_until(lambda: len(results) >= cfg["warmup_frames"], WARMUP_TIMEOUT_S):
+            raise RuntimeError(f"no frames were inspected within {WARMUP_TIMEOUT_S} s")
         first, painted, shown, read = len(results), window.live_view.paint_count, ctl.display_frames, \
             ctl.reader.frames_read
         started = time.monotonic()
@@ -148,7 +150,8 @@ def _spawn(cfg: dict) -> dict:
                           env=env, cwd=REPO)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
-        return {**cfg, "error": lines[-1] if lines else f"exit status {proc.returncode}"}
+        errors = [line for line in lines if "Error" in line and not line.startswith("QThread")]
+        return {**cfg, "error": (errors or lines or [f"exit status {proc.returncode}"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

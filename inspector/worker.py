@@ -241,15 +241,17 @@ class EngineWorker(QObject):
             self._wake_pending = False
         lanes = 1
         try:
+            if self.detector is not None:
+                lanes = self._live_lane_count()
+                if lanes > 1:
+                    self._start_live(lanes)   # feed the free lanes first, then record what they finished
+                    self._record_live()
+                    return
             self._record_live()
             if self.detector is None:
                 dropped = self.frames.take(max_items=10_000)
                 if dropped:
                     self._report("No model loaded: frames are not inspected (open a model first)")
-                return
-            lanes = self._live_lane_count()
-            if lanes > 1:
-                self._start_live(lanes)
                 return
             self._finish_live()
             n = self.detector.settings.batch_size if self.frames.policy == "every" else self.frames.keep

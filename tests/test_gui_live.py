@@ -116,8 +116,8 @@ def test_live_frames_go_to_every_cpu_lane(qtbot, home):
     ctl.stop()
     # staggered lanes: one frame per call, two calls side by side, about two frames per delay
     assert set(detector.batches) == {1} and detector.most_running == 2, detector.batches
-    assert (len(results) - first) / elapsed > 1.4 / delay
+    assert (len(results) - first) / elapsed > 1.2 / delay  # one lane at a time would give at most 1 / delay
     ids = [r.index for r in results]
     assert ids == sorted(ids), "parts are recorded in the order their frames were started"
     ages = sorted(r.age_ms for r in results[2:])
-    assert ages[len(ages) // 2] < 1.6 * delay * 1000, ages
+    assert ages[len(ages) // 2] < 2 * delay * 1000, ages
