@@ -112,6 +112,7 @@ def run_single(cfg: dict) -> dict:
         got = {k: getattr(ran, k, None) for k in wanted}
         if got != wanted:
             raise RuntimeError(f"asked for {wanted}, the engine runs {got} (a fallback)")
+        runs_as = f"{getattr(ran, 'runtime', 'torch')} {ran.precision}" + (" + compile" if ran.compile else "")
         results = []
         ctl.worker.inspected.connect(results.append)
         ctl.open_source(SourceSpec("camera", "0"))
@@ -137,7 +138,7 @@ def run_single(cfg: dict) -> dict:
                                   for k in measured[0].timings} if measured else {}),
             "errors": errors[:3], "dropped_frames": ctl.frames.dropped,
             "engine_threads": engine_threads(), "engine_lanes": ctl.model_info.lanes if ctl.model_info else 1,
-            "steps": ctl.model_info.reverse_steps if ctl.model_info else None,
+            "steps": ctl.model_info.reverse_steps if ctl.model_info else None, "runs_as": runs_as,
         }
         ctl.stop()
         window.close()
@@ -169,6 +170,7 @@ def summarize(name: str, runs: list[dict]) -> dict:
         out[key] = _median(ok, key)
     if ok:
         out["overrides"], out["threads"] = ok[0]["overrides"], ok[0]["threads"]
+        out["runs_as"] = ok[0].get("runs_as", "")
     return out
 
 
@@ -176,13 +178,13 @@ def markdown(summaries: list[dict], machine: str, args) -> str:
     lines = [f"Measured on {machine} by `python benchmarks/bench_live.py --update-readme` "
              f"({time.strftime('%Y-%m-%d %H:%M %Z')}): the demo model in the real engine worker, a fake "
              f"{args.camera_fps:g} fps {args.width}x{args.height} camera, offscreen Qt, {args.seconds:g} s per run, "
-             f"median of {args.runs} runs.", "",
-             "| settings | DDIM steps | engine lanes x threads | inspected frames/s | displayed frames/s "
+             f"median of {args.runs} runs; load average {os.getloadavg()[0]:.1f} at the end.", "",
+             "| settings | runs as | DDIM steps | engine lanes x threads | inspected frames/s | displayed frames/s "
              "| frame age ms (median / max) | engine ms/frame | camera frames/s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         if s.get("inspected_per_s") is None:
-            lines.append(f"| {s['config']} | | | error: {'; '.join(s['errors'])} | | | | |")
+            lines.append(f"| {s['config']} | | | | error: {'; '.join(s['errors'])} | | | | |")
             continue
         age = "-" if s["age_ms_median"] is None else f"{s['age_ms_median']:.0f} / {s['age_ms_max']:.0f}"
         engine = "-" if s["engine_ms_median"] is None else f"{s['engine_ms_median']:.0f}"
@@ -190,7 +192,7 @@ def markdown(summaries: list[dict], machine: str, args) -> str:
         threads = f"{lanes:.0f} x 1" if lanes > 1 else ("-" if s["engine_threads"] is None else
                                                         f"1 x {s['engine_threads']:.0f}")
         steps = "-" if s.get("steps") is None else f"{s['steps']:.0f}"
-        lines.append(f"| {s['config']} | {steps} | {threads} | {s['inspected_per_s']:.2f} | {s['displayed_per_s']:.1f} "
+        lines.append(f"| {s['config']} | {s.get('runs_as', '')} | {steps} | {threads} | {s['inspected_per_s']:.2f} | {s['displayed_per_s']:.1f} "
                      f"| {age} | {engine} | {s['camera_frames_per_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
