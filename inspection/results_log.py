@@ -495,6 +495,23 @@ class ArchiveJob:
     full_heatmap: bool = False   # the overlay as the window shows it: only above the review level unless True
 
 
+# nice steps the archive thread runs below the rest of the app: writing rejects' images yields to
+# inspection and display (a full queue drops jobs and says so, it never delays a verdict)
+ARCHIVE_NICENESS = 6
+
+
+def _lower_priority(steps: int) -> None:
+    """Lower the calling thread's scheduling priority by `steps` (Linux; elsewhere, or when not
+    permitted, the thread keeps its priority)."""
+    if steps <= 0 or not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
+    except OSError:
+        pass
+
+
 class ArchiveQueue:
     """Archives parts in a background thread, so a slow or full disk never delays a verdict.
     Each finished job is written into its row (paths, or the error); failures also go to
@@ -529,6 +546,7 @@ class ArchiveQueue:
             return False
 
     def _run(self) -> None:
+        _lower_priority(ARCHIVE_NICENESS)
         while True:
             job = self._jobs.get()
             try:
