@@ -302,3 +302,22 @@ def test_inspect_and_the_window_apply_the_pin_or_the_models_own_runtime(tiny_fol
         runtime_choice.apply_default_runtime(load_model(tiny_folder, device="cpu"), tiny_folder)
     update_model_json(tiny_folder, lambda meta: meta["settings"].update(runtime="torch", precision="fp32"))
     assert runtime_choice.apply_default_runtime(load_model(tiny_folder, device="cpu"), tiny_folder) is None
+
+
+def test_fit_calibration_step_draws_training_and_held_out_images(tmp_path, home):
+    from training.calibrate_runtime import calibrate_after_fit
+    from tests.test_training import make_tiny_mvtec
+
+    data = tmp_path / "data"
+    make_tiny_mvtec(data)
+    folder = tmp_path / "model"
+    det = make_tiny_detector(ncls=2, threshold=0.5)
+    det.class_names = ["tile", "wood"]
+    det.save(folder)
+    train = [(str(p), cat) for cat in ("tile", "wood") for p in sorted((data / cat / "train" / "good").iterdir())]
+    held = [train[0], train[6]]
+    said = []
+    calibrate_after_fit(folder, train, held, "cpu", said.append)
+    cal = ovr.CalibrationSet.load(folder, 64, 2)
+    assert cal.held_out == 2 and len(cal.crops) == 12  # 5 + 5 training images, the 2 held-out ones last
+    assert cal.class_ids[-2:].tolist() == [0, 1] and "12" not in said[0] and "10 good images" in said[0]

@@ -59,8 +59,9 @@ def pick_items(items: Sequence[tuple[str, str]], quantize_per_category: int, che
 def calibrate_after_fit(model_dir: Path, train_items: Sequence[tuple[str, str]],
                         held_out_items: Sequence[tuple[str, str]], device: str | None, say=print) -> None:
     """fit's last step: calibration images drawn from the training images (int8) and from the
-    held-out good images (the accuracy check), and the int8 networks built into the model's cache.
-    Never fails the fit: a problem is said as a note (the model runs on torch as before)."""
+    held-out good images (the accuracy check), written beside the model; the int8 networks are
+    quantized on them when first asked for (a few seconds to a minute, then cached), which keeps
+    this step inside fit's time budget. Never fails the fit: a problem is said as a note."""
     held = {p for p, _ in held_out_items}
     quantize = [(p, c) for c, ps in _draw([i for i in train_items if i[0] not in held], QUANTIZE_PER_CATEGORY).items()
                 for p in ps]
@@ -87,26 +88,22 @@ def calibration_set(model, quantize: Sequence[tuple[str, str]], check: Sequence[
 def calibrate_model_runtime(model_dir: Path, quantize: Sequence[tuple[str, str]], check: Sequence[tuple[str, str]],
                             device: str | None = "cpu", say=print, check_all: bool = True) -> RuntimeChoice | None:
     """Write `model_dir`/calibration.npz from the (path, category) images, build the OpenVINO
-    networks (int8 quantized on `quantize`) into the model's cache and, with `check_all`, check
-    every runtime and precision on `check` (see engine.runtime_choice). None (with a line said)
-    when OpenVINO is not installed or `check_all` is off: the calibration images are written all
-    the same."""
+    networks (int8 quantized on `quantize`) into the model's cache and check every runtime and
+    precision on `check` (see engine.runtime_choice). With `check_all` off only the images are
+    written. None (with a line said) when OpenVINO is not installed or `check_all` is off."""
     from engine.loading import load_model
 
     model = load_model(model_dir, device=device)
     calibration = calibration_set(model, quantize, check)
     path = calibration.save(Path(model_dir))
     say(f"calibration: {len(quantize)} good images for int8, {len(check)} held out for the check -> {path}")
+    if not check_all:
+        return None
     problem = openvino_problem()
     if problem:
         say(f"calibration: {problem}; the int8 networks are built when OpenVINO is installed")
         return None
     notices: list[str] = []
-    if not check_all:
-        model = load_model(model_dir, device=device, runtime="openvino", precision="int8")
-        say(f"calibration: OpenVINO int8 networks built ({model.settings.runtime} {model.settings.precision}; "
-            f"quantized: {', '.join(getattr(model, 'int8_networks', ())) or 'none'})")
-        return None
     model = load_model(model_dir, device=device)
     model.on_notice = notices.append
     choice = check_candidates(model, calibration)
