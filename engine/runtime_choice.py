@@ -210,7 +210,9 @@ def apply_default_runtime(model, path) -> RuntimeChoice | None:
         if len(pinned) != 2:
             raise ValueError(f"${PIN_ENV} must be 'RUNTIME PRECISION' (e.g. 'torch fp32'), got {' '.join(pinned)!r}")
         model.with_settings(runtime=pinned[0], precision=pinned[1])
-        choice = RuntimeChoice(model.settings.runtime, model.settings.precision, {}, f"${PIN_ENV}")
+        choice = model.runtime_choice = RuntimeChoice(model.settings.runtime, model.settings.precision, {},
+                                                      f"${PIN_ENV}")
         log.info("runtime for %s: %s (%s)", model.model_id or "the model", choice.name, choice.reason)
         return choice
-    return machine_default(model)
+    model.runtime_choice = machine_default(model)
+    return model.runtime_choice

@@ -33,7 +33,9 @@ def model_disk_bytes(path: str) -> int:
 @dataclass(frozen=True)
 class LoadedModel:
     """The loaded model: its description (`describe()`), where it was opened from, its size on
-    disk in bytes, the run-time settings the window shows and the CPU lanes a full batch runs on."""
+    disk in bytes, the run-time settings the window shows and the CPU lanes a full batch runs on;
+    runtime: 'torch fp32', 'openvino int8', ...; ms_per_part: that setting's time measured when the
+    machine default was decided (engine.runtime_choice), None when it was not measured."""
 
     info: ModelInfo
     path: str
@@ -44,14 +46,20 @@ class LoadedModel:
     gate_fusion: bool
     batch_size: int
     lanes: int
+    runtime: str = "torch fp32"
+    ms_per_part: float | None = None
 
     @classmethod
     def of(cls, model: InspectionModel, path: str) -> "LoadedModel":
         """The record of `model`, opened from `path` (call in the thread that owns the model)."""
         s = model.settings
+        runtime = f"{getattr(s, 'runtime', 'torch')} {s.precision}"
+        choice = getattr(model, "runtime_choice", None)
+        measured = choice.ms_per_part if choice is not None else None
         return cls(info=model.describe(), path=str(path), disk_bytes=model_disk_bytes(str(path)),
                    threshold=s.threshold, reverse_steps=s.reverse_steps, start_t=s.start_t,
-                   gate_fusion=s.gate_fusion, batch_size=s.batch_size, lanes=model.lane_count(s.batch_size))
+                   gate_fusion=s.gate_fusion, batch_size=s.batch_size, lanes=model.lane_count(s.batch_size),
+                   runtime=runtime, ms_per_part=measured.get(runtime) if measured else None)
 
     @property
     def name(self) -> str:
@@ -74,7 +82,8 @@ def model_summary(model: LoadedModel) -> str:
              f"{classes} categor{'y' if classes == 1 else 'ies'}"
              + (" · classifier" if info.classifier else "")
              + (" · gated" if info.gating else ""),
-             f"Runs on {info.device}"]
+             f"Runs on {info.device} · {model.runtime}"
+             + (f" ({model.ms_per_part:.0f} ms/part measured)" if model.ms_per_part else "")]
     return "<br>".join(parts)
 
 

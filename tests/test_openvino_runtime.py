@@ -321,3 +321,18 @@ def test_fit_calibration_step_draws_training_and_held_out_images(tmp_path, home)
     cal = ovr.CalibrationSet.load(folder, 64, 2)
     assert cal.held_out == 2 and len(cal.crops) == 12  # 5 + 5 training images, the 2 held-out ones last
     assert cal.class_ids[-2:].tolist() == [0, 1] and "12" not in said[0] and "10 good images" in said[0]
+
+
+def test_the_window_shows_the_runtime_and_its_measured_time(tiny_folder, monkeypatch):
+    from inspector.loaded_model import LoadedModel, model_summary
+
+    det = load_model(tiny_folder, device="cpu")
+    assert "Runs on CPU · torch fp32" in model_summary(LoadedModel.of(det, str(tiny_folder)))
+    _calibrate(tiny_folder)
+    monkeypatch.delenv(runtime_choice.PIN_ENV)
+    monkeypatch.setattr(runtime_choice, "check_candidates", lambda model, calibration: runtime_choice.RuntimeChoice(
+        "torch", "fp32", {"torch fp32": 12.4}, "only one"))
+    det = load_model(tiny_folder, device="cpu")
+    runtime_choice.apply_default_runtime(det, tiny_folder)
+    loaded = LoadedModel.of(det, str(tiny_folder))
+    assert loaded.ms_per_part == 12.4 and "torch fp32 (12 ms/part measured)" in model_summary(loaded)
