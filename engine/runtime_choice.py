@@ -189,14 +189,15 @@ def machine_default(model) -> RuntimeChoice:
 
 
 def model_names_runtime(path) -> bool:
-    """True when `path` is not a model folder or its model.json settings choose a runtime (then
-    the model's own setting is used, not the machine default)."""
+    """True when `path` is not a model folder or its model.json settings choose a runtime or a
+    precision (then the model's own setting is used, not the machine default)."""
     from .checkpoint import read_model_json
 
     path = Path(path)
     if path.is_file() and path.suffix in (".json", ".safetensors"):
         path = path.parent
-    return not path.is_dir() or "runtime" in read_model_json(path).get("settings", {})
+    settings = read_model_json(path).get("settings", {}) if path.is_dir() else {}
+    return not path.is_dir() or "runtime" in settings or "precision" in settings
 
 
 def apply_default_runtime(model, path) -> RuntimeChoice | None:
