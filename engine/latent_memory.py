@@ -135,7 +135,12 @@ class LatentMemory:
         shapes = {tuple(m.shape[1:]) for m in self.memories if m is not None}
         if len(shapes) > 1:
             raise ValueError(f"latent memories of different shapes: {sorted(shapes)}")
-        self._layouts = [None if m is None else memory_layout(m) for m in self.memories]
+        self._layouts: list | None = None  # memory_layout of each memory, made on first use
+
+    def _layout(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._layouts is None:
+            self._layouts = [None if m is None else memory_layout(m) for m in self.memories]
+        return self._layouts[k]
 
     @property
     def num_classes(self) -> int:
@@ -149,7 +154,7 @@ class LatentMemory:
             if self.memories[k] is None:
                 continue
             rows = (ids == k).nonzero().flatten().to(latents.device)
-            out[rows] = memory_distances(self._layouts[k], latents[rows], self.shift, self.sigma)
+            out[rows] = memory_distances(self._layout(k), latents[rows], self.shift, self.sigma)
         return out
 
     def normalize(self, raw: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
@@ -178,8 +183,11 @@ class LatentMemory:
         return self.mix(fused, memory_d, class_ids), memory_d
 
     def with_weights(self, weight: torch.Tensor, gain: torch.Tensor) -> "LatentMemory":
-        return LatentMemory(self.memories, self.mean, self.std, self.scale, weight.float(), gain.float(),
+        """A copy with other shares and gains [K]; it shares the memories and their layout."""
+        copy = LatentMemory(self.memories, self.mean, self.std, self.scale, weight.float(), gain.float(),
                             self.shift, self.sigma)
+        copy._layouts = self._layouts
+        return copy
 
     def to(self, device) -> "LatentMemory":
         return LatentMemory([None if m is None else m.to(device) for m in self.memories],

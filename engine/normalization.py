@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .latent_memory import LatentMemory
-from .maps import gaussian_blur, raw_discrepancies
+from .maps import gaussian_blur, raw_discrepancies, resize_bilinear
 
 __all__ = ["MapNormalization", "raw_discrepancies", "fit_normalization", "NORMALIZATION_FILE",
            "NORMALIZATION_MODES", "GOOD_TAIL_SCORE", "SCALE_QUANTILE", "MIN_FIT_IMAGES",
@@ -129,8 +129,6 @@ class MapNormalization:
         """Raw discrepancies (image [B,S,S], latent [B,L,L]) and the input latents [B,C,L,L] ->
         (image_d, latent_d on the image grid, final map, memory discrepancy or None), all [B,S,S]:
         normalized, fused, then mixed with the latent memory when there is one."""
-        from .maps import resize_bilinear
-
         image_d, latent_small = self.normalize(image_raw, latent_raw, class_ids)
         latent_d = resize_bilinear(latent_small, tuple(image_d.shape[-2:]))
         final = self.fuse(image_d, latent_d, class_ids)
@@ -220,8 +218,6 @@ def fit_normalization(stats_maps: dict[str, tuple[torch.Tensor, torch.Tensor]],
     SCALE_QUANTILE quantile of their best fused z, see the module docstring); image_weight[c]: the
     category's fusion weight (DEFAULT_IMAGE_WEIGHT when not given). Categories without images keep
     mean 0, std 1, scale 1 (the class is unused)."""
-    from .maps import resize_bilinear
-
     if mode not in NORMALIZATION_MODES:
         raise ValueError(f"normalization mode must be one of {NORMALIZATION_MODES}, got {mode!r}")
     image_weight = image_weight or {}

@@ -13,8 +13,7 @@ from engine.detector import Detector
 from engine.latent_memory import MEMORY_FILE, LatentMemory, fit_memory, memory_distances
 from engine.maps import compute_anomaly_maps
 from engine.normalization import GOOD_TAIL_SCORE, SCALE_QUANTILE, MapNormalization, fit_normalization
-from tests.test_calibrate_scores import _tiny_model
-from tests.test_training import make_tiny_mvtec
+from tests.test_real_parts import tiny_model_with_holdout
 from training import normalize_maps
 
 
@@ -138,11 +137,7 @@ def test_the_memorys_share_is_chosen_on_labelled_parts():
 def test_normalize_maps_keeps_a_memory_the_detector_uses(tmp_path, capsys):
     """The CLI as fit uses it: training images as the memory, its share chosen on a labelled split,
     the good tail of the final scores back at 0.4; the detector loads and applies it."""
-    data = make_tiny_mvtec(tmp_path / "data")
-    model = _tiny_model(tmp_path / "model", ["tile", "wood"])
-    held = [{"path": str(data / c / "train" / "good" / f"{i:03d}.png"), "category": c}
-            for c in ("tile", "wood") for i in range(4)]
-    (tmp_path / "holdout.json").write_text(json.dumps(held))
+    data, model = tiny_model_with_holdout(tmp_path)
     assert normalize_maps.main(["--model", str(model), "--images-list", str(tmp_path / "holdout.json"),
                                 "--data-dir", str(data), "--memory-images", "10", "--choose-fusion-on", "test",
                                 "--device", "cpu"]) == 0

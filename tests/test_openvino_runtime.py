@@ -264,8 +264,8 @@ def test_check_candidates_keeps_the_reference_when_others_change_verdicts(tiny_f
 
 
 # ------------------------------------------------------------------------------ commands
-def test_calibrate_runtime_command_writes_the_calibration_set(tmp_path, home, monkeypatch):
-    from training import calibrate_runtime
+def _tile_wood_model(tmp_path):
+    """A tiny two-category MVTec folder and a tiny tile/wood model folder: (data, folder)."""
     from tests.test_training import make_tiny_mvtec
 
     data = tmp_path / "data"
@@ -274,6 +274,13 @@ def test_calibrate_runtime_command_writes_the_calibration_set(tmp_path, home, mo
     det = make_tiny_detector(ncls=2, threshold=0.5)
     det.class_names = ["tile", "wood"]
     det.save(folder)
+    return data, folder
+
+
+def test_calibrate_runtime_command_writes_the_calibration_set(tmp_path, home, monkeypatch):
+    from training import calibrate_runtime
+
+    data, folder = _tile_wood_model(tmp_path)
     monkeypatch.setattr(calibrate_runtime, "openvino_problem", lambda: "OpenVINO is not installed (simulated)")
     assert calibrate_runtime.main(["--model", str(folder), "--data-dir", str(data), "--per-category", "2",
                                    "--check-per-category", "1"]) == 0
@@ -306,14 +313,8 @@ def test_inspect_and_the_window_apply_the_pin_or_the_models_own_runtime(tiny_fol
 
 def test_fit_calibration_step_draws_training_and_held_out_images(tmp_path, home):
     from training.calibrate_runtime import calibrate_after_fit
-    from tests.test_training import make_tiny_mvtec
 
-    data = tmp_path / "data"
-    make_tiny_mvtec(data)
-    folder = tmp_path / "model"
-    det = make_tiny_detector(ncls=2, threshold=0.5)
-    det.class_names = ["tile", "wood"]
-    det.save(folder)
+    data, folder = _tile_wood_model(tmp_path)
     train = [(str(p), cat) for cat in ("tile", "wood") for p in sorted((data / cat / "train" / "good").iterdir())]
     held = [train[0], train[6]]
     said = []

@@ -228,14 +228,21 @@ def test_fusion_weight_formula_choice_and_storage(tmp_path):
         norm.with_image_weights(torch.tensor([1.5, 0.5]))
 
 
-def test_normalize_maps_with_training_images_and_a_labelled_split(tmp_path, capsys):
-    """The CLI as fit uses it: held-out good images, training images for the statistics, the
-    fusion chosen on a labelled split; what was used lands in model.json."""
+def tiny_model_with_holdout(tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny two-category MVTec folder and an untrained tile/wood model; tmp_path/holdout.json
+    lists the first 4 good training images of each category, as a training run writes it."""
     data = make_tiny_mvtec(tmp_path / "data")
     model = _tiny_model(tmp_path / "model", ["tile", "wood"])
     held = [{"path": str(data / c / "train" / "good" / f"{i:03d}.png"), "category": c}
             for c in ("tile", "wood") for i in range(4)]
     (tmp_path / "holdout.json").write_text(json.dumps(held))
+    return data, model
+
+
+def test_normalize_maps_with_training_images_and_a_labelled_split(tmp_path, capsys):
+    """The CLI as fit uses it: held-out good images, training images for the statistics, the
+    fusion chosen on a labelled split; what was used lands in model.json."""
+    data, model = tiny_model_with_holdout(tmp_path)
     assert normalize_maps.main(["--model", str(model), "--images-list", str(tmp_path / "holdout.json"),
                                 "--data-dir", str(data), "--train-images", "5", "--choose-fusion-on", "test",
                                 "--device", "cpu"]) == 0

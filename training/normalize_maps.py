@@ -94,37 +94,35 @@ def split_halves(items: Sequence[tuple[str, str]]) -> tuple[list[tuple[str, str]
     return first, second
 
 
+def _per_category(detector, items: Sequence[tuple[str, str]], bar, compute) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Run `compute(images [B,3,S,S], class ids [B])` -> (tensors [B,...], ...) over `items` in
+    batches of BATCH; {category: the outputs of its images stacked, in order}."""
+    out: dict[str, list] = {}
+    for start in range(0, len(items), BATCH):
+        chunk = items[start:start + BATCH]
+        images = preprocess_frames([read_image(p) for p, _ in chunk], detector.preprocess)
+        outputs = compute(images, torch.tensor([detector.class_id(c) for _, c in chunk]))
+        for k, (_, cat) in enumerate(chunk):
+            out.setdefault(cat, []).append(tuple(t[k] for t in outputs))
+        bar.update(len(chunk))
+    return {c: tuple(torch.stack(parts) for parts in zip(*rows)) for c, rows in out.items()}
+
+
 def _raw_maps(detector, items: Sequence[tuple[str, str]], bar, latents: dict | None = None
               ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{category: (image_raw [N,S,S], latent_raw [N,L,L])} of the images in `items`; with a
     `latents` dict, also fills it with {category: input latents [N,C,L,L]} in the same order."""
-    out: dict[str, list] = {}
-    kept: dict[str, list] = {}
-    for start in range(0, len(items), BATCH):
-        chunk = items[start:start + BATCH]
-        images = preprocess_frames([read_image(p) for p, _ in chunk], detector.preprocess)
-        ids = torch.tensor([detector.class_id(c) for _, c in chunk])
-        image_raw, latent_raw, *z = detector.raw_discrepancies(images, ids, with_latents=latents is not None)
-        for k, (_, cat) in enumerate(chunk):
-            out.setdefault(cat, []).append((image_raw[k], latent_raw[k]))
-            if z:
-                kept.setdefault(cat, []).append(z[0][k])
-        bar.update(len(chunk))
+    maps = _per_category(detector, items, bar, lambda images, ids: detector.raw_discrepancies(
+        images, ids, with_latents=latents is not None))
     if latents is not None:
-        latents.update({c: torch.stack(v) for c, v in kept.items()})
-    return {c: (torch.stack([a for a, _ in v]), torch.stack([b for _, b in v])) for c, v in out.items()}
+        latents.update({c: v[2] for c, v in maps.items()})
+    return {c: v[:2] for c, v in maps.items()}
 
 
 def _encoded(detector, items: Sequence[tuple[str, str]], bar) -> dict[str, torch.Tensor]:
     """{category: VAE latents [N,C,L,L]} of the images in `items` (encoding only)."""
-    out: dict[str, list] = {}
-    for start in range(0, len(items), BATCH):
-        chunk = items[start:start + BATCH]
-        z = detector.encode_latents(preprocess_frames([read_image(p) for p, _ in chunk], detector.preprocess))
-        for k, (_, cat) in enumerate(chunk):
-            out.setdefault(cat, []).append(z[k])
-        bar.update(len(chunk))
-    return {c: torch.stack(v) for c, v in out.items()}
+    latents = _per_category(detector, items, bar, lambda images, _: (detector.encode_latents(images),))
+    return {c: v[0] for c, v in latents.items()}
 
 
 def fit_model_normalization(detector, items: Sequence[tuple[str, str]], mode: str = "position",
@@ -280,10 +278,10 @@ def _memory_gains(normalization: MapNormalization, class_names: Sequence[str],
     GOOD_TAIL_SCORE once the memory is mixed in (1 where the memory's share is 0)."""
     memory = normalization.memory
     gains = torch.ones(len(class_names))
+    unit = normalization.with_memory(memory.with_weights(memory.weight, gains))
     for k, cat in enumerate(class_names):
         if float(memory.weight[k]) == 0.0 or cat not in scale_maps:
             continue
-        unit = normalization.with_memory(memory.with_weights(memory.weight, torch.ones(len(class_names))))
         scores = _final_scores(unit, k, *scale_maps[cat], scale_latents[cat])
         gains[k] = GOOD_TAIL_SCORE / max(float(np.quantile(scores, SCALE_QUANTILE)), 1e-3)
     return gains
