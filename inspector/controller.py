@@ -197,6 +197,7 @@ class InspectorController(QObject, ModelControl, RunControl, ResultsControl, Rec
                 (w.demo_model_requested, g("model", lambda: self.open_model(str(DEMO_MODEL_DIR)))),
                 (w.model_requested, g("model", self.open_model)),
                 (w.reverse_steps_requested, lambda n: self.set_model_settings(reverse_steps=n)),
+                (w.runtime_requested, self.set_runtime),
                 (w.calibration_requested, g("calibration", self.choose_calibration)),
                 (w.gate_fusion_requested, self.set_gate_fusion),
                 (w.category_requested, self.set_category), (w.thresholds_requested, self.set_thresholds),

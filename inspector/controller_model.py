@@ -114,8 +114,10 @@ class ModelControl:
             self.context = replace(self.context, category=category)
             self.window.show_categories(classes, category, auto, auto_label)
             self._push_context()
-        self.message(f"Model {model.name} ready ({model.size_name}, {len(classes)} categories, {model.info.device})",
-                     "ok")
+        if model.runtime_reason:
+            self.message(f"Runtime {model.runtime}: {model.runtime_reason}", "info")
+        self.message(f"Model {model.name} ready ({model.size_name}, {len(classes)} categories, {model.info.device}, "
+                     f"{model.runtime})", "ok")
         self.model_ready.emit(model)
         if self._start_after_load:
             self._start_after_load = False
@@ -123,6 +125,7 @@ class ModelControl:
 
     def _show_model_info(self, model: LoadedModel) -> None:
         self.window.show_model_info(model_summary(model), model.reverse_steps, model.gate_fusion, model.info.gating)
+        self.window.show_runtimes([(o.label, o.name) for o in model.runtime_options], model.runtime)
         self.window.show_gate_fusion(model.gate_fusion, model.info.gating)
 
     def _restore_thresholds(self, model: LoadedModel) -> None:
@@ -153,6 +156,14 @@ class ModelControl:
                    {k: getattr(self.model_info, k, None) for k in sorted(changes)}, changes)
         self.request_settings.emit(changes)
         self._mark_recipe_modified()
+
+    def set_runtime(self, name: str) -> None:
+        """Run the model on `name` ('openvino int8', 'torch fp32', ...): the engine switches (an
+        OpenVINO network is built or read from the cache; unavailable: a notice, then torch)."""
+        if self.model_info is None or self.model_info.runtime == name:
+            return
+        runtime, _, precision = name.partition(" ")
+        self.set_model_settings(runtime=runtime, precision=precision)
 
     def set_gate_fusion(self, on: bool) -> None:
         if self.model_info is not None and self.model_info.gate_fusion == on:

@@ -74,6 +74,7 @@ class ControlPanel(QScrollArea):
     open_model_folder_requested = Signal()
     open_checkpoint_requested = Signal()
     reverse_steps_changed = Signal(int)
+    runtime_changed = Signal(str)          # 'openvino int8', 'torch fp32', ...
     gate_fusion_toggled = Signal(bool)
     source_requested = Signal(str)
     folder_options_changed = Signal(bool, bool)
@@ -216,8 +217,17 @@ class ControlPanel(QScrollArea):
         self.gate_check = QCheckBox("Gate fusion")
         self.gate_check.setToolTip("Fuse the DoD gate map into the anomaly map (models trained with gating)")
         self.gate_check.toggled.connect(self.gate_fusion_toggled)
+        self.runtime_combo = QComboBox()
+        self.runtime_combo.setObjectName("RuntimeCombo")
+        self.runtime_combo.setToolTip("How the networks run: PyTorch or OpenVINO, at fp32, bf16 or int8. The "
+                                      "default is the fastest setting that kept this model's verdicts on this "
+                                      "machine (checked once, on the model's own good images).")
+        self.runtime_combo.setEnabled(False)
+        self.runtime_combo.activated.connect(
+            lambda i: self.runtime_changed.emit(str(self.runtime_combo.itemData(i))))
         form = QFormLayout()
         form.addRow("Reverse steps", self.steps_spin)
+        form.addRow("Runtime", self.runtime_combo)
         form.addRow("", self.gate_check)
         v = QVBoxLayout(box)
         v.addWidget(self.model_combo)
@@ -367,6 +377,16 @@ class ControlPanel(QScrollArea):
             self.gate_check.setChecked(gate_fusion)
             self.gate_check.blockSignals(False)
         self.gate_check.setEnabled(gating_available)
+
+    def show_runtimes(self, options: list[tuple[str, str]], current: str) -> None:
+        """options: (label, name) per runtime / precision; current: the name in use."""
+        self.runtime_combo.blockSignals(True)
+        self.runtime_combo.clear()
+        for label, name in options:
+            self.runtime_combo.addItem(label, name)
+        self.runtime_combo.setCurrentIndex(max(self.runtime_combo.findData(current), 0))
+        self.runtime_combo.setEnabled(bool(options))
+        self.runtime_combo.blockSignals(False)
 
     def show_categories(self, names: list[str], current: str | None, auto_available: bool,
                         auto_label: str = AUTO_CATEGORY) -> None:

@@ -12,7 +12,8 @@ from .controls import AUTO_CATEGORY, AUTO_MIN_SCORE
 if TYPE_CHECKING:  # the engine (and torch) load in the worker, after the window is up
     from engine.runtime import InspectionModel, ModelInfo
 
-__all__ = ["LoadedModel", "automatic_category", "model_disk_bytes", "model_summary"]
+__all__ = ["LoadedModel", "RuntimeOption", "automatic_category", "model_disk_bytes", "model_summary",
+           "runtime_options"]
 
 NO_SIZE_NAME = "custom UNet"   # the size shown for a UNet built outside the named sizes
 
@@ -48,6 +49,8 @@ class LoadedModel:
     lanes: int
     runtime: str = "torch fp32"
     ms_per_part: float | None = None
+    runtime_options: tuple["RuntimeOption", ...] = ()
+    runtime_reason: str = ""
 
     @classmethod
     def of(cls, model: InspectionModel, path: str) -> "LoadedModel":
@@ -59,7 +62,9 @@ class LoadedModel:
         return cls(info=model.describe(), path=str(path), disk_bytes=model_disk_bytes(str(path)),
                    threshold=s.threshold, reverse_steps=s.reverse_steps, start_t=s.start_t,
                    gate_fusion=s.gate_fusion, batch_size=s.batch_size, lanes=model.lane_count(s.batch_size),
-                   runtime=runtime, ms_per_part=measured.get(runtime) if measured else None)
+                   runtime=runtime, ms_per_part=measured.get(runtime) if measured else None,
+                   runtime_options=runtime_options(choice, runtime),
+                   runtime_reason=choice.reason if choice is not None else "")
 
     @property
     def name(self) -> str:
@@ -69,6 +74,44 @@ class LoadedModel:
     @property
     def size_name(self) -> str:
         return self.info.size or NO_SIZE_NAME
+
+
+@dataclass(frozen=True)
+class RuntimeOption:
+    """One runtime / precision the model panel offers: name 'openvino int8'; ms_per_part measured
+    when the machine default was decided (None: not measured, or it failed the accuracy check);
+    default: the machine's choice for this model."""
+
+    name: str
+    ms_per_part: float | None = None
+    default: bool = False
+    checked: bool = False
+
+    @property
+    def label(self) -> str:
+        """'openvino int8 · 46 ms/part · default', 'torch bf16 · changes verdicts', 'openvino fp32'."""
+        parts = [self.name]
+        if self.ms_per_part is not None:
+            parts.append(f"{self.ms_per_part:.0f} ms/part")
+        elif self.checked:
+            parts.append("changes verdicts or cannot run")
+        if self.default:
+            parts.append("default")
+        return " · ".join(parts)
+
+
+def runtime_options(choice, current: str) -> tuple[RuntimeOption, ...]:
+    """Every runtime / precision the engine offers (engine.runtime_choice.CANDIDATES, imported in
+    the worker thread), with the machine default's measurements where it made one; `current` is
+    always among them. choice: a RuntimeChoice or None."""
+    from engine.runtime_choice import CANDIDATES
+
+    names = [f"{r} {p}" for r, p in CANDIDATES]
+    if current not in names:
+        names.append(current)
+    measured = dict(choice.ms_per_part) if choice is not None else {}
+    default = choice.name if choice is not None and measured else None
+    return tuple(RuntimeOption(n, measured.get(n), n == default, n in measured) for n in names)
 
 
 def model_summary(model: LoadedModel) -> str:

@@ -50,6 +50,7 @@ class MainWindow(QMainWindow):
     demo_model_requested = Signal()
     model_requested = Signal(str)                    # a model folder or checkpoint picked in the control panel
     reverse_steps_requested = Signal(int)
+    runtime_requested = Signal(str)
     category_requested = Signal(object)              # a category name, or None: chosen for each part
     thresholds_requested = Signal(float, float)      # (fail, review)
     folder_options_requested = Signal(bool, bool)    # (include subfolders, watch for new files)
@@ -284,6 +285,7 @@ class MainWindow(QMainWindow):
         rv, view = self.results_view, self.live_view
         for source, intent in (   # the same arguments
                 (c.model_chosen, self.model_requested), (c.reverse_steps_changed, self.reverse_steps_requested),
+                (c.runtime_changed, self.runtime_requested),
                 (c.category_chosen, self.category_requested), (c.thresholds_edited, self.thresholds_requested),
                 (c.folder_options_changed, self.folder_options_requested), (c.display_changed, self.display_requested),
                 (c.recipe_chosen, self.recipe_requested), (c.recipe_delete_requested, self.recipe_delete_requested),
@@ -370,6 +372,10 @@ class MainWindow(QMainWindow):
     def show_model_info(self, text: str, reverse_steps: int | None = None, gate_fusion: bool | None = None,
                         gating: bool = True) -> None:
         self.controls.show_model_info(text, reverse_steps, gate_fusion, gating)
+
+    def show_runtimes(self, options: list[tuple[str, str]], current: str) -> None:
+        """The runtime picker: (label, name) entries and the name in use ('openvino int8')."""
+        self.controls.show_runtimes(options, current)
 
     def show_categories(self, names: list[str], current: str | None, auto_available: bool, auto_label: str) -> None:
         self.controls.show_categories(names, current, auto_available, auto_label)

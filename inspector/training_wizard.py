@@ -89,7 +89,8 @@ class TrainingWizard(QWizard):
             vae_epochs=v.vae_epochs.value(), train_classifier=v.classifier.isChecked() and v.classifier.isEnabled(),
             classifier_epochs=v.classifier_epochs.value(), output_dir=o.output_edit.text().strip(),
             ckpt_every=o.ckpt_every.value(), evaluate=o.evaluate.isChecked() and o.evaluate.isEnabled(),
-            recipe=m.recipe_kind(), time_budget_min=m.time_budget.value())
+            recipe=m.recipe_kind(), time_budget_min=m.time_budget.value(),
+            runtime=self.summary_page.runtime_combo.currentData() or "")
 
     def steps(self):
         plan = self.plan()

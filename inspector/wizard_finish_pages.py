@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import (QCheckBox, QLabel, QLineEdit, QPlainTextEdit, QRadioButton, QSpinBox, QVBoxLayout,
-                               QWizard, QWizardPage)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QLabel, QLineEdit, QPlainTextEdit, QRadioButton, QSpinBox,
+                               QVBoxLayout, QWizard, QWizardPage)
 
-from training.jobs import format_command, step_environment
+from training.jobs import RUNTIME_NAMES, format_command, step_environment
 
 from .wizard_pages import DETECTOR_LABELS, form_layout, path_row
 
@@ -180,8 +180,20 @@ class SummaryPage(QWizardPage):
         self.text.setFont(mono)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.runtime_combo = QComboBox()
+        self.runtime_combo.setObjectName("RuntimeAfterTraining")
+        self.runtime_combo.addItem("Machine default: the fastest that keeps the verdicts, checked when first opened", "")
+        for name in RUNTIME_NAMES:
+            self.runtime_combo.addItem(name, name)
+        self.runtime_combo.setToolTip("How the trained model runs. The machine default is decided on each station "
+                                      "the first time the model is opened; a named runtime is stored in the model "
+                                      "and used everywhere (int8: OpenVINO, quantized on the model's own good images).")
+        self.runtime_combo.currentIndexChanged.connect(lambda _: self.initializePage() if self.wizard() else None)
         layout = QVBoxLayout(self)
         layout.addWidget(self.text, 1)
+        form = form_layout()
+        form.addRow("Runtime", self.runtime_combo)
+        layout.addLayout(form)
         layout.addWidget(self.status)
 
     def initializePage(self) -> None:

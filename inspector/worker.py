@@ -177,10 +177,17 @@ class EngineWorker(QObject):
         if "reverse_steps" in changes and "start_t" not in changes:
             steps = int(changes["reverse_steps"])
             changes["start_t"] = steps if old.start_t == old.reverse_steps else min(old.start_t, steps)
+        switching = "runtime" in changes or "precision" in changes
+        if switching:   # building an OpenVINO network or a quantized one can take a while the first time
+            self.busy_changed.emit(True, f"Switching the model to {changes.get('runtime', old.runtime)} "
+                                         f"{changes.get('precision', old.precision)}…")
         try:
             det.with_settings(**changes)
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, RuntimeError) as e:
             self.problem.emit(f"Cannot change model settings: {e}")
+        finally:
+            if switching:
+                self.busy_changed.emit(False, "")
         self.settings_applied.emit(LoadedModel.of(det, self.model_path))
 
     @Slot(object)

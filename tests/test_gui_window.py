@@ -357,3 +357,37 @@ def test_a_min_score_model_keeps_the_automatic_category(qtbot, home):
     combo = window.controls.category_combo
     assert combo.itemText(0) == AUTO_MIN_SCORE and combo.currentData() is None
     assert not any("no category classifier" in line for line in window.log_lines())
+
+
+def test_the_model_panel_offers_the_runtimes_with_their_measured_time(qtbot, home):
+    """The machine default and every other runtime / precision are in the model panel with the ms
+    per part measured when the default was decided; choosing one switches the engine's model."""
+    from engine.runtime_choice import CANDIDATES, RuntimeChoice
+
+    measured = {"torch fp32": 10.0, "torch bf16": 5.0, "openvino fp32": None}
+    held = {}
+
+    def loader(path, **overrides):
+        det = make_tiny_detector(precision="bf16")
+        det.runtime_choice = RuntimeChoice("torch", "bf16", measured, "the fastest setting that kept the verdicts")
+        held["det"] = det
+        return det
+
+    window, ctl = open_inspector(qtbot, home, loader)
+    info = load_model(qtbot, ctl)
+    assert info.runtime == "torch bf16" and info.ms_per_part == 5.0
+    combo = window.controls.runtime_combo
+    labels = [combo.itemText(i) for i in range(combo.count())]
+    assert [combo.itemData(i) for i in range(combo.count())] == [f"{r} {p}" for r, p in CANDIDATES]
+    assert labels[:3] == ["torch fp32 · 10 ms/part", "torch bf16 · 5 ms/part · default",
+                          "openvino fp32 · changes verdicts or cannot run"]
+    assert labels[3] == "openvino bf16"    # not measured
+    assert combo.currentData() == "torch bf16" and combo.isEnabled()
+    assert "5 ms/part measured" in window.controls.model_info.text()
+    assert any("Runtime torch bf16: the fastest setting that kept the verdicts" in line for line in window.log_lines())
+
+    combo.activated.emit(combo.findData("torch fp32"))
+    qtbot.waitUntil(lambda: ctl.model_info.runtime == "torch fp32", timeout=10000)
+    assert held["det"].settings.precision == "fp32" and held["det"].settings.runtime == "torch"
+    assert combo.currentData() == "torch fp32"
+    assert "10 ms/part measured" in window.controls.model_info.text()

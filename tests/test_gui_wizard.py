@@ -49,6 +49,9 @@ def _parse(step):
     import importlib
 
     argv = step.argv
+    if argv[1:3] == ["-m", "training.calibrate_runtime"]:   # one plain process
+        module = importlib.import_module(argv[2])
+        return argv[2], module.build_arg_parser().parse_args(argv[3:])
     assert argv[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", argv[4]]
     assert argv[4].startswith("--nproc_per_node=") and argv[5] == "-m"
     module = importlib.import_module(argv[6])
@@ -61,7 +64,7 @@ def test_command_lines_parse_with_the_trainers_own_parsers(tmp_path):
                         image_size=288, center_size=256, latent_crop=16, device="cpu", nproc=2, train_vae=True,
                         vae_epochs=5, train_classifier=True, classifier_epochs=3, output_dir=str(tmp_path / "out"))
     steps = build_steps(plan, classes=3, has_test_images=True)
-    assert [s.kind for s in steps] == ["vae", "classifier", "detector", "calibrate", "evaluate"]
+    assert [s.kind for s in steps] == ["vae", "classifier", "detector", "calibrate", "runtime", "evaluate"]
     job = tmp_path / "out" / "m1"
     parsed = dict(_parse(s) for s in steps)
     vae, clf = parsed["training.train_vae"], parsed["training.train_classifier"]
@@ -76,13 +79,19 @@ def test_command_lines_parse_with_the_trainers_own_parsers(tmp_path):
     assert cal.model == job / "detector" / "model" and cal.split == "test" and cal.dataset == "mvtec"
     ev = parsed["training.evaluate"]
     assert ev.record and ev.model == str(job / "detector" / "model") and ev.out == job / "evaluation"
-    assert all(s.argv[4] == ("--nproc_per_node=1" if s.kind == "calibrate" else "--nproc_per_node=2") for s in steps)
+    run = parsed["training.calibrate_runtime"]   # calibration images only; the machine default decides the runtime
+    assert run.model == job / "detector" / "model" and run.images_only and run.runtime is None
+    assert all(s.argv[4] == ("--nproc_per_node=1" if s.kind == "calibrate" else "--nproc_per_node=2")
+               for s in steps if s.kind != "runtime")
+    fixed = build_steps(TrainingPlan(**{**plan.to_dict(), "runtime": "openvino int8"}), classes=3, has_test_images=True)
+    run = dict(_parse(s) for s in fixed)["training.calibrate_runtime"]
+    assert (run.runtime, run.precision) == ("openvino", "int8")
 
     # DiAD on a VAE folder, one category of several: no classifier, no mask ratio, train_diad
     diad = TrainingPlan(**{**plan.to_dict(), "detector": "diad", "model_size": "DiAD_T", "vae": str(tmp_path / "vae"),
                            "train_vae": False, "category": "wood", "latent_crop": 0, "nproc": 1})
     steps = build_steps(diad, classes=3, has_test_images=False)
-    assert [s.kind for s in steps] == ["detector"]
+    assert [s.kind for s in steps] == ["detector", "runtime"]
     module, args = _parse(steps[0])
     assert module == "training.train_diad" and args.model_size == "DiAD_T" and args.object_category == "wood"
     assert "--mask-ratio" not in steps[0].argv and args.vae == str(tmp_path / "vae")
@@ -90,8 +99,8 @@ def test_command_lines_parse_with_the_trainers_own_parsers(tmp_path):
     # a custom folder: the test folder goes to the detector and the evaluation; a classifier needs categories
     folder = TrainingPlan(**{**plan.to_dict(), "dataset": "folder", "test_dir": str(tmp_path / "t"), "nproc": 1})
     steps = build_steps(folder, classes=1, has_test_images=True)
-    assert [s.kind for s in steps] == ["vae", "detector", "evaluate"]
-    assert _parse(steps[1])[1].test_dir == tmp_path / "t" and _parse(steps[2])[1].test_dir == tmp_path / "t"
+    assert [s.kind for s in steps] == ["vae", "detector", "runtime", "evaluate"]
+    assert _parse(steps[1])[1].test_dir == tmp_path / "t" and _parse(steps[3])[1].test_dir == tmp_path / "t"
 
 
 def test_plan_problems_name_what_is_wrong(tmp_path):
@@ -370,7 +379,7 @@ def test_wizard_end_to_end_train_stop_resume_evaluate_use(qtbot, home, tmp_path)
     m.recipe.setCurrentIndex(m.recipe.findData("manual"))  # this test drives the manual recipe
     m.detector.setCurrentIndex(m.detector.findData("diad"))  # issue 7: DiAD is a choice of the wizard
     assert [m.size.itemText(i) for i in range(m.size.count())] == ["DiAD_T", "DiAD_S", "DiAD_M"]
-    assert not m.mask_ratio.isEnabled() and "training.train_diad" in wiz.steps()[-2].argv
+    assert not m.mask_ratio.isEnabled() and "training.train_diad" in next(s for s in wiz.steps() if s.kind == "detector").argv
     _shoot(wiz, shots, "2b-model-diad.png")
     m.detector.setCurrentIndex(m.detector.findData("deco-diff"))
     assert m.size.currentText() == "UNet_T" and m.mask_ratio.isEnabled()
@@ -406,6 +415,11 @@ def test_wizard_end_to_end_train_stop_resume_evaluate_use(qtbot, home, tmp_path)
     summary = wiz.summary_page.text.toPlainText()
     assert "-m torch.distributed.run --standalone --nproc_per_node=1 -m training.train_deco_diff" in summary
     assert "-m training.evaluate" in summary and "OMP_NUM_THREADS=1" in summary
+    runtime = wiz.summary_page.runtime_combo   # the last step: how the model will run
+    assert runtime.currentData() == "" and "--runtime" not in summary
+    runtime.setCurrentIndex(runtime.findData("torch bf16"))
+    assert "-m training.calibrate_runtime" in wiz.summary_page.text.toPlainText()
+    assert "--runtime torch --precision bf16" in wiz.summary_page.text.toPlainText()
     _shoot(wiz, shots, "6-summary.png")
     wiz.next()  # the commit button: the job is queued and starts
 
@@ -414,7 +428,7 @@ def test_wizard_end_to_end_train_stop_resume_evaluate_use(qtbot, home, tmp_path)
     job = queue.jobs[0]
     monitor = wiz.run_page.monitor
     assert monitor.job is job
-    assert [s.kind for s in job.steps] == ["detector", "evaluate"]
+    assert [s.kind for s in job.steps] == ["detector", "runtime", "evaluate"]
     # a real torchrun child: its step events fill the loss curve
     qtbot.waitUntil(lambda: len(job.progress_of("detector").curve) >= 3, timeout=120000)
     assert job.state == "running" and job.pid
@@ -450,6 +464,8 @@ def test_wizard_end_to_end_train_stop_resume_evaluate_use(qtbot, home, tmp_path)
     qtbot.waitUntil(lambda: ctl.model_info is not None and ctl.model_path == str(registered), timeout=60000)
     meta = json.loads((registered / "model.json").read_text())
     assert meta["settings"]["threshold"] == pytest.approx(round(monitor.threshold.value(), 6))
+    assert (meta["settings"]["runtime"], meta["settings"]["precision"]) == ("torch", "bf16")
+    assert (registered / "calibration.npz").is_file() and ctl.model_info.runtime == "torch bf16"
     assert ctl.context.fail_threshold == pytest.approx(meta["settings"]["threshold"])
     assert str(registered) in [window.controls.model_combo.itemData(i)
                                for i in range(window.controls.model_combo.count())]

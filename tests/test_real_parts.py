@@ -396,6 +396,10 @@ def test_fit_checks_the_data_before_training(tmp_path, capsys):
     ds = build_dataset("folder", good, "all", "train", PreprocessConfig(image_size=64, center_size=64))
     notes = fit.check_training_images(ds)
     assert len(notes) == 1 and "2 different sizes" in notes[0]
+    assert fit.main(["--data-dir", str(good), "--dataset", "folder", "--out", str(tmp_path / "m"),
+                     "--runtime", "torch", "--precision", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert "int8 needs runtime openvino" in err and "Traceback" not in err and not (tmp_path / "m").exists()
     assert fit.parse_duration("1h30m") == 5400 and fit.parse_duration("45m") == 2700
     assert fit.parse_duration("90s") == 90 and fit.parse_duration("600") == 600
 
@@ -418,7 +422,7 @@ def test_fit_end_to_end_on_a_tiny_folder(toy, tmp_path):
     proc = subprocess.run([sys.executable, "main.py", "fit", "--data-dir", str(good), "--dataset", "folder",
                            "--test-dir", str(test), "--out", str(out), "--time-budget", f"{budget}s",
                            "--vae", str(toy / "vae"), "--image-size", "64", "--center-size", "64", "--nproc", "1",
-                           "--no-evaluate"],
+                           "--no-evaluate", "--runtime", "torch", "--precision", "bf16"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     took = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -427,6 +431,7 @@ def test_fit_end_to_end_on_a_tiny_folder(toy, tmp_path):
     assert took < 2 * budget  # and the interpreter's start and imports on top stay small
     assert meta["normalization"]["mode"] == "position" and meta["settings"]["threshold"] == 0.5
     assert meta["recipe"]["time_budget_s"] == budget and meta["training"]["selected"]["by"]
+    assert (meta["settings"]["runtime"], meta["settings"]["precision"]) == ("torch", "bf16")   # --runtime kept
     det = Detector.load(out, device="cpu")
     assert det.class_names == ["custom"] and det.normalization is not None
     # evaluate on the test folder (no masks): image metrics, pixel metrics n/a
@@ -457,6 +462,12 @@ def test_the_wizard_runs_the_fit_recipe_and_plots_the_held_out_loss(tmp_path):
                         output_dir=str(tmp_path), train_vae=False)
     assert diad.problems() == []
     assert fit.build_arg_parser().parse_args(build_steps(diad)[0].argv[3:]).detector == "diad"
+    assert args.runtime is None and args.precision is None   # the machine default
+    fixed = TrainingPlan(**{**plan.to_dict(), "runtime": "openvino int8"})
+    args = fit.build_arg_parser().parse_args(build_steps(fixed)[0].argv[3:])
+    assert (args.runtime, args.precision) == ("openvino", "int8")
+    assert "unknown runtime 'torch int8'" in " ".join(TrainingPlan(**{**plan.to_dict(), "runtime": "torch int8"})
+                                                       .problems())
 
     # the held-out validation curve, the kept epoch and the fitted epoch count from the events
     p = StepProgress("detector")

@@ -23,11 +23,12 @@ from engine.openvino_runtime import CalibrationSet, openvino_problem
 from engine.preprocess import preprocess_frames
 from engine.runtime_choice import RuntimeChoice, check_candidates
 
-from .common import EventLog, run_reporting_errors
+from .common import EventLog, run_entry
 from .datasets import build_dataset
 
 __all__ = ["QUANTIZE_PER_CATEGORY", "CHECK_PER_CATEGORY", "calibration_set", "calibrate_model_runtime",
-           "pick_items", "calibrate_after_fit", "add_runtime_arguments", "runtime_overrides", "main"]
+           "pick_items", "calibrate_after_fit", "add_runtime_arguments", "runtime_overrides", "checked_overrides",
+           "store_runtime_setting", "main"]
 
 # good images per category NNCF calibrates on, and held out of it for the accuracy check
 QUANTIZE_PER_CATEGORY = 8
@@ -135,6 +136,29 @@ def runtime_overrides(args) -> dict:
     return out
 
 
+def checked_overrides(args) -> dict:
+    """runtime_overrides(args), checked: ValueError naming the problem for a pair the engine does
+    not have (e.g. torch int8)."""
+    from engine.openvino_runtime import check_runtime_setting
+
+    out = runtime_overrides(args)
+    if out:
+        check_runtime_setting(out["runtime"], out["precision"])
+    return out
+
+
+def store_runtime_setting(model_dir: Path, overrides: dict, say=print) -> None:
+    """Write --runtime / --precision into model.json's settings: the model then runs on them
+    everywhere (inspect, the window) instead of the machine default. {}: nothing changes."""
+    from engine.checkpoint import update_model_json
+
+    if not overrides:
+        return
+    update_model_json(model_dir, lambda meta: meta.setdefault("settings", {}).update(overrides))
+    say(f"runtime: the model runs on {overrides['runtime']} {overrides['precision']} (model.json settings; "
+        f"the machine default is not used)")
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="calibrate-runtime", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                 description=__doc__.split("\n\n")[0])
@@ -146,30 +170,37 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="good training images per category to quantize on")
     p.add_argument("--check-per-category", type=int, default=CHECK_PER_CATEGORY,
                    help="good training images per category held out for the accuracy check")
+    p.add_argument("--images-only", action="store_true",
+                   help="only write the calibration images (seconds); the networks are quantized and the "
+                        "runtimes checked when the model is first opened on a machine")
     p.add_argument("--device", default="cpu")
     p.add_argument("--events", type=Path, default=None)
+    add_runtime_arguments(p)   # stored in model.json: the model then runs on it, not on the machine default
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_arg_parser().parse_args(argv)
-    events = EventLog(args.events)
-    return run_reporting_errors("calibrate-runtime", events, lambda: _run(args))
+    return run_entry("calibrate-runtime", argv, build_arg_parser, lambda args, _ctx, events: _run(args, events),
+                     distributed=False)
 
 
-def _run(args) -> int:
+def _run(args, events: EventLog) -> int:
     from engine.preprocess import PreprocessConfig
 
     from .datasets import detect_layout
 
     if args.per_category < 1 or args.check_per_category < 0:
         raise ValueError("--per-category must be at least 1 and --check-per-category at least 0")
+    overrides = checked_overrides(args)
     kind = detect_layout(args.data_dir) if args.dataset == "auto" else args.dataset
     categories = "all" if args.object_category == "all" else args.object_category.split(",")
     train = build_dataset(kind, args.data_dir, categories, "train", PreprocessConfig(), augment=False)
     good = [(str(s.path), s.category) for s in train.samples if not s.label]
     quantize, check = pick_items(good, args.per_category, args.check_per_category)
-    calibrate_model_runtime(args.model, quantize, check, args.device)
+    events.emit("started", model=str(args.model), images=len(quantize) + len(check))
+    calibrate_model_runtime(args.model, quantize, check, args.device, check_all=not args.images_only)
+    store_runtime_setting(args.model, overrides)
+    events.emit("finished", model_dir=str(args.model), **overrides)
     return 0
 
 

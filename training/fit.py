@@ -108,6 +108,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                         "parts you report on")
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--no-evaluate", action="store_true", help="skip the evaluation on the test split")
+    from .calibrate_runtime import add_runtime_arguments
+
+    add_runtime_arguments(p)   # stored in model.json: the model then runs on it, not on the machine default
     p.add_argument("--events", type=Path, default=None,
                    help="append JSON-line events here (the wizard): the UNet's own events are relayed")
     return p
@@ -290,7 +293,10 @@ def _fit(args, events: EventLog) -> int:
     from .normalize_maps import (DEFAULT_THRESHOLD, TRAIN_STATS_IMAGES, fit_model_normalization,
                                  training_items, write_normalization)
 
+    from .calibrate_runtime import calibrate_after_fit, checked_overrides, store_runtime_setting
+
     started = time.monotonic()
+    runtime = checked_overrides(args)
     cuda = torch.cuda.is_available() if args.device is None else args.device == "cuda"
     recipe = machine_recipe("cuda" if cuda else "cpu", os.cpu_count() or 1, torch.cuda.device_count() if cuda else 0,
                             args.detector)
@@ -389,10 +395,10 @@ def _fit(args, events: EventLog) -> int:
     events.emit("finished", model_dir=str(args.out), seconds=fit_seconds, epoch=trained.get("epochs"),
                 selected_epoch=trained.get("epoch"))
 
-    # 4b. OpenVINO int8: calibration images beside the model and its quantized networks
-    from .calibrate_runtime import calibrate_after_fit
-
+    # 4b. OpenVINO int8: calibration images beside the model and its quantized networks; the
+    # runtime asked for, if any
     calibrate_after_fit(args.out, [(str(s.path), s.category) for s in train.samples if not s.label], items, "cpu", _say)
+    store_runtime_setting(args.out, runtime, _say)
 
     # 5. evaluation on the test split
     if not args.no_evaluate and _has_test_split(args):

@@ -34,7 +34,7 @@ __all__ = [
     "DETECTORS", "TrainingPlan", "TrainingStep", "build_steps", "format_command", "default_settings",
     "step_environment", "TrainingJob", "JobStore", "leftover_process", "register_model", "suggested_threshold",
     "model_threshold", "QUEUED", "RUNNING", "STOPPING", "STOPPED", "FAILED", "FINISHED", "ACTIVE_STATES",
-    "STEP_TITLES", "RECIPES", "LOG_TAIL_LINES",
+    "STEP_TITLES", "RUNTIME_NAMES", "RECIPES", "LOG_TAIL_LINES",
 ]
 
 QUEUED, RUNNING, STOPPING, STOPPED, FAILED, FINISHED = "queued", "running", "stopping", "stopped", "failed", "finished"
@@ -46,7 +46,9 @@ DETECTORS = {
     "diad": ("training.train_diad", DIAD_SIZES, "DiAD_T", "DiAD_S"),
 }
 STEP_TITLES = {"vae": "Compact VAE", "classifier": "Category classifier", "detector": "Detector",
-               "calibrate": "Score calibration", "evaluate": "Evaluation"}
+               "calibrate": "Score calibration", "runtime": "Runtime calibration", "evaluate": "Evaluation"}
+# what TrainingPlan.runtime may name (engine.runtime_choice.CANDIDATES, kept here without importing torch)
+RUNTIME_NAMES = ("torch fp32", "torch bf16", "openvino fp32", "openvino bf16", "openvino int8")
 LOG_TAIL_LINES = 400
 RECIPES = ("fit", "manual")
 
@@ -64,7 +66,9 @@ class TrainingPlan:
     the compact VAE first; output_dir / name: the job folder is output_dir/name; recipe: 'fit'
     (DeCo-Diff: `training.fit` chooses epochs, batch and learning rate for the machine and trains
     within time_budget_min minutes, keeps the best epoch on held-out good images and normalizes
-    the maps) or 'manual' (the trainer with the settings above)."""
+    the maps) or 'manual' (the trainer with the settings above); runtime: 'openvino int8', 'torch
+    fp32', ... stored in the model (it then always runs on it), '' for the machine default (the
+    fastest setting that keeps the verdicts, decided when the model is first opened)."""
 
     name: str = "my-model"
     dataset: str = "folder"
@@ -95,6 +99,7 @@ class TrainingPlan:
     eval_max_per_category: int = 0
     recipe: str = "manual"
     time_budget_min: int = 45
+    runtime: str = ""
 
     @property
     def job_dir(self) -> Path:
@@ -140,6 +145,8 @@ class TrainingPlan:
             out.append(f"unknown recipe {self.recipe!r}")
         if self.recipe == "fit" and self.time_budget_min < 2:
             out.append("the time budget must be at least 2 minutes")
+        if self.runtime and self.runtime not in RUNTIME_NAMES:
+            out.append(f"unknown runtime {self.runtime!r} (one of {', '.join(RUNTIME_NAMES)})")
         if not self.vae and not self.train_vae and self.recipe != "fit":
             out.append("choose a VAE folder or let the wizard train the compact VAE")
         if self.vae and not Path(self.vae).is_dir():
@@ -206,6 +213,7 @@ def build_steps(plan: TrainingPlan, classes: int | None = None,
     category = ["--object-category", plan.category]
     sizes = ["--image-size", str(plan.image_size), "--center-size", str(plan.center_size)]
     device = ["--device", plan.device]
+    runtime = ["--runtime", plan.runtime.split()[0], "--precision", plan.runtime.split()[1]] if plan.runtime else []
     steps: list[TrainingStep] = []
 
     def step(kind: str, module: str, args: list[str], output: Path, nproc: int | None = None,
@@ -231,7 +239,7 @@ def build_steps(plan: TrainingPlan, classes: int | None = None,
         # one was chosen or trained above)
         args = [*data, *test, *category, *sizes, "--out", str(plan.model_dir), "--time-budget",
                 f"{plan.time_budget_min}m", "--nproc", str(plan.nproc), "--detector", plan.detector,
-                "--no-evaluate", *device]
+                "--no-evaluate", *device, *runtime]
         step("detector", "training.fit", args + (["--vae", vae] if vae else []), plan.model_dir, torchrun=False)
     else:
         wants_classifier = plan.train_classifier and plan.dataset != "folder" and plan.category == "all"
@@ -260,6 +268,12 @@ def build_steps(plan: TrainingPlan, classes: int | None = None,
         # test split's good images (the UNet never trained on them); one process
         step("calibrate", "training.calibrate_scores",
              ["--model", str(plan.model_dir), *data, "--split", "test", *device], plan.model_dir, nproc=1)
+    if plan.recipe != "fit":
+        # calibration images beside the model (OpenVINO int8, the machine default's check) and the
+        # runtime asked for (fit does both itself)
+        step("runtime", "training.calibrate_runtime", ["--model", str(plan.model_dir), *data, *category, "--images-only",
+                                                      *runtime],
+             plan.model_dir, torchrun=False)
     if run_eval:
         out = job / "evaluation"
         evaluate = ["--model", str(plan.model_dir), *data, *test, *category, "--out", str(out), "--record",
