@@ -44,6 +44,8 @@ WARM_UP_SIDE = 256                # pixels of the blank warm-up frame
 
 
 def add_station_arguments(p: argparse.ArgumentParser) -> None:
+    from training.calibrate_runtime import add_runtime_arguments
+
     p.add_argument("--recipe", default=None, metavar="NAME", help="the saved recipe to run (Recipes in the window)")
     p.add_argument("--model", default=None, metavar="DIR", help="model folder (default: the recipe's, else the demo's)")
     p.add_argument("--source", default=None, metavar="SOURCE",
@@ -64,6 +66,7 @@ def add_station_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS",
                    help="print the outputs' status this often (default 10; 0: only at the end)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
+    add_runtime_arguments(p)
     add_sink_arguments(p, STATION_SINK_WAIT_S)
 
 
@@ -270,6 +273,8 @@ def run_station(args: argparse.Namespace, out=None, err=None) -> int:
     err = err or sys.stderr
     from engine.checkpoint import CheckpointError
     from engine.loading import load_model
+    from engine.runtime_choice import apply_default_runtime
+    from training.calibrate_runtime import checked_overrides
 
     store = RecipeStore()
     recipe = None
@@ -287,10 +292,14 @@ def run_station(args: argparse.Namespace, out=None, err=None) -> int:
                                        ("gate_fusion", recipe and recipe.gate_fusion)) if v is not None}
         if overrides.get("reverse_steps"):
             overrides["start_t"] = overrides["reverse_steps"]
-        model = load_model(model_path, device=args.device, batch_size=1, **overrides)
+        chosen = checked_overrides(args)
+        model = load_model(model_path, device=args.device, batch_size=1, **overrides, **chosen)
+        choice = None if chosen else apply_default_runtime(model, model_path)   # the window's and inspect's rule
     except (CheckpointError, FileNotFoundError, ValueError, OSError, RuntimeError) as e:
         print(f"error: cannot start the station: {e}", file=err)
         return 2
+    if choice is not None:
+        print(f"runtime: {choice.name} ({choice.reason})", file=out)
     urls = list(dict.fromkeys([*((recipe.extra.get(RECIPE_OUTPUTS) or []) if recipe else []), *args.sink]))
     mode = args.trigger or (recipe.extra.get(RECIPE_TRIGGER) if recipe else None) or \
         ("plc" if any(u.split(":", 1)[0].lower() in PLC_SCHEMES for u in urls) else "free")

@@ -54,6 +54,8 @@ MAX_ZOOM_OUT = 4.0
 # Crops whose grey-level standard deviation (0-255) is below this are flat and left out.
 MIN_CROP_STD = 6.0
 MIN_SOURCE_SIDE = 96
+# Learning rate when fine-tuning from --init (train_vae's default suits training from scratch).
+FINE_TUNE_LR = 5e-4
 
 
 def _decode(data: bytes):
@@ -155,8 +157,9 @@ def build_corpus(out: Path, seed: int = 0) -> dict:
     return summary
 
 
-def train(corpus: Path, work: Path, minutes: float, nproc: int) -> tuple[Path, list[dict]]:
-    """train_vae on the corpus for about `minutes`; returns the VAE folder and its events."""
+def train(corpus: Path, work: Path, minutes: float, nproc: int, init: Path | None = None) -> tuple[Path, list[dict]]:
+    """train_vae on the corpus for about `minutes` (from `init`'s weights when given, else from
+    scratch); returns the VAE folder and its events."""
     from training.launch import launch_environment, python_module_command
 
     env = {**launch_environment(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -167,7 +170,7 @@ def train(corpus: Path, work: Path, minutes: float, nproc: int) -> tuple[Path, l
             "--dataset", "folder", "--data-dir", str(corpus / "images"), "--image-size", str(CROP),
             "--center-size", str(CROP), "--out", str(folder / "vae"), "--crop", "128", "--batch-size", "16",
             "--line-augment", "0.5", "--events", str(events), "--ckpt-every", "1", "--resume", "auto",
-            "--epochs", str(epochs)], nproc=nproc if nproc > 1 else None)
+            "--epochs", str(epochs), *(["--init", str(init), "--lr", str(FINE_TUNE_LR)] if init else [])], nproc=nproc if nproc > 1 else None)
         print("+ " + " ".join(cmd), flush=True)
         subprocess.run(cmd, cwd=REPO, check=True, env=env)
         return events
@@ -198,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=35.0, help="training time, about")
     p.add_argument("--nproc", type=int, default=min(os.cpu_count() or 1, 4))
     p.add_argument("--corpus-only", action="store_true")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this VAE folder's weights (e.g. resources/demo_model/vae) instead of from scratch")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     summary_path = args.corpus / "corpus.json"
@@ -211,12 +216,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     work = args.work or args.corpus / "train"
     work.mkdir(parents=True, exist_ok=True)
-    vae_dir, events = train(args.corpus, work, args.minutes, args.nproc)
+    vae_dir, events = train(args.corpus, work, args.minutes, args.nproc, args.init)
     epochs = [e for e in events if e.get("event") == "epoch"]
     if args.out.exists():
         shutil.rmtree(args.out)
     shutil.copytree(vae_dir, args.out)
-    record = {"corpus": summary, "epochs": len(epochs),
+    record = {"corpus": summary, "epochs": len(epochs), "init": str(args.init) if args.init else None,
               "held_out_psnr_db": round(epochs[-1]["psnr"], 2) if epochs else None,
               "command": "python scripts/make_general_vae.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     (args.out / "training.json").write_text(json.dumps(record, indent=1), encoding="utf-8")

@@ -157,3 +157,29 @@ def test_barcode_lines_trigger_the_station_and_name_the_parts(tmp_path):
     assert [line.split()[2] for line in lines if line.startswith("part ")] == ["[barcode]", "[software]", "[barcode]"]
     rows = [r[0] for r in sqlite3.connect(db).execute("SELECT frame_id FROM parts ORDER BY id")]
     assert rows == parts and "station stopped after 3 parts" in rest
+
+
+def test_the_station_runs_on_the_chosen_runtime_or_the_machine_default(tmp_path, monkeypatch):
+    import argparse
+    import io
+
+    from inspector.station import add_station_arguments, run_station
+
+    monkeypatch.setenv("DECO_INSPECTOR_HOME", str(tmp_path / "home"))
+    parser = argparse.ArgumentParser()
+    add_station_arguments(parser)
+    source = str(DEMO_DATA_DIR / "coin" / "test" / "good")
+
+    def station(*argv):
+        out, err = io.StringIO(), io.StringIO()
+        code = run_station(parser.parse_args(["--source", source, "--max-parts", "1", "--status-every", "0",
+                                              "--log", str(tmp_path / "log.sqlite"), *argv]), out, err)
+        return code, out.getvalue(), err.getvalue()
+
+    code, out, err = station("--runtime", "torch", "--precision", "int8")   # a pair the engine does not have
+    assert code == 2 and "cannot start the station" in err and "int8 needs runtime openvino" in err
+    monkeypatch.setenv("DECO_INSPECTOR_RUNTIME", "torch bf16")   # stands for the machine default (measured once)
+    code, out, err = station()
+    assert code == 0 and "runtime: torch bf16 ($DECO_INSPECTOR_RUNTIME)" in out, out + err
+    code, out, err = station("--runtime", "torch", "--precision", "fp32")   # asked for: no default applied
+    assert code == 0 and "runtime:" not in out, out + err

@@ -117,8 +117,8 @@ def calibrate_model_runtime(model_dir: Path, quantize: Sequence[tuple[str, str]]
 def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     """--runtime and --precision (inspect, evaluate): how the networks run (engine.openvino_runtime)."""
     p.add_argument("--runtime", choices=["torch", "openvino"], default=None,
-                   help="run the networks on PyTorch or OpenVINO (default: the model's setting; inspect: else the fastest "
-                        "one that keeps the verdicts on this machine, decided once)")
+                   help="run the networks on PyTorch or OpenVINO (default: the model's setting; inspect, station and "
+                        "the window: else the fastest one that keeps the verdicts on this machine, decided once)")
     p.add_argument("--precision", choices=["fp32", "bf16", "int8", "fp16"], default=None,
                    help="network precision; int8 = OpenVINO with NNCF quantization (needs the model's calibration "
                         "images: python main.py calibrate-runtime); fp16 = torch autocast (CUDA)")

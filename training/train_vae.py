@@ -212,8 +212,9 @@ def draw_random_lines(patch: torch.Tensor, gen: torch.Generator) -> torch.Tensor
 
 
 @torch.no_grad()
+@torch.no_grad()
 def evaluate_psnr(vae: VAE, images: torch.Tensor, device, batch_size: int = 8) -> float:
-    """Mean PSNR (dB) of decode(encode(x)) over whole images [N,3,S,S]."""
+    """Mean PSNR (dB) of decode(encode(x)) over whole images [N,3,S,S] (no autograd graph)."""
     values = []
     for s in range(0, images.shape[0], batch_size):
         x = images[s:s + batch_size].to(device)
@@ -311,7 +312,8 @@ def _train(args, ctx) -> int:
                 scheduler.step()
             seconds = time.perf_counter() - t0
             vae.model.eval()
-            val_psnr = evaluate_psnr(vae, val, ctx.device) if val.shape[0] else float("nan")
+            # the main rank alone scores the held-out images (the event and the printout are its own)
+            val_psnr = evaluate_psnr(vae, val, ctx.device) if val.shape[0] and ctx.is_main else float("nan")
             loss_mean = ctx.all_reduce_mean(float(np.mean(losses)))
             images_per_s = len(losses) * args.batch_size / max(seconds, 1e-9)
             events.emit("epoch", epoch=epoch + 1, epochs=args.epochs, loss=loss_mean, psnr=val_psnr,
@@ -330,7 +332,7 @@ def _train(args, ctx) -> int:
                 events.emit("stopped", epoch=epoch)
                 return 0
         vae.model.eval()
-        final_psnr = evaluate_psnr(vae, val, ctx.device) if val.shape[0] else float("nan")
+        final_psnr = evaluate_psnr(vae, val, ctx.device) if val.shape[0] and ctx.is_main else float("nan")
         if ctx.is_main:
             save_vae(vae, args.out)
             print(f"saved {args.out}  held-out PSNR {final_psnr:.2f} dB  (latent scale {LATENT_SCALE})",
