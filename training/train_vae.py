@@ -218,7 +218,8 @@ def evaluate_psnr(vae: VAE, images: torch.Tensor, device, batch_size: int = 8) -
     values = []
     for s in range(0, images.shape[0], batch_size):
         x = images[s:s + batch_size].to(device)
-        values.extend(psnr(vae.decode(vae.encode(x))[k:k + 1], x[k:k + 1]) for k in range(x.shape[0]))
+        y = vae.decode(vae.encode(x))   # once per batch, then one PSNR per image
+        values.extend(psnr(y[k:k + 1], x[k:k + 1]) for k in range(x.shape[0]))
     return float(np.mean(values)) if values else float("nan")
 
 
