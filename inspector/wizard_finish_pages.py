@@ -18,16 +18,18 @@ __all__ = ["VaePage", "OutputPage", "SummaryPage"]
 
 
 class VaePage(QWizardPage):
-    """The VAE (an existing folder, or train the compact one first) and the category classifier."""
+    """The VAE (the one shipped with the app, that one fine-tuned on the data first, or a folder)
+    and the category classifier."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setTitle("Image encoder (VAE) and category classifier")
-        self.setSubTitle("The detector works on VAE latents. A Stable-Diffusion VAE folder gives the best maps; "
-                         "without one, the wizard trains the compact VAE (~2.7 M parameters) first.")
+        self.setSubTitle("The detector works on VAE latents. The app ships a compact VAE (~2.7 M parameters) "
+                         "that encodes most parts well, so only the detector needs training.")
+        self.shipped = QRadioButton("Use the VAE shipped with the app (nothing to train)")
+        self.train = QRadioButton("Fine-tune the shipped VAE on my good images first")
         self.use_folder = QRadioButton("Use a VAE folder I have (Stable-Diffusion VAE or a compact VAE trained before)")
-        self.train = QRadioButton("Train the compact VAE first")
-        self.train.setChecked(True)
+        self.shipped.setChecked(True)
         self.vae_edit = QLineEdit()
         self.vae_edit.setPlaceholderText("folder with config.json and diffusion_pytorch_model.safetensors")
         self.vae_epochs = QSpinBox()
@@ -43,10 +45,11 @@ class VaePage(QWizardPage):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         form = form_layout()
-        form.addRow(self.use_folder)
-        form.addRow("VAE folder", path_row(self.vae_edit, "Choose a VAE folder", self))
+        form.addRow(self.shipped)
         form.addRow(self.train)
         form.addRow("VAE epochs", self.vae_epochs)
+        form.addRow(self.use_folder)
+        form.addRow("VAE folder", path_row(self.vae_edit, "Choose a VAE folder", self))
         form.addRow(QLabel(""))
         form.addRow(self.classifier)
         form.addRow("Classifier epochs", self.classifier_epochs)
@@ -54,7 +57,8 @@ class VaePage(QWizardPage):
         layout.addLayout(form)
         layout.addWidget(self.status)
         layout.addStretch(1)
-        self.use_folder.toggled.connect(self._update)
+        for choice in (self.shipped, self.train, self.use_folder):
+            choice.toggled.connect(self._update)
         self.vae_edit.textChanged.connect(self._update)
         self.classifier.toggled.connect(self._update)
 
@@ -84,7 +88,7 @@ class VaePage(QWizardPage):
     def _update(self) -> None:
         folder = self.use_folder.isChecked()
         self.vae_edit.setEnabled(folder)
-        self.vae_epochs.setEnabled(not folder)
+        self.vae_epochs.setEnabled(self.train.isChecked())
         self.classifier_epochs.setEnabled(self.classifier.isChecked() and self.classifier.isEnabled())
         problem = self.vae_problem()
         self.status.setText(f"<span style='color:#ff6b60'>{problem}</span>" if problem else "")

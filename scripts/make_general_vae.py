@@ -54,8 +54,6 @@ MAX_ZOOM_OUT = 4.0
 # Crops whose grey-level standard deviation (0-255) is below this are flat and left out.
 MIN_CROP_STD = 6.0
 MIN_SOURCE_SIDE = 96
-# Learning rate when fine-tuning from --init (train_vae's default suits training from scratch).
-FINE_TUNE_LR = 5e-4
 
 
 def _decode(data: bytes):
@@ -170,7 +168,7 @@ def train(corpus: Path, work: Path, minutes: float, nproc: int, init: Path | Non
             "--dataset", "folder", "--data-dir", str(corpus / "images"), "--image-size", str(CROP),
             "--center-size", str(CROP), "--out", str(folder / "vae"), "--crop", "128", "--batch-size", "16",
             "--line-augment", "0.5", "--events", str(events), "--ckpt-every", "1", "--resume", "auto",
-            "--epochs", str(epochs), *(["--init", str(init), "--lr", str(FINE_TUNE_LR)] if init else [])], nproc=nproc if nproc > 1 else None)
+            "--epochs", str(epochs), *(["--init", str(init)] if init else [])], nproc=nproc if nproc > 1 else None)
         print("+ " + " ".join(cmd), flush=True)
         subprocess.run(cmd, cwd=REPO, check=True, env=env)
         return events

@@ -16,6 +16,7 @@ from PIL import Image
 
 from training.events import EventTail, StepProgress
 from training.jobs import FINISHED, STOPPED, JobStore, TrainingJob, TrainingPlan, build_steps, suggested_threshold
+from training.launch import SHIPPED_VAE
 from tests.gui_helpers import TINY_VAE, open_inspector
 from tests.test_gui_screenshots import save
 
@@ -69,6 +70,7 @@ def test_command_lines_parse_with_the_trainers_own_parsers(tmp_path):
     parsed = dict(_parse(s) for s in steps)
     vae, clf = parsed["training.train_vae"], parsed["training.train_classifier"]
     assert vae.out == job / "vae" and vae.epochs == 5 and vae.resume == "auto" and vae.batch_size == 8
+    assert vae.init == str(SHIPPED_VAE) and vae.lr is None   # fine-tuned from the shipped VAE at its fine-tuning rate
     assert clf.out == job / "classifier" and clf.epochs == 3 and clf.dataset == "mvtec"
     det = parsed["training.train_deco_diff"]
     assert (det.model_size, det.epochs, det.global_batch_size, det.lr, det.mask_ratio) == ("UNet_T", 40, 8, 2e-4, 0.6)
@@ -111,8 +113,12 @@ def test_plan_problems_name_what_is_wrong(tmp_path):
                           "name": "a/b", "train_vae": False})
     text = " | ".join(bad.problems())
     for part in ("divisible by the 2 processes", "multiple of 32", "not a deco-diff model size",
-                 "plain folder name", "choose a VAE folder"):
+                 "plain folder name"):
         assert part in text
+    # no VAE chosen and none to fine-tune: the detector trains on the VAE shipped with the app
+    steps = build_steps(TrainingPlan(**{**good.to_dict(), "train_vae": False}), classes=1, has_test_images=False)
+    assert [s.kind for s in steps] == ["detector", "runtime"]
+    assert steps[0].argv[steps[0].argv.index("--vae") + 1] == str(SHIPPED_VAE)
 
 
 def test_event_tail_waits_for_whole_lines_and_progress_follows_a_resume(tmp_path):
@@ -398,6 +404,7 @@ def test_wizard_end_to_end_train_stop_resume_evaluate_use(qtbot, home, tmp_path)
     wiz.next()
     v = wiz.vae_page
     assert not v.classifier.isEnabled()  # one category: no classifier
+    assert v.shipped.isChecked() and not v.vae_epochs.isEnabled() and v.isComplete()   # the shipped VAE by default
     v.use_folder.setChecked(True)
     v.vae_edit.setText(str(tmp_path / "nowhere"))
     assert not v.isComplete() and "does not exist" in v.status.text()

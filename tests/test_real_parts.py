@@ -17,6 +17,7 @@ from engine.detector import Detector
 from engine.loading import load_model
 from engine.maps import compute_anomaly_maps
 from engine.normalization import GOOD_TAIL_SCORE, fit_normalization, raw_discrepancies
+from training.launch import SHIPPED_VAE
 from tests.test_calibrate_scores import _tiny_model
 from tests.test_training import TINY_VAE, _texture, make_tiny_mvtec
 from training import evaluate, fit, normalize_maps, train_deco_diff
@@ -456,7 +457,7 @@ def test_the_wizard_runs_the_fit_recipe_and_plots_the_held_out_loss(tmp_path):
     assert argv[1:3] == ["-m", "training.fit"]  # fit starts torchrun itself
     args = fit.build_arg_parser().parse_args(argv[3:])
     assert args.time_budget == 1800 and args.out == plan.model_dir and args.nproc == 2 and args.no_evaluate
-    assert args.vae == fit.DEFAULT_VAE and args.events == steps[0].events
+    assert args.vae == SHIPPED_VAE and args.events == steps[0].events   # the shipped VAE: nothing to train
     assert args.detector == "deco-diff"
     diad = TrainingPlan(name="auto", recipe="fit", detector="diad", model_size="DiAD_T", data_dir=str(data),
                         output_dir=str(tmp_path), train_vae=False)

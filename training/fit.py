@@ -45,12 +45,11 @@ from engine.latent_memory import MEMORY_MAX_IMAGES
 
 from .common import HOLDOUT_MIN, EventLog, run_reporting_errors, split_holdout
 from .datasets import DatasetLayoutError, build_dataset
-from .launch import launch_environment, python_module_command
+from .launch import SHIPPED_VAE, launch_environment, python_module_command
 
 __all__ = ["build_arg_parser", "main", "parse_duration", "machine_recipe", "check_training_images", "FitError"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_VAE = PROJECT_ROOT / "resources" / "demo_model" / "vae"
 HOLDOUT_SHARE = 0.1
 MIN_GOOD_IMAGES = 16
 # Seconds kept back from the UNet's share of the budget for the map statistics, per held-out image.
@@ -89,7 +88,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=parse_duration, default=parse_duration("45m"),
                    help="wall time for checking, training and calibrating (45m, 1h30m, 600s)")
     p.add_argument("--detector", choices=["deco-diff", "diad"], default="deco-diff", help="the detector to train")
-    p.add_argument("--vae", type=Path, default=DEFAULT_VAE, help="VAE folder (default: the shipped compact VAE)")
+    p.add_argument("--vae", type=Path, default=SHIPPED_VAE, help="VAE folder (default: the VAE shipped with the app)")
     p.add_argument("--model-size", default=None,
                    help="model size (default: UNet_T / DiAD_T on a CPU, UNet_XS / DiAD_S on CUDA)")
     p.add_argument("--image-size", type=int, default=256, help="images are resized to this (px)")

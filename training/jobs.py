@@ -29,6 +29,7 @@ from engine.diad.model import DIAD_SIZES
 from engine.unet import UNET_SIZES
 
 from .events import EventTail, StepProgress, finite_or_none
+from .launch import SHIPPED_VAE
 
 __all__ = [
     "DETECTORS", "TrainingPlan", "TrainingStep", "build_steps", "format_command", "default_settings",
@@ -45,7 +46,7 @@ DETECTORS = {
     "deco-diff": ("training.train_deco_diff", UNET_SIZES, "UNet_T", "UNet_S"),
     "diad": ("training.train_diad", DIAD_SIZES, "DiAD_T", "DiAD_S"),
 }
-STEP_TITLES = {"vae": "Compact VAE", "classifier": "Category classifier", "detector": "Detector",
+STEP_TITLES = {"vae": "VAE fine-tuning", "classifier": "Category classifier", "detector": "Detector",
                "calibrate": "Score calibration", "runtime": "Runtime calibration", "evaluate": "Evaluation"}
 # what TrainingPlan.runtime may name (engine.runtime_choice.CANDIDATES, kept here without importing torch)
 RUNTIME_NAMES = ("torch fp32", "torch bf16", "openvino fp32", "openvino bf16", "openvino int8")
@@ -62,8 +63,9 @@ class TrainingPlan:
     category: 'all' or one category name; detector: a DETECTORS key; sizes in pixels (image_size:
     resize side, center_size: the centre crop the model sees); lr: AdamW learning rate;
     batch_size: global batch over all processes; device: 'cpu' or 'cuda'; nproc: processes per
-    node (CPU: gloo ranks, CUDA: one per GPU); vae: a VAE folder, or '' with train_vae to train
-    the compact VAE first; output_dir / name: the job folder is output_dir/name; recipe: 'fit'
+    node (CPU: gloo ranks, CUDA: one per GPU); vae: a VAE folder, or '' for the VAE shipped
+    with the app (`training.launch.SHIPPED_VAE`); train_vae: fine-tune the shipped VAE on the
+    data first (vae_epochs) and train on that; output_dir / name: the job folder is output_dir/name; recipe: 'fit'
     (DeCo-Diff: `training.fit` chooses epochs, batch and learning rate for the machine and trains
     within time_budget_min minutes, keeps the best epoch on held-out good images and normalizes
     the maps) or 'manual' (the trainer with the settings above); runtime: 'openvino int8', 'torch
@@ -88,7 +90,7 @@ class TrainingPlan:
     nproc: int = 1
     threads_per_process: int = 1
     vae: str = ""
-    train_vae: bool = True
+    train_vae: bool = False
     vae_epochs: int = 60
     train_classifier: bool = False
     classifier_epochs: int = 30
@@ -147,8 +149,6 @@ class TrainingPlan:
             out.append("the time budget must be at least 2 minutes")
         if self.runtime and self.runtime not in RUNTIME_NAMES:
             out.append(f"unknown runtime {self.runtime!r} (one of {', '.join(RUNTIME_NAMES)})")
-        if not self.vae and not self.train_vae and self.recipe != "fit":
-            out.append("choose a VAE folder or let the wizard train the compact VAE")
         if self.vae and not Path(self.vae).is_dir():
             out.append(f"the VAE folder {self.vae} does not exist")
         if not self.output_dir:
@@ -188,13 +188,13 @@ def default_settings(device: str, detector: str = "deco-diff", gpus: int = 0) ->
     if device == "cuda":
         return {"device": "cuda", "nproc": max(1, gpus), "model_size": cuda_size, "epochs": 800,
                 "batch_size": 32 * max(1, gpus), "lr": 1e-4, "mask_ratio": 0.7, "image_size": 288,
-                "center_size": 256, "latent_crop": 0, "threads_per_process": 4, "vae_epochs": 80,
+                "center_size": 256, "latent_crop": 0, "threads_per_process": 4, "vae_epochs": 40,
                 "ckpt_every": 10}
     cores = os.cpu_count() or 2
     nproc = max(1, min(4, cores // 2))
     return {"device": "cpu", "nproc": nproc, "model_size": cpu_size, "epochs": 200,
             "batch_size": 8 * nproc, "lr": 1e-4, "mask_ratio": 0.7, "image_size": 288, "center_size": 256,
-            "latent_crop": 16, "threads_per_process": max(1, cores // nproc // 2), "vae_epochs": 60,
+            "latent_crop": 16, "threads_per_process": max(1, cores // nproc // 2), "vae_epochs": 20,
             "ckpt_every": 10}
 
 
@@ -224,13 +224,15 @@ def build_steps(plan: TrainingPlan, classes: int | None = None,
         steps.append(TrainingStep(kind, argv, events, job / "logs" / f"{kind}.log", output))
 
     vae = plan.vae
-    if not vae and (plan.train_vae or plan.recipe != "fit"):
+    if not vae and plan.train_vae:   # the shipped VAE, fine-tuned on the good images
         out = job / "vae"
-        step("vae", "training.train_vae", [*data, *category, *sizes, "--out", str(out), "--epochs",
-                                           str(plan.vae_epochs), "--batch-size", str(plan.batch_size),
+        step("vae", "training.train_vae", [*data, *category, *sizes, "--out", str(out), "--init", str(SHIPPED_VAE),
+                                           "--epochs", str(plan.vae_epochs),
+                                           "--batch-size", str(plan.batch_size),
                                            "--crop", str(min(128, plan.center_size)), "--resume", "auto",
                                            "--extra-images", "skimage", "--line-augment", "0.5", *device], out)
         vae = str(out)
+    vae = vae or str(SHIPPED_VAE)
     run_eval = plan.evaluate if has_test_images is None else (plan.evaluate and has_test_images)
     classifier = None
     if plan.recipe == "fit":
@@ -240,7 +242,7 @@ def build_steps(plan: TrainingPlan, classes: int | None = None,
         args = [*data, *test, *category, *sizes, "--out", str(plan.model_dir), "--time-budget",
                 f"{plan.time_budget_min}m", "--nproc", str(plan.nproc), "--detector", plan.detector,
                 "--no-evaluate", *device, *runtime]
-        step("detector", "training.fit", args + (["--vae", vae] if vae else []), plan.model_dir, torchrun=False)
+        step("detector", "training.fit", args + ["--vae", vae], plan.model_dir, torchrun=False)
     else:
         wants_classifier = plan.train_classifier and plan.dataset != "folder" and plan.category == "all"
         if wants_classifier and (classes is None or classes >= 2):

@@ -15,9 +15,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["is_frozen", "python_module_command", "launch_environment", "run_python_style"]
+__all__ = ["SHIPPED_VAE", "is_frozen", "python_module_command", "launch_environment", "run_python_style"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The VAE the app ships for training new models (fit's default, the wizard's default, the start
+# point of a fine-tuned VAE): the compact codec of the demo model.
+SHIPPED_VAE = PROJECT_ROOT / "resources" / "demo_model" / "vae"
 
 # interpreter options that take a value (`-W error`, `-X utf8`) and options that are accepted and ignored
 _OPTIONS_WITH_VALUE = {"-W", "-X"}

@@ -46,6 +46,9 @@ from .datasets import build_dataset
 __all__ = ["build_arg_parser", "main", "psnr", "VAEObjective", "evaluate_psnr", "extra_image_files",
            "load_extra_images", "draw_random_lines"]
 
+LR_FROM_SCRATCH = 2e-3   # AdamW learning rate for a new compact VAE
+LR_FINE_TUNE = 5e-4      # ... and for one fine-tuned from --init (keeps what the start weights know)
+
 
 def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train_vae", description="Train the compact VAE on good images.",
@@ -59,7 +62,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=16, help="global batch size")
     p.add_argument("--crop", type=int, default=128, help="random training crop (multiple of 8; 0 = whole image)")
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"AdamW learning rate (default: {LR_FROM_SCRATCH:g} from scratch, {LR_FINE_TUNE:g} with --init)")
     p.add_argument("--warmup-epochs", type=int, default=2)
     p.add_argument("--kl-weight", type=float, default=1e-6)
     p.add_argument("--grad-weight", type=float, default=0.5)
@@ -258,7 +262,8 @@ def _train(args, ctx) -> int:
     vae.model.train()
     objective = VAEObjective(vae, args.kl_weight, args.grad_weight)
     model = DDP(objective) if ctx.distributed else objective
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    lr = args.lr if args.lr is not None else (LR_FINE_TUNE if args.init else LR_FROM_SCRATCH)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     scheduler = make_lr_scheduler(opt, args.warmup_epochs, args.epochs)
     ckpt_dir = args.out.with_name(args.out.name + "_checkpoints")
     start_epoch = 0
