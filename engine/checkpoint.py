@@ -19,7 +19,6 @@ import os
 import pickle
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
