@@ -28,13 +28,14 @@ import torch
 from .openvino_runtime import (CalibrationSet, user_cache_root, module_fingerprint, openvino_problem)
 from .runtime import StageClock
 
-__all__ = ["CANDIDATES", "SCORE_TOLERANCE", "PIN_ENV", "RuntimeChoice", "check_candidates", "machine_default",
+__all__ = ["CANDIDATES", "CANDIDATE_NAMES", "load_on_runtime", "SCORE_TOLERANCE", "PIN_ENV", "RuntimeChoice", "check_candidates", "machine_default",
            "choice_file", "model_names_runtime", "apply_default_runtime"]
 
 log = logging.getLogger(__name__)
 
 # (runtime, precision) in the order they are tried; the first is the reference
 CANDIDATES = (("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))
+CANDIDATE_NAMES = tuple(f"{runtime} {precision}" for runtime, precision in CANDIDATES)   # 'openvino int8', as shown
 # a candidate's score may differ from the reference's by at most this share of the threshold
 SCORE_TOLERANCE = 0.05
 CHOICE_FILE = "runtime_choice.json"
@@ -217,3 +218,14 @@ def apply_default_runtime(model, path) -> RuntimeChoice | None:
         return choice
     model.runtime_choice = machine_default(model)
     return model.runtime_choice
+
+
+def load_on_runtime(path, **overrides) -> tuple[object, RuntimeChoice | None]:
+    """`engine.loading.load_model(path, **overrides)`, then the machine default
+    (`apply_default_runtime`) unless the overrides name a runtime or precision: the one loading
+    rule of the window, `inspect` and `station`. Returns (model, the default applied or None)."""
+    from .loading import load_model
+
+    model = load_model(path, **overrides)
+    asked = "runtime" in overrides or "precision" in overrides
+    return model, None if asked else apply_default_runtime(model, path)

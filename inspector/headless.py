@@ -128,7 +128,7 @@ def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
 
 def _load_detector(args, err) -> object | None:
     from engine.checkpoint import CheckpointError
-    from engine.loading import load_model, model_kind
+    from engine.loading import model_kind
 
     model = Path(args.model) if args.model else DEMO_MODEL_DIR
     overrides = {"batch_size": max(1, args.batch_size)}
@@ -141,12 +141,11 @@ def _load_detector(args, err) -> object | None:
             kind = model_kind(model)
             if kind != args.detector:
                 raise ValueError(f"--detector {args.detector} was asked for, but this is a {kind} model")
-        from engine.runtime_choice import apply_default_runtime
+        from engine.runtime_choice import load_on_runtime
         from training.calibrate_runtime import runtime_overrides
 
-        chosen = runtime_overrides(args)
-        detector = load_model(model, vae=args.vae, device=args.device, **overrides, **chosen)
-        choice = None if chosen else apply_default_runtime(detector, model)
+        detector, choice = load_on_runtime(model, vae=args.vae, device=args.device, **overrides,
+                                           **runtime_overrides(args))
         if choice is not None:
             if not args.quiet:
                 print(f"runtime: {choice.name} ({choice.reason})", file=err)

@@ -101,12 +101,12 @@ class RuntimeOption:
 
 
 def runtime_options(choice, current: str) -> tuple[RuntimeOption, ...]:
-    """Every runtime / precision the engine offers (engine.runtime_choice.CANDIDATES, imported in
-    the worker thread), with the machine default's measurements where it made one; `current` is
+    """Every runtime / precision the engine offers (engine.runtime_choice.CANDIDATE_NAMES, imported
+    in the worker thread), with the machine default's measurements where it made one; `current` is
     always among them. choice: a RuntimeChoice or None."""
-    from engine.runtime_choice import CANDIDATES
+    from engine.runtime_choice import CANDIDATE_NAMES
 
-    names = [f"{r} {p}" for r, p in CANDIDATES]
+    names = list(CANDIDATE_NAMES)
     if current not in names:
         names.append(current)
     measured = dict(choice.ms_per_part) if choice is not None else {}

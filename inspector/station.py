@@ -272,8 +272,7 @@ def run_station(args: argparse.Namespace, out=None, err=None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     from engine.checkpoint import CheckpointError
-    from engine.loading import load_model
-    from engine.runtime_choice import apply_default_runtime
+    from engine.runtime_choice import load_on_runtime
     from training.calibrate_runtime import checked_overrides
 
     store = RecipeStore()
@@ -292,9 +291,8 @@ def run_station(args: argparse.Namespace, out=None, err=None) -> int:
                                        ("gate_fusion", recipe and recipe.gate_fusion)) if v is not None}
         if overrides.get("reverse_steps"):
             overrides["start_t"] = overrides["reverse_steps"]
-        chosen = checked_overrides(args)
-        model = load_model(model_path, device=args.device, batch_size=1, **overrides, **chosen)
-        choice = None if chosen else apply_default_runtime(model, model_path)   # the window's and inspect's rule
+        model, choice = load_on_runtime(model_path, device=args.device, batch_size=1, **overrides,
+                                        **checked_overrides(args))
     except (CheckpointError, FileNotFoundError, ValueError, OSError, RuntimeError) as e:
         print(f"error: cannot start the station: {e}", file=err)
         return 2

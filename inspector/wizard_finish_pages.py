@@ -10,7 +10,8 @@ from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QLabel, QLineEdit, QPlainTextEdit, QRadioButton, QSpinBox,
                                QVBoxLayout, QWizard, QWizardPage)
 
-from training.jobs import RUNTIME_NAMES, format_command, step_environment
+from engine.runtime_choice import CANDIDATE_NAMES
+from training.jobs import format_command, step_environment
 
 from .wizard_pages import DETECTOR_LABELS, form_layout, path_row
 
@@ -187,7 +188,7 @@ class SummaryPage(QWizardPage):
         self.runtime_combo = QComboBox()
         self.runtime_combo.setObjectName("RuntimeAfterTraining")
         self.runtime_combo.addItem("Machine default: the fastest that keeps the verdicts, checked when first opened", "")
-        for name in RUNTIME_NAMES:
+        for name in CANDIDATE_NAMES:
             self.runtime_combo.addItem(name, name)
         self.runtime_combo.setToolTip("How the trained model runs. The machine default is decided on each station "
                                       "the first time the model is opened; a named runtime is stored in the model "

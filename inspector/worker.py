@@ -40,13 +40,9 @@ log = logging.getLogger(__name__)
 def default_loader(path: str, **overrides):
     """Load a model folder or reference checkpoint (imports the engine on first use); without a
     runtime / precision override it runs on the machine's default (engine.runtime_choice)."""
-    from engine.loading import load_model
-    from engine.runtime_choice import apply_default_runtime
+    from engine.runtime_choice import load_on_runtime
 
-    model = load_model(path, **overrides)
-    if "runtime" not in overrides and "precision" not in overrides:
-        apply_default_runtime(model, path)
-    return model
+    return load_on_runtime(path, **overrides)[0]
 
 
 def engine_threads() -> int:

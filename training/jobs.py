@@ -26,6 +26,7 @@ from pathlib import Path
 
 from engine.defaults import DEFAULT_THRESHOLD
 from engine.diad.model import DIAD_SIZES
+from engine.runtime_choice import CANDIDATE_NAMES
 from engine.unet import UNET_SIZES
 
 from .events import EventTail, StepProgress, finite_or_none
@@ -35,7 +36,7 @@ __all__ = [
     "DETECTORS", "TrainingPlan", "TrainingStep", "build_steps", "format_command", "default_settings",
     "step_environment", "TrainingJob", "JobStore", "leftover_process", "register_model", "suggested_threshold",
     "model_threshold", "QUEUED", "RUNNING", "STOPPING", "STOPPED", "FAILED", "FINISHED", "ACTIVE_STATES",
-    "STEP_TITLES", "RUNTIME_NAMES", "RECIPES", "LOG_TAIL_LINES",
+    "STEP_TITLES", "RECIPES", "LOG_TAIL_LINES",
 ]
 
 QUEUED, RUNNING, STOPPING, STOPPED, FAILED, FINISHED = "queued", "running", "stopping", "stopped", "failed", "finished"
@@ -48,8 +49,6 @@ DETECTORS = {
 }
 STEP_TITLES = {"vae": "VAE fine-tuning", "classifier": "Category classifier", "detector": "Detector",
                "calibrate": "Score calibration", "runtime": "Runtime calibration", "evaluate": "Evaluation"}
-# what TrainingPlan.runtime may name (engine.runtime_choice.CANDIDATES, kept here without importing torch)
-RUNTIME_NAMES = ("torch fp32", "torch bf16", "openvino fp32", "openvino bf16", "openvino int8")
 LOG_TAIL_LINES = 400
 RECIPES = ("fit", "manual")
 
@@ -147,8 +146,8 @@ class TrainingPlan:
             out.append(f"unknown recipe {self.recipe!r}")
         if self.recipe == "fit" and self.time_budget_min < 2:
             out.append("the time budget must be at least 2 minutes")
-        if self.runtime and self.runtime not in RUNTIME_NAMES:
-            out.append(f"unknown runtime {self.runtime!r} (one of {', '.join(RUNTIME_NAMES)})")
+        if self.runtime and self.runtime not in CANDIDATE_NAMES:
+            out.append(f"unknown runtime {self.runtime!r} (one of {', '.join(CANDIDATE_NAMES)})")
         if self.vae and not Path(self.vae).is_dir():
             out.append(f"the VAE folder {self.vae} does not exist")
         if not self.output_dir:
@@ -213,7 +212,8 @@ def build_steps(plan: TrainingPlan, classes: int | None = None,
     category = ["--object-category", plan.category]
     sizes = ["--image-size", str(plan.image_size), "--center-size", str(plan.center_size)]
     device = ["--device", plan.device]
-    runtime = ["--runtime", plan.runtime.split()[0], "--precision", plan.runtime.split()[1]] if plan.runtime else []
+    runtime_name, _, precision = plan.runtime.partition(" ")
+    runtime = ["--runtime", runtime_name, "--precision", precision] if plan.runtime else []
     steps: list[TrainingStep] = []
 
     def step(kind: str, module: str, args: list[str], output: Path, nproc: int | None = None,
