@@ -32,7 +32,7 @@ from .live_lanes import LiveLanes
 from .imageio import ImageReadError, read_image
 from .loaded_model import LoadedModel
 
-__all__ = ["EngineWorker", "default_loader", "engine_threads", "engine_lanes"]
+__all__ = ["EngineWorker", "default_loader", "engine_threads", "engine_lanes", "run_on_python_thread"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,31 @@ def default_loader(path: str, **overrides):
     from engine.runtime_choice import load_on_runtime
 
     return load_on_runtime(path, **overrides)[0]
+
+
+def run_on_python_thread(work: Callable[[], object], name: str = "model-build"):
+    """Run `work()` on a fresh Python thread and wait for it; return its result or raise its exception.
+
+    Building a model for another runtime (tracing, OpenVINO conversion, NNCF int8 calibration) on
+    the worker's QThread, after `torch.set_num_threads` was called on that thread, frees the
+    thread's Python state twice when the slot returns: the window aborted with "double free or
+    corruption" on the first start of a machine (reproduced with the tiny and the demo model, not
+    with the same work on a Python thread). The worker therefore hands that work to a Python thread.
+    """
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 def engine_threads() -> int:
@@ -135,7 +160,7 @@ class EngineWorker(QObject):
         self.busy_changed.emit(True, f"Loading model {name}…")
         previous = self.detector, self.model_path
         try:
-            self.detector = self.loader(str(path), **(overrides or {}))
+            self.detector = run_on_python_thread(lambda: self.loader(str(path), **(overrides or {})))
             self.detector.on_notice = self._engine_notice
             _use_engine_lanes(self.detector)
             self.model_path = str(path)
@@ -178,7 +203,10 @@ class EngineWorker(QObject):
             self.busy_changed.emit(True, f"Switching the model to {changes.get('runtime', old.runtime)} "
                                          f"{changes.get('precision', old.precision)}…")
         try:
-            det.with_settings(**changes)
+            if switching:
+                run_on_python_thread(lambda: det.with_settings(**changes))
+            else:
+                det.with_settings(**changes)
         except (ValueError, TypeError, RuntimeError) as e:
             self.problem.emit(f"Cannot change model settings: {e}")
         finally:

@@ -1,0 +1,99 @@
+"""The engine worker builds models for another runtime (tracing, OpenVINO conversion, NNCF int8
+calibration) on a Python thread, not on its QThread: done on the QThread after
+torch.set_num_threads, the window aborted ("double free or corruption") on the first start of a
+machine. Each case runs in a child process so that such a crash fails the test with its output
+instead of ending the test run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from inspector.worker import run_on_python_thread
+
+REPO = Path(__file__).resolve().parents[1]
+CHILD_TIMEOUT_S = 240
+
+_CHILD = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    import numpy as np
+    from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer, Signal
+    from engine import openvino_runtime as ovr
+    from inspector.frame_queue import FrameQueue
+    from inspector.worker import EngineWorker
+    from tests.gui_helpers import make_tiny_detector
+
+    work, mode = Path(sys.argv[1]), sys.argv[2]
+    folder = work / "tiny"
+    make_tiny_detector(ncls=2, threshold=0.5, batch_size=4).save(folder)
+    rng = np.random.default_rng(0)
+    ovr.CalibrationSet(rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8), np.arange(6) % 2,
+                       held_out=2).save(folder)
+
+    class Commands(QObject):
+        load = Signal(str, object)
+        settings = Signal(object)
+
+    app = QCoreApplication([])
+    commands = Commands()
+    thread = QThread()
+    worker = EngineWorker(FrameQueue(), work / "log.sqlite", work / "archive")
+    worker.moveToThread(thread)
+    thread.start()
+    commands.load.connect(worker.load_model)
+    commands.settings.connect(worker.apply_settings)
+
+    def loaded(info):
+        print("loaded", info.runtime, flush=True)
+        if mode == "switch" and not info.runtime.startswith("openvino"):
+            commands.settings.emit({"runtime": "openvino", "precision": "int8"})
+        else:
+            QTimer.singleShot(500, app.quit)
+
+    def applied(info):
+        print("applied", info.runtime, flush=True)
+        QTimer.singleShot(500, app.quit)
+
+    worker.model_loaded.connect(loaded)
+    worker.settings_applied.connect(applied)
+    worker.model_failed.connect(lambda text: (print("failed", text, flush=True), app.quit()))
+    worker.problem.connect(lambda text: print("problem", text, flush=True))
+    QTimer.singleShot(0, lambda: commands.load.emit(str(folder), None))
+    app.exec()
+    thread.quit()
+    thread.wait()
+    print("closed", flush=True)
+""")
+
+
+def _run_child(tmp_path, mode, pin=None):
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", DECO_INSPECTOR_HOME=str(tmp_path / "home"))
+    env.pop("DECO_INSPECTOR_RUNTIME", None)
+    if pin:
+        env["DECO_INSPECTOR_RUNTIME"] = pin
+    done = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path), mode], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    assert done.returncode == 0, f"worker process ended with {done.returncode}:\n{done.stdout}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_first_start_runtime_check_on_the_worker_thread_does_not_crash(tmp_path):
+    out = _run_child(tmp_path, "load")
+    assert "loaded" in out and "closed" in out and "failed" not in out
+
+
+def test_switching_to_openvino_int8_on_the_worker_thread_does_not_crash(tmp_path):
+    out = _run_child(tmp_path, "switch", pin="torch fp32")
+    assert "loaded torch fp32" in out and "applied openvino int8" in out and "closed" in out
+
+
+def test_run_on_python_thread_returns_the_result_and_raises_the_error():
+    assert run_on_python_thread(lambda: 41 + 1) == 42
+    with pytest.raises(ValueError, match="bad setting"):
+        run_on_python_thread(lambda: (_ for _ in ()).throw(ValueError("bad setting")))
