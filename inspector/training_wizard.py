@@ -85,7 +85,7 @@ class TrainingWizard(QWizard):
             batch_size=m.batch.value(), lr=m.lr.value(), mask_ratio=m.mask_ratio.value(),
             image_size=m.image_size.value(), center_size=center, latent_crop=crop if crop < center // 8 else 0,
             device=dev.device(), nproc=dev.nproc.value(), threads_per_process=dev.threads.value(),
-            vae=v.vae_edit.text().strip() if v.use_folder.isChecked() else "", train_vae=v.train.isChecked(),
+            vae=v.chosen_vae(), train_vae=v.train.isChecked(),
             vae_epochs=v.vae_epochs.value(), train_classifier=v.classifier.isChecked() and v.classifier.isEnabled(),
             classifier_epochs=v.classifier_epochs.value(), output_dir=o.output_edit.text().strip(),
             ckpt_every=o.ckpt_every.value(), evaluate=o.evaluate.isChecked() and o.evaluate.isEnabled(),

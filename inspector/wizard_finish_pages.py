@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QLabel, QLineEdit, QPlainTe
 
 from engine.runtime_choice import CANDIDATE_NAMES
 from training.jobs import format_command, step_environment
+from training.launch import GENERAL_VAE
 
 from .wizard_pages import DETECTOR_LABELS, form_layout, path_row
 
@@ -19,15 +20,19 @@ __all__ = ["VaePage", "OutputPage", "SummaryPage"]
 
 
 class VaePage(QWizardPage):
-    """The VAE (the one shipped with the app, that one fine-tuned on the data first, or a folder)
+    """The VAE (the one shipped with the app, the general-purpose one, the shipped one fine-tuned on
+    the data first, or a folder)
     and the category classifier."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setTitle("Image encoder (VAE) and category classifier")
-        self.setSubTitle("The detector works on VAE latents. The app ships a compact VAE (~2.7 M parameters) "
-                         "that encodes most parts well, so only the detector needs training.")
-        self.shipped = QRadioButton("Use the VAE shipped with the app (nothing to train)")
+        self.setSubTitle("The detector works on VAE latents. The app ships two compact VAEs (~2.7 M parameters): "
+                         "the demo model's and a general-purpose one trained on photos and textures, so "
+                         "only the detector needs training.")
+        self.shipped = QRadioButton("Use the demo model's VAE shipped with the app (the default; nothing to train)")
+        self.general = QRadioButton("Use the general-purpose VAE shipped with the app (trained on photos, "
+                                    "wallpapers and textures; nothing to train)")
         self.train = QRadioButton("Fine-tune the shipped VAE on my good images first")
         self.use_folder = QRadioButton("Use a VAE folder I have (Stable-Diffusion VAE or a compact VAE trained before)")
         self.shipped.setChecked(True)
@@ -47,6 +52,7 @@ class VaePage(QWizardPage):
         self.status.setWordWrap(True)
         form = form_layout()
         form.addRow(self.shipped)
+        form.addRow(self.general)
         form.addRow(self.train)
         form.addRow("VAE epochs", self.vae_epochs)
         form.addRow(self.use_folder)
@@ -58,7 +64,7 @@ class VaePage(QWizardPage):
         layout.addLayout(form)
         layout.addWidget(self.status)
         layout.addStretch(1)
-        for choice in (self.shipped, self.train, self.use_folder):
+        for choice in (self.shipped, self.general, self.train, self.use_folder):
             choice.toggled.connect(self._update)
         self.vae_edit.textChanged.connect(self._update)
         self.classifier.toggled.connect(self._update)
@@ -72,6 +78,12 @@ class VaePage(QWizardPage):
         elif not self.property("classifier_touched"):
             self.classifier.setChecked(True)
         self._update()
+
+    def chosen_vae(self) -> str:
+        """The VAE folder the plan names: '' for the default shipped VAE (or the one fine-tuned from it)."""
+        if self.general.isChecked():
+            return str(GENERAL_VAE)
+        return self.vae_edit.text().strip() if self.use_folder.isChecked() else ""
 
     def vae_problem(self) -> str:
         if not self.use_folder.isChecked():

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from training.launch import GENERAL_VAE
+
 ROOT = Path(__file__).resolve().parents[1]
-GENERAL_VAE = ROOT / "resources" / "general_vae"
 # The demo parts' test images are not in the corpus: an image kind the codec never saw.
 UNSEEN_FOLDER = ROOT / "resources" / "demo_data" / "coin" / "test"
 # Held-out PSNR floor (dB) the shipped codec must keep on unseen demo coins (measured 30+ dB).

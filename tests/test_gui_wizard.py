@@ -16,7 +16,7 @@ from PIL import Image
 
 from training.events import EventTail, StepProgress
 from training.jobs import FINISHED, STOPPED, JobStore, TrainingJob, TrainingPlan, build_steps, suggested_threshold
-from training.launch import SHIPPED_VAE
+from training.launch import GENERAL_VAE, SHIPPED_VAE
 from tests.gui_helpers import TINY_VAE, open_inspector
 from tests.test_gui_screenshots import save
 
@@ -337,6 +337,11 @@ def test_data_page_counts_an_mvtec_root_and_names_a_wrong_layout(qtbot, tmp_path
     wiz.next()
     wiz.next()
     assert not wiz.vae_page.classifier.isEnabled() and not wiz.vae_page.classifier.isChecked()
+    # the general-purpose VAE: the plan names its folder and nothing is trained for it
+    assert wiz.plan().vae == "" and not wiz.plan().train_vae
+    wiz.vae_page.general.setChecked(True)
+    assert wiz.plan().vae == str(GENERAL_VAE) and not wiz.plan().train_vae and wiz.vae_page.isComplete()
+    wiz.vae_page.shipped.setChecked(True)
     wiz.back()
     wiz.back()
     wiz.back()

@@ -15,12 +15,16 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["SHIPPED_VAE", "is_frozen", "python_module_command", "launch_environment", "run_python_style"]
+__all__ = ["SHIPPED_VAE", "GENERAL_VAE", "is_frozen", "python_module_command", "launch_environment", "run_python_style"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The VAE the app ships for training new models (fit's default, the wizard's default, the start
 # point of a fine-tuned VAE): the compact codec of the demo model.
 SHIPPED_VAE = PROJECT_ROOT / "resources" / "demo_model" / "vae"
+# The general-purpose compact codec (same shape as SHIPPED_VAE: 8 latent channels, 8x down),
+# fine-tuned from it on 2,770 crops of photos, wallpapers and textures (scripts/make_general_vae.py;
+# its training.json lists the corpus and PSNR on image kinds it never saw). `fit --vae` takes it.
+GENERAL_VAE = PROJECT_ROOT / "resources" / "general_vae"
 
 # interpreter options that take a value (`-W error`, `-X utf8`) and options that are accepted and ignored
 _OPTIONS_WITH_VALUE = {"-W", "-X"}
