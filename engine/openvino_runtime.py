@@ -29,6 +29,7 @@ import os
 import sys
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -328,7 +329,9 @@ def _convert(spec: NetworkSpec):
     import openvino as ov
 
     types = {"f32": ov.Type.f32, "i64": ov.Type.i64}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the wrappers' shape checks become constants of the trace (the shapes are fixed): not news for a user
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(spec.module.eval(), spec.example, check_trace=False)
         return ov.convert_model(traced, example_input=spec.example,
                                 input=[(list(d), types[t]) for d, t in zip(spec.dims, spec.dtypes)])
@@ -342,8 +345,14 @@ def _quantize(model, calls: list[tuple[np.ndarray, ...]]):
     layers = [op.get_friendly_name() for op in model.get_ordered_ops()
               if op.get_type_name() in ("Convolution", "MatMul")]
     keep = layers[:KEEP_FLOAT_LAYERS] + layers[-KEEP_FLOAT_LAYERS:] if len(layers) > 2 * KEEP_FLOAT_LAYERS else []
-    return nncf.quantize(model, nncf.Dataset(calls, lambda item: list(item)), subset_size=len(calls),
-                         model_type=nncf.ModelType.TRANSFORMER, ignored_scope=nncf.IgnoredScope(names=keep))
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(max(level, logging.WARNING))   # its INFO lines list every layer it leaves in float
+    try:
+        return nncf.quantize(model, nncf.Dataset(calls, lambda item: list(item)), subset_size=len(calls),
+                             model_type=nncf.ModelType.TRANSFORMER, ignored_scope=nncf.IgnoredScope(names=keep))
+    finally:
+        nncf_log.setLevel(level)
 
 
 class CompiledNetwork:
