@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -38,6 +39,8 @@ README_END = "<!-- live-table:end -->"
 DEMO_MODEL = REPO / "resources" / "demo_model"
 # the warm-up frames may include compiling the networks (compile configs; minutes on a busy CPU)
 WARMUP_TIMEOUT_S = 900
+
+_SIGNALS = {int(sig) for sig in signal.Signals}
 
 # name -> (settings overrides for the loaded model, engine threads or None for the app's default)
 CONFIGS: dict[str, tuple[dict, int | None]] = {
@@ -150,10 +153,23 @@ def _spawn(cfg: dict) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--single", json.dumps(cfg)], capture_output=True, text=True,
                           env=env, cwd=REPO)
     if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        errors = [line for line in lines if "Error" in line and not line.startswith("QThread")]
-        return {**cfg, "error": (errors or lines or [f"exit status {proc.returncode}"])[-1]}
+        return {**cfg, "error": run_failure(proc.returncode, proc.stderr)}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_failure(returncode: int, stderr: str) -> str:
+    """One line on why a run failed: the signal that ended it, or the exit status, with the last
+    Python exception line of its stderr (Qt warnings in between are not the cause)."""
+    how = (f"crashed ({signal.Signals(-returncode).name})" if returncode < 0 and -returncode in _SIGNALS
+           else f"exit status {returncode}")
+    lines = stderr.strip().splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if starts:
+        after = [line for line in lines[starts[-1] + 1:] if line and not line[0].isspace()]
+        if after:
+            return f"{how}: {after[0]}"
+    fatal = [line for line in lines if line.startswith("Fatal Python error") or "double free" in line]
+    return f"{how}: {fatal[0]}" if fatal else how
 
 
 def _median(runs: list[dict], key: str):

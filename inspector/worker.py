@@ -14,6 +14,7 @@ memory, the engine falls back to smaller batches, then to the CPU, and says so t
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
@@ -32,7 +33,7 @@ from .live_lanes import LiveLanes
 from .imageio import ImageReadError, read_image
 from .loaded_model import LoadedModel
 
-__all__ = ["EngineWorker", "default_loader", "engine_threads", "engine_lanes", "run_on_python_thread"]
+__all__ = ["EngineWorker", "default_loader", "engine_threads", "engine_lanes", "keep_python_thread_state"]
 
 log = logging.getLogger(__name__)
 
@@ -45,29 +46,17 @@ def default_loader(path: str, **overrides):
     return load_on_runtime(path, **overrides)[0]
 
 
-def run_on_python_thread(work: Callable[[], object], name: str = "model-build"):
-    """Run `work()` on a fresh Python thread and wait for it; return its result or raise its exception.
+def keep_python_thread_state() -> None:
+    """Give the calling thread (the worker's QThread) one Python thread state for its whole life.
 
-    Building a model for another runtime (tracing, OpenVINO conversion, NNCF int8 calibration) on
-    the worker's QThread, after `torch.set_num_threads` was called on that thread, frees the
-    thread's Python state twice when the slot returns: the window aborted with "double free or
-    corruption" on the first start of a machine (reproduced with the tiny and the demo model, not
-    with the same work on a Python thread). The worker therefore hands that work to a Python thread.
-    """
-    outcome: dict = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = work()
-        except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
-            outcome["error"] = e
-
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
+    A thread Qt started gets a fresh Python thread state for each queued slot call, deleted when the
+    call returns. Extension code that keeps the state of the thread it runs on between calls
+    (pybind11 in torch and OpenVINO) then uses a deleted one: the window aborted with "double free
+    or corruption" after the first-start runtime check (OpenVINO conversion, NNCF int8) and crashed
+    with one CPU lane on OpenVINO. One extra PyGILState_Ensure, never released, keeps the state
+    alive from the first model call to the end of the thread (it is freed with the process)."""
+    ctypes.pythonapi.PyGILState_Ensure.restype = ctypes.c_int
+    ctypes.pythonapi.PyGILState_Ensure()
 
 
 def engine_threads() -> int:
@@ -160,7 +149,7 @@ class EngineWorker(QObject):
         self.busy_changed.emit(True, f"Loading model {name}…")
         previous = self.detector, self.model_path
         try:
-            self.detector = run_on_python_thread(lambda: self.loader(str(path), **(overrides or {})))
+            self.detector = self.loader(str(path), **(overrides or {}))
             self.detector.on_notice = self._engine_notice
             _use_engine_lanes(self.detector)
             self.model_path = str(path)
@@ -175,10 +164,12 @@ class EngineWorker(QObject):
             self.busy_changed.emit(False, "")
 
     def _limit_threads(self) -> None:
-        """Set the intra-op thread count of this (the worker's) thread once; other threads keep theirs."""
+        """Set the intra-op thread count of this (the worker's) thread once; other threads keep theirs.
+        Also pins the thread's Python state (`keep_python_thread_state`) before any model code runs."""
         if self._threads_set:
             return
         self._threads_set = True
+        keep_python_thread_state()
         try:
             import torch
         except ImportError:
@@ -203,10 +194,7 @@ class EngineWorker(QObject):
             self.busy_changed.emit(True, f"Switching the model to {changes.get('runtime', old.runtime)} "
                                          f"{changes.get('precision', old.precision)}…")
         try:
-            if switching:
-                run_on_python_thread(lambda: det.with_settings(**changes))
-            else:
-                det.with_settings(**changes)
+            det.with_settings(**changes)
         except (ValueError, TypeError, RuntimeError) as e:
             self.problem.emit(f"Cannot change model settings: {e}")
         finally:
