@@ -573,3 +573,25 @@ def test_fit_takes_validation_parts_from_another_folder(tmp_path):
         parts("--val-dir", str(tmp_path / "empty"))
     folder = parts("--dataset", "folder", "--val-dir", str(other / "tile" / "test"), categories="all")
     assert {y for *_, y in folder} == {0, 1} and all(p.startswith(str(other / "tile" / "test")) for p, _, _ in folder)
+
+
+def test_early_stopping_waits_for_half_of_the_epochs(tmp_path):
+    """A held-out loss that stalls early (the learning rate still high) does not stop the run before
+    EARLY_STOP_AFTER_SHARE of its epochs; after that, `patience` validations without gain do."""
+    import argparse
+
+    from training import common
+
+    args = argparse.Namespace(time_budget=0.0, epochs=20, val_every=1, patience=2)
+    ctx = common.DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend=None)
+    unet = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(unet.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
+    events = common.EventLog(tmp_path / "events.jsonl")
+    monitor = common.EpochMonitor(args, ctx, events, unet=unet, opt=opt, scheduler=scheduler, ckpt_dir=tmp_path,
+                                  resume_path=None, clock_start=0.0, measure=lambda model: {"loss": 0.05})
+    reasons = {done: monitor.end_of_epoch(done, 1.0) for done in range(1, args.epochs + 1)}
+    events.close()
+    first_stop = min(done for done, reason in reasons.items() if reason)
+    assert first_stop == int(common.EARLY_STOP_AFTER_SHARE * args.epochs) == 10
+    assert "not improved for 9 validations" in reasons[first_stop]

@@ -585,6 +585,11 @@ MIN_TRAIN_IMAGES = 8
 # A validation counts as better when the held-out loss falls by more than this share of the best.
 MIN_IMPROVEMENT = 0.01
 HOLDOUT_FILE = "holdout.json"
+# Early stopping waits until this share of the run's epochs is done. Before, the cosine schedule's
+# learning rate is still high and a small held-out set's loss stalls for a few validations while the
+# model still improves: the demo's fit (24 held-out parts) stopped at epoch 106 of 315 with 57 of
+# its 90 minutes left, its held-out loss having fallen from 0.057 to 0.051 over the 20 epochs before.
+EARLY_STOP_AFTER_SHARE = 0.5
 BEST_CHECKPOINT = "best.pt"
 # With a time budget, stop when less than this many epochs' time is left (so the budget holds).
 TIME_BUDGET_STOP_SHARE = 1.0
@@ -659,7 +664,7 @@ class EpochMonitor:
     """What a trainer does between epochs on the recipe's terms: held-out validation (every
     args.val_every epochs, `measure(unet) -> {"loss": ..., ...}` on rank 0), the best epoch kept as
     checkpoints/best.pt, early stopping after args.patience validations without a gain of
-    MIN_IMPROVEMENT, and the time budget (args.time_budget seconds, counted from `clock_start`
+    MIN_IMPROVEMENT (not before EARLY_STOP_AFTER_SHARE of the epochs), and the time budget (args.time_budget seconds, counted from `clock_start`
     plus what a resumed run had spent: after the first epoch the epoch count and the learning-rate
     schedule (`schedule_stretch` x the epochs, as the trainer built it) are fitted to it; a run
     stops when the next epoch would not fit). At the end the model folder is exported again from
@@ -729,7 +734,8 @@ class EpochMonitor:
                                          self.scheduler, done, args, extra={"validation": stats, **self.state()})
             else:
                 self.rounds_without_gain += 1
-            if args.patience and self.rounds_without_gain >= args.patience:
+            if (args.patience and self.rounds_without_gain >= args.patience
+                    and done >= EARLY_STOP_AFTER_SHARE * args.epochs):
                 reason = reason or (f"held-out loss has not improved for {self.rounds_without_gain} validations "
                                     f"(best {self.best:.4f} at epoch {self.best_epoch})")
             self.events.emit("validation", epoch=done, best_epoch=self.best_epoch, best=self.best, improved=improved,
