@@ -9,7 +9,7 @@ Steps (each one line on stderr, a progress bar with the time left while the netw
 3. the DeCo-Diff UNet (or the DiAD network, --detector diad) under `torchrun` (one process per
    CPU core or GPU), on whole latents, with 10 % of each category's good images held out: the
    epoch count is fitted to the time budget after the first epoch, the best epoch by the held-out
-   loss is kept, training stops early when it no longer improves;
+   loss is kept, training stops early when it no longer improves (not before half the epochs);
 4. from the held-out good images: the map normalization and threshold (`normalize_maps`) for
    DeCo-Diff, its mean and std also from up to 100 training images per category, and, when the
    data has a labelled validation split (`<category>/val/good` and `val/<defect>`), each
