@@ -68,21 +68,26 @@ def engine_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def engine_lanes() -> int:
+def engine_lanes(runtime: str = "torch") -> int:
     """CPU lanes for a model whose settings leave them automatic: one single-threaded lane per
-    core (see engine.acceleration.CpuLanes; a lane does not spin-wait for the other cores, so the
-    display thread can share them); $DECO_INSPECTOR_LANES overrides."""
+    core for torch (see engine.acceleration.CpuLanes; a lane does not spin-wait for the other
+    cores, so the display thread can share them); one lane for OpenVINO, whose latency mode runs
+    one frame on all cores (live, demo model, int8: 7.43 frames/s at a median frame age of 150 ms
+    in one lane against 7.21 at 302 ms in two, benchmarks/bench_live.py); $DECO_INSPECTOR_LANES
+    overrides."""
     override = os.environ.get("DECO_INSPECTOR_LANES", "")
     if override.isdigit() and int(override) > 0:
         return int(override)
+    if runtime == "openvino":
+        return 1
     return max(1, os.cpu_count() or 1)
 
 
 def _use_engine_lanes(detector) -> None:
     """Give a detector that prefers lanes (its lanes setting automatic, a small UNet on a CPU)
-    `engine_lanes()` lanes: the worker thread itself runs one intra-op thread."""
+    `engine_lanes(its runtime)` lanes: the worker thread itself runs one intra-op thread."""
     if detector.prefers_lanes:
-        detector.with_settings(lanes=engine_lanes())
+        detector.with_settings(lanes=engine_lanes(getattr(detector.settings, "runtime", "torch")))
 
 
 class EngineWorker(QObject):
@@ -114,6 +119,7 @@ class EngineWorker(QObject):
         self._wake_pending = False
         self._last_problem = ""
         self._threads_set = False
+        self._lanes_automatic = False   # the loaded model left its lanes to the worker (engine_lanes)
         self._live: LiveLanes | None = None
         self._wake.connect(self._drain, Qt.ConnectionType.QueuedConnection)
         frames.on_put = self.wake
@@ -151,6 +157,7 @@ class EngineWorker(QObject):
         try:
             self.detector = self.loader(str(path), **(overrides or {}))
             self.detector.on_notice = self._engine_notice
+            self._lanes_automatic = bool(self.detector.prefers_lanes)
             _use_engine_lanes(self.detector)
             self.model_path = str(path)
             info = LoadedModel.of(self.detector, self.model_path)
@@ -190,6 +197,8 @@ class EngineWorker(QObject):
             steps = int(changes["reverse_steps"])
             changes["start_t"] = steps if old.start_t == old.reverse_steps else min(old.start_t, steps)
         switching = "runtime" in changes or "precision" in changes
+        if "runtime" in changes and "lanes" not in changes and self._lanes_automatic:
+            changes["lanes"] = engine_lanes(changes["runtime"])   # the lanes that suit the new runtime
         if switching:   # building an OpenVINO network or a quantized one can take a while the first time
             self.busy_changed.emit(True, f"Switching the model to {changes.get('runtime', old.runtime)} "
                                          f"{changes.get('precision', old.precision)}…")

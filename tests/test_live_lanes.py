@@ -101,3 +101,32 @@ def test_a_model_without_lanes_keeps_the_batch_path(tmp_path):
     worker._drain()
     assert worker._live is None and [p.frame_id for p in shown] == ["cam-0"]
     worker.close_log()
+
+
+def test_openvino_runs_in_one_lane_and_a_runtime_switch_takes_that_runtimes_lanes(tmp_path, monkeypatch):
+    """OpenVINO's latency mode runs one frame on all cores, so an automatic-lanes model on OpenVINO
+    gets one lane (half the frame age at the same frames/s); switching the runtime in the window
+    takes the new runtime's lanes unless the change names lanes itself."""
+    from inspector import worker as worker_module
+    from inspector.worker import EngineWorker, engine_lanes
+
+    monkeypatch.delenv("DECO_INSPECTOR_LANES", raising=False)
+    monkeypatch.setattr(worker_module.os, "cpu_count", lambda: 4)
+    assert engine_lanes("openvino") == 1 and engine_lanes("torch") == 4 and engine_lanes() == 4
+    monkeypatch.setenv("DECO_INSPECTOR_LANES", "3")
+    assert engine_lanes("openvino") == 3   # the override wins
+    monkeypatch.delenv("DECO_INSPECTOR_LANES")
+
+    detector = make_tiny_detector(ncls=1, batch_size=2)
+    assert detector.prefers_lanes
+    applied = []
+    detector.with_settings = lambda **changes: applied.append(changes)
+    worker = EngineWorker(FrameQueue("latest"), tmp_path / "l.sqlite", tmp_path / "archive",
+                          loader=lambda path, **kw: detector)
+    worker.load_model("tiny")
+    assert applied[-1] == {"lanes": 4}
+    worker.apply_settings({"runtime": "openvino", "precision": "int8"})
+    assert applied[-1] == {"runtime": "openvino", "precision": "int8", "lanes": 1}
+    worker.apply_settings({"runtime": "torch", "precision": "fp32", "lanes": 2})
+    assert applied[-1]["lanes"] == 2
+    worker.close_log()
