@@ -118,7 +118,7 @@ class EngineWorker(QObject):
         self._wake_lock = threading.Lock()
         self._wake_pending = False
         self._last_problem = ""
-        self._threads_set = False
+        self._thread_prepared = False
         self._lanes_automatic = False   # the loaded model left its lanes to the worker (engine_lanes)
         self._live: LiveLanes | None = None
         self._wake.connect(self._drain, Qt.ConnectionType.QueuedConnection)
@@ -149,7 +149,7 @@ class EngineWorker(QObject):
     @Slot(str, object)
     def load_model(self, path: str, overrides: dict | None = None) -> None:
         name = Path(path).name or str(path)
-        self._limit_threads()
+        self._prepare_thread()
         self._finish_live()
         self.model_loading.emit(str(path))
         self.busy_changed.emit(True, f"Loading model {name}…")
@@ -170,12 +170,12 @@ class EngineWorker(QObject):
         finally:
             self.busy_changed.emit(False, "")
 
-    def _limit_threads(self) -> None:
-        """Set the intra-op thread count of this (the worker's) thread once; other threads keep theirs.
-        Also pins the thread's Python state (`keep_python_thread_state`) before any model code runs."""
-        if self._threads_set:
+    def _prepare_thread(self) -> None:
+        """Once, before any model code runs on this (the worker's) thread: keep its Python thread
+        state (`keep_python_thread_state`) and set its intra-op thread count (other threads keep theirs)."""
+        if self._thread_prepared:
             return
-        self._threads_set = True
+        self._thread_prepared = True
         keep_python_thread_state()
         try:
             import torch
