@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from training.launch import SHIPPED_VAE  # noqa: E402
 DEMO_VERSION = "demo-v5"
 # fit's image geometry for the demo: 288 px resize, 256 px center crop (the parts fill the crop)
 IMAGE_SIZE, CENTER_SIZE = 288, 256
@@ -88,7 +90,7 @@ def main() -> int:
                    help="work folder (fit's MODEL.work inside resumes a stopped run)")
     p.add_argument("--time-budget", default="90m", help="fit --time-budget")
     p.add_argument("--nproc", type=int, default=0, help="training processes (default: fit's, one per core)")
-    p.add_argument("--vae", type=Path, default=REPO / "resources" / "demo_model" / "vae")
+    p.add_argument("--vae", type=Path, default=SHIPPED_VAE)
     p.add_argument("--train-vae", action="store_true", help="fine-tune --vae on the demo images first")
     p.add_argument("--vae-epochs", type=int, default=20)
     p.add_argument("--diad-out", type=Path, default=None, help="also rebuild the DiAD demo model into this folder")

@@ -664,8 +664,8 @@ class EpochMonitor:
     """What a trainer does between epochs on the recipe's terms: held-out validation (every
     args.val_every epochs, `measure(unet) -> {"loss": ..., ...}` on rank 0), the best epoch kept as
     checkpoints/best.pt, early stopping after args.patience validations without a gain of
-    MIN_IMPROVEMENT (not before EARLY_STOP_AFTER_SHARE of the epochs), and the time budget (args.time_budget seconds, counted from `clock_start`
-    plus what a resumed run had spent: after the first epoch the epoch count and the learning-rate
+    MIN_IMPROVEMENT (not before EARLY_STOP_AFTER_SHARE of the epochs), and the time budget
+    (args.time_budget seconds, counted from `clock_start` plus what a resumed run had spent: after the first epoch the epoch count and the learning-rate
     schedule (`schedule_stretch` x the epochs, as the trainer built it) are fitted to it; a run
     stops when the next epoch would not fit). At the end the model folder is exported again from
     the best epoch (`export(unet, epoch, selected)`); `describe(stats)` adds to the printed line."""
