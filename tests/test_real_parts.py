@@ -596,3 +596,34 @@ def test_early_stopping_waits_for_half_of_the_epochs(tmp_path):
     first_stop = min(done for done, reason in reasons.items() if reason)
     assert first_stop == int(common.EARLY_STOP_AFTER_SHARE * args.epochs) == 10
     assert "not improved for 9 validations" in reasons[first_stop]
+
+
+def test_patience_grows_with_the_run(tmp_path):
+    """A long run is not stopped by a few validations without a 1 % gain (the demo's 359-epoch fit
+    stopped at epoch 228 while still improving): patience is PATIENCE_SHARE of its epochs when that
+    is more than --patience."""
+    import argparse
+
+    from training import common
+
+    args = argparse.Namespace(time_budget=0.0, epochs=400, val_every=2, patience=4)
+    ctx = common.DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend=None)
+    unet = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(unet.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
+    events = common.EventLog(tmp_path / "events.jsonl")
+    # 2 % better at every validation up to epoch 220, flat after
+    loss = {"epoch": 0}
+    monitor = common.EpochMonitor(args, ctx, events, unet=unet, opt=opt, scheduler=scheduler, ckpt_dir=tmp_path,
+                                  resume_path=None, clock_start=0.0,
+                                  measure=lambda model: {"loss": 0.98 ** min(loss["epoch"], 220)})
+    assert monitor.patience() == 20 == round(common.PATIENCE_SHARE * 400 / 2)
+    reasons = {}
+    for done in range(1, args.epochs + 1):
+        loss["epoch"] = done
+        reasons[done] = monitor.end_of_epoch(done, 1.0)
+    events.close()
+    first_stop = min(done for done, reason in reasons.items() if reason)
+    assert first_stop == 220 + 20 * 2 and "not improved for 20 validations" in reasons[first_stop]
+    args.epochs, args.patience = 20, 6   # a short run keeps --patience
+    assert monitor.patience() == 6

@@ -57,7 +57,7 @@ NORMALIZE_S_PER_IMAGE = 0.3
 # Seconds kept back for starting the training processes and exporting the model.
 LAUNCH_ALLOWANCE_S = 10.0
 # Held-out validation every VAL_EVERY epochs (each costs ~20 % of a CPU epoch on ELPV); early stop
-# after PATIENCE validations without gain (8 epochs).
+# after PATIENCE validations without gain (8 epochs), or training.common.PATIENCE_SHARE of a longer run.
 VAL_EVERY = 2
 PATIENCE = 4
 
