@@ -40,9 +40,10 @@ def test_distances_match_a_brute_force_search(shift):
     latents = torch.randn(4, 3, 6, 7, generator=g)
     latents[1] = memory[2]  # a memory image itself: distance 0 everywhere
     got = memory_distances(memory, latents, shift=shift, sigma=0.0)
-    # |q|^2 + |m|^2 - 2 q.m cancels to ~1e-6 where q = m: its square root is ~1e-3
+    # |q|^2 + |m|^2 - 2 q.m cancels to a few 1e-6 where q = m (float32, |q|^2 up to ~20): its square
+    # root is up to ~2e-3 (1.4e-3 seen in CI with shift 2)
     torch.testing.assert_close(got, _brute_force(memory, latents, shift), atol=2e-3, rtol=1e-4)
-    assert float(got[1].abs().max()) < 1e-3
+    assert float(got[1].abs().max()) < 2e-3
 
 
 def test_a_shifted_good_part_is_near_and_an_unseen_patch_is_far():
@@ -164,3 +165,59 @@ def test_a_memory_of_another_shape_is_refused():
     with pytest.raises(ValueError, match="different shapes"):
         LatentMemory([torch.zeros(2, 2, 4, 4), torch.zeros(2, 3, 4, 4)], torch.zeros(2), torch.ones(2),
                      torch.ones(2), torch.zeros(2), torch.ones(2))
+
+
+def _pixel_auroc_by_ranks(masks: np.ndarray, maps: np.ndarray) -> float:
+    """Mann-Whitney: the chance that a defect pixel outscores a good one (ties count half)."""
+    from scipy.stats import rankdata
+
+    y, s = masks.ravel().astype(bool), maps.ravel().astype(np.float64)
+    ranks = rankdata(s)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def test_choices_count_pixel_auroc_where_the_validation_parts_have_masks(tmp_path):
+    """With masks on every labelled part, each memory share is judged on the mean of image and
+    pixel AUROC (the demo's coins: a share that lifted image AUROC cost localisation); without, on
+    image AUROC as before. Masks are read from the parts' mask paths and cropped like the images."""
+    from engine.preprocess import PreprocessConfig
+    from training.metrics import auroc
+
+    norm, memory, g, _ = _normalization_with_memory(seed=1)
+    n = 10
+    img, lat = torch.rand(2 * n, 16, 16, generator=g) * 0.2, torch.rand(2 * n, 4, 4, generator=g) * 0.1
+    good = memory.memories[0]
+    latents = good[torch.randint(0, good.shape[0], (2 * n,), generator=g)].clone()
+    latents[n:, :, 1:3, 1:3] += 1.0
+    labels = {"a": [0] * n + [1] * n}
+    masks = np.zeros((2 * n, 16, 16), np.uint8)
+    masks[n:, 3:9, 3:9] = 1            # overlaps the unseen latent patch (image pixels 4-11) in part
+    with_memory = norm.with_memory(memory)
+    _, by_image = normalize_maps.choose_memory_weights(with_memory, ["a", "b"], {"a": (img, lat)}, {"a": latents}, labels)
+    weights, report = normalize_maps.choose_memory_weights(with_memory, ["a", "b"], {"a": (img, lat)},
+                                                           {"a": latents}, labels, {"a": masks})
+    assert by_image["a"]["by"] == normalize_maps.SELECTION_BY_IMAGE and "pixel_auroc" not in by_image["a"]
+    assert report["a"]["by"] == normalize_maps.SELECTION_BY_IMAGE_AND_PIXEL
+    y = np.array(labels["a"])
+    for w in report["a"]["auroc"]:
+        trial = memory.with_weights(torch.tensor([float(w), float(memory.weight[1])]), memory.gain)
+        maps = normalize_maps._final_maps(norm.with_memory(trial), 0, img, lat, latents).numpy()
+        pixel = _pixel_auroc_by_ranks(masks, maps)
+        assert report["a"]["pixel_auroc"][w] == pytest.approx(pixel, abs=1e-4)
+        image = auroc(y, maps.reshape(2 * n, -1).max(axis=1))
+        assert report["a"]["auroc"][w] == pytest.approx((image + pixel) / 2, abs=1e-4)
+        assert by_image["a"]["auroc"][w] == pytest.approx(image, abs=1e-4)
+    best = max(report["a"]["auroc"], key=report["a"]["auroc"].get)
+    expected = float(best) if report["a"]["auroc"][best] >= report["a"]["auroc"]["0.0"] + 0.005 else 0.0
+    assert weights["a"] == expected
+
+    # masks from mask paths: good parts zeros, a defective part without a mask leaves its category to image AUROC
+    pre = PreprocessConfig(image_size=20, center_size=16)
+    drawn = np.zeros((20, 20), np.uint8)
+    drawn[8:12, 8:12] = 255
+    Image.fromarray(drawn).save(tmp_path / "m.png")
+    parts = [("g.png", "a", 0, ""), ("d.png", "a", 1, str(tmp_path / "m.png")), ("x.png", "b", 1, "")]
+    read = normalize_maps.validation_masks(parts, pre)
+    assert read["b"] is None and read["a"].shape == (2, 16, 16) and read["a"][0].sum() == 0
+    assert read["a"][1][6:10, 6:10].all() and read["a"][1].sum() == 16   # 2 px cropped off each side

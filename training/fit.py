@@ -339,7 +339,7 @@ def _fit(args, events: EventLog) -> int:
     labelled = []
     n_calibration = n_held
     if args.detector == "deco-diff":
-        labelled = validation_parts(args, categories, pre)
+        labelled = validation_parts(args, categories, pre, with_masks=True)
         per_cat = Counter(s.category for s in train.samples if not s.label)
         n_calibration += len(labelled) + sum(min(n, TRAIN_STATS_IMAGES) for n in per_cat.values())
     spent = time.monotonic() - started
@@ -368,8 +368,9 @@ def _fit(args, events: EventLog) -> int:
         events.emit("normalization", mode=args.map_normalization, images=entry["images"], threshold=threshold,
                     train_images=entry.get("train_images"), image_weight=weights)
         if labelled:
-            _say(f"fusion chosen on {len(labelled)} labelled validation parts: image weight {weights} "
-                 f"(0.5 = geometric mean, 0 = latent discrepancy only)")
+            by = sorted({d.get("by", "") for d in (normalization.details or {}).get("fusion", {}).values()} - {""})
+            _say(f"fusion chosen on {len(labelled)} labelled validation parts" + (f" by {' / '.join(by)}" if by else "")
+                 + f": image weight {weights} (0.5 = geometric mean, 0 = latent discrepancy only)")
         if normalization.memory is not None:
             described = normalization.memory.describe()
             events.emit("latent_memory", **described, details=entry.get("memory"))
@@ -418,22 +419,25 @@ def _fit(args, events: EventLog) -> int:
     return 0
 
 
-def validation_parts(args, categories, preprocess) -> list[tuple[str, str, int]]:
+def validation_parts(args, categories, preprocess, with_masks: bool = False) -> list[tuple]:
     """The labelled parts to choose settings on: --val-dir's val split, else its test split (a
     folder dataset: the folder itself); without --val-dir the data's own val split, if any. A
-    --val-dir without both good and defective parts is a FitError."""
+    --val-dir without both good and defective parts is a FitError. `with_masks`: each part's mask
+    path too (see normalize_maps.labelled_items)."""
+    from functools import partial
+
     from .normalize_maps import labelled_items
 
+    labelled = partial(labelled_items, with_masks=with_masks)
     if args.val_dir is None:
-        return [] if args.dataset == "folder" else labelled_items(args.dataset, args.data_dir, categories, "val",
-                                                                  preprocess)
+        return [] if args.dataset == "folder" else labelled(args.dataset, args.data_dir, categories, "val", preprocess)
     if not args.val_dir.is_dir():
         raise FitError(f"{args.val_dir}: no such folder (--val-dir)")
     if args.dataset == "folder":
-        parts = labelled_items("folder", args.data_dir, categories, "test", preprocess, test_dir=args.val_dir)
+        parts = labelled("folder", args.data_dir, categories, "test", preprocess, test_dir=args.val_dir)
     else:
-        parts = (labelled_items(args.dataset, args.val_dir, categories, "val", preprocess)
-                 or labelled_items(args.dataset, args.val_dir, categories, "test", preprocess))
+        parts = (labelled(args.dataset, args.val_dir, categories, "val", preprocess)
+                 or labelled(args.dataset, args.val_dir, categories, "test", preprocess))
     if not parts:
         raise FitError(f"{args.val_dir}: no good and defective parts of the training categories there (--val-dir)")
     return parts
