@@ -576,21 +576,30 @@ def test_fit_takes_validation_parts_from_another_folder(tmp_path):
     assert {y for *_, y in folder} == {0, 1} and all(p.startswith(str(other / "tile" / "test")) for p, _, _ in folder)
 
 
-def test_early_stopping_waits_for_half_of_the_epochs(tmp_path):
-    """A held-out loss that stalls early (the learning rate still high) does not stop the run before
-    EARLY_STOP_AFTER_SHARE of its epochs; after that, `patience` validations without gain do."""
+def _epoch_monitor(tmp_path, settings: dict, measure):
+    """An EpochMonitor on a stand-in network without a time budget: (monitor, its args, its event log)."""
     import argparse
 
     from training import common
 
-    args = argparse.Namespace(time_budget=0.0, epochs=20, val_every=1, patience=2)
+    args = argparse.Namespace(time_budget=0.0, **settings)
     ctx = common.DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend=None)
     unet = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(unet.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
     events = common.EventLog(tmp_path / "events.jsonl")
     monitor = common.EpochMonitor(args, ctx, events, unet=unet, opt=opt, scheduler=scheduler, ckpt_dir=tmp_path,
-                                  resume_path=None, clock_start=0.0, measure=lambda model: {"loss": 0.05})
+                                  resume_path=None, clock_start=0.0, measure=measure)
+    return monitor, args, events
+
+
+def test_early_stopping_waits_for_half_of_the_epochs(tmp_path):
+    """A held-out loss that stalls early (the learning rate still high) does not stop the run before
+    EARLY_STOP_AFTER_SHARE of its epochs; after that, `patience` validations without gain do."""
+    from training import common
+
+    monitor, args, events = _epoch_monitor(tmp_path, dict(epochs=20, val_every=1, patience=2),
+                                           measure=lambda model: {"loss": 0.05})
     reasons = {done: monitor.end_of_epoch(done, 1.0) for done in range(1, args.epochs + 1)}
     events.close()
     first_stop = min(done for done, reason in reasons.items() if reason)
@@ -602,21 +611,12 @@ def test_patience_grows_with_the_run(tmp_path):
     """A long run is not stopped by a few validations without a 1 % gain (the demo's 359-epoch fit
     stopped at epoch 228 while still improving): patience is PATIENCE_SHARE of its epochs when that
     is more than --patience."""
-    import argparse
-
     from training import common
 
-    args = argparse.Namespace(time_budget=0.0, epochs=400, val_every=2, patience=4)
-    ctx = common.DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend=None)
-    unet = torch.nn.Linear(2, 2)
-    opt = torch.optim.SGD(unet.parameters(), lr=0.1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
-    events = common.EventLog(tmp_path / "events.jsonl")
     # 2 % better at every validation up to epoch 220, flat after
     loss = {"epoch": 0}
-    monitor = common.EpochMonitor(args, ctx, events, unet=unet, opt=opt, scheduler=scheduler, ckpt_dir=tmp_path,
-                                  resume_path=None, clock_start=0.0,
-                                  measure=lambda model: {"loss": 0.98 ** min(loss["epoch"], 220)})
+    monitor, args, events = _epoch_monitor(tmp_path, dict(epochs=400, val_every=2, patience=4),
+                                           measure=lambda model: {"loss": 0.98 ** min(loss["epoch"], 220)})
     assert monitor.patience() == 20 == round(common.PATIENCE_SHARE * 400 / 2)
     reasons = {}
     for done in range(1, args.epochs + 1):
