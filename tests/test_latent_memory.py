@@ -221,3 +221,5 @@ def test_choices_count_pixel_auroc_where_the_validation_parts_have_masks(tmp_pat
     read = normalize_maps.validation_masks(parts, pre)
     assert read["b"] is None and read["a"].shape == (2, 16, 16) and read["a"][0].sum() == 0
     assert read["a"][1][6:10, 6:10].all() and read["a"][1].sum() == 16   # 2 px cropped off each side
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "empty.png")
+    assert normalize_maps.validation_masks([("d.png", "a", 1, str(tmp_path / "empty.png"))], pre)["a"] is None

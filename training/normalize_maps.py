@@ -41,7 +41,8 @@ from .datasets import DatasetLayoutError, build_dataset, read_mask
 from .metrics import auroc
 
 __all__ = ["build_arg_parser", "main", "fit_model_normalization", "split_halves", "choose_image_weights",
-           "choose_memory_weights", "training_items", "labelled_items", "validation_masks", "DEFAULT_THRESHOLD", "TRAIN_STATS_IMAGES"]
+           "choose_memory_weights", "training_items", "labelled_items", "validation_masks", "DEFAULT_THRESHOLD",
+           "TRAIN_STATS_IMAGES"]
 
 # The fail threshold of a normalized model: 25 % above the good parts' 99th-percentile score (0.4).
 DEFAULT_THRESHOLD = 0.5
@@ -344,7 +345,7 @@ def training_items(dataset, held_out: Sequence[tuple[str, str]], per_category: i
 def validation_masks(labelled: Sequence[tuple], preprocess) -> dict[str, np.ndarray | None]:
     """{category: masks [N,S,S] uint8 {0,1} of its labelled parts in order (zeros for good ones)}
     from the parts' mask paths (4th element), cropped like the images; None for a category where
-    a defective part has no mask (its choices then go by image AUROC alone)."""
+    a defective part has no mask or no mask marks a pixel (its choices then go by image AUROC alone)."""
     out: dict[str, list | None] = {}
     size = preprocess.center_size
     for path, cat, label, *rest in labelled:
@@ -357,7 +358,8 @@ def validation_masks(labelled: Sequence[tuple], preprocess) -> dict[str, np.ndar
             out.setdefault(cat, []).append(preprocess_mask(read_mask(mask_path), preprocess))
         else:
             out[cat] = None
-    return {c: (np.stack(m) if m else None) for c, m in out.items()}
+    stacked = {c: (np.stack(m) if m else None) for c, m in out.items()}
+    return {c: (m if m is not None and m.any() else None) for c, m in stacked.items()}   # empty masks: no pixel AUROC
 
 
 def labelled_items(dataset_kind: str, data_dir: Path, categories, split: str, preprocess,
