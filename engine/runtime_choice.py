@@ -9,22 +9,33 @@ reference's verdict at the model's threshold and its score moves by at most
 images after one warm-up batch) is the default. The decision is stored in a per-machine file
 keyed by the model's weights, its calibration data, the CPU and the library versions, so it is
 made once; a model without calibration images stays on torch fp32.
+
+The first check of a saved model runs in a child process (`python -m engine.runtime_choice
+--model FOLDER`): converting and quantizing every candidate takes far more memory than running
+the chosen one (1.8 GB against 0.63 GB resident for the demo model, measured), and the window
+must stay within its memory budget. The parent then reads the stored decision and builds only
+the chosen networks (from the compiled-network cache the child filled).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
 import os
 import platform
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .child_process import launch_environment, python_module_command
 from .openvino_runtime import (CalibrationSet, user_cache_root, module_fingerprint, openvino_problem)
 from .runtime import StageClock
 
@@ -42,6 +53,13 @@ CHOICE_FILE = "runtime_choice.json"
 # "RUNTIME PRECISION" (e.g. "torch fp32") in this environment variable replaces the machine default
 # (a station that must not change, the test suite)
 PIN_ENV = "DECO_INSPECTOR_RUNTIME"
+# the first check of a saved model runs in a child process (see the module docstring); tests that
+# replace `check_candidates` in this process turn it off
+CHECK_IN_CHILD = True
+# the child is given this long (every candidate converted, quantized and timed; minutes on a busy CPU)
+CHILD_TIMEOUT_S = 1800
+# the child's last line (relayed to the log): how much memory the check took, kept out of the window
+CHILD_PEAK_PREFIX = "peak resident memory of the check:"
 
 
 @dataclass(frozen=True)
@@ -149,10 +167,81 @@ def _write_choices(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def machine_default(model) -> RuntimeChoice:
+def _stored_choice(key: str) -> RuntimeChoice | None:
+    stored = _read_choices(choice_file()).get(key)
+    if isinstance(stored, dict) and stored.get("runtime") and stored.get("precision"):
+        return RuntimeChoice(stored["runtime"], stored["precision"], stored.get("ms_per_part", {}),
+                             stored.get("reason", ""))
+    return None
+
+
+def _store_choice(key: str, model, choice: RuntimeChoice) -> None:
+    path = choice_file()
+    data = _read_choices(path)
+    data[key] = {"model_id": model.model_id, "runtime": choice.runtime, "precision": choice.precision,
+                 "ms_per_part": choice.ms_per_part, "reason": choice.reason,
+                 "decided": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    try:
+        _write_choices(path, data)
+    except OSError as e:
+        log.warning("could not store the runtime choice in %s: %s", path, e)
+
+
+def _check_in_child(model, key: str, candidates) -> RuntimeChoice | None:
+    """Run the check of a saved model in a child process (same device and torch thread count, so
+    the same OpenVINO streams are timed), relaying its lines to this log. Returns the decision it
+    stored; torch fp32 with the reason when the child failed, ran past CHILD_TIMEOUT_S or stored
+    nothing (a crash there must not take the window down by a retry here; a failure is stored, so
+    the next start does not repeat it, a time-out is not); None when no child could be started
+    (the caller then checks in this process)."""
+    command = python_module_command("engine.runtime_choice", [
+        "--model", str(model.source), "--device", str(model.device), "--threads", str(torch.get_num_threads()),
+        "--candidates", ",".join(f"{runtime} {precision}" for runtime, precision in candidates)])
+    label = model.model_id or model.source
+    log.info("checking every runtime of %s on this machine, in a child process (once per model and machine)", label)
+    try:
+        child = subprocess.Popen(command, env=launch_environment(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, errors="replace")
+    except OSError as e:
+        log.warning("the runtime check of %s could not start a child process (%s); checking here instead", label, e)
+        return None
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        timed_out.set()
+        child.kill()
+
+    watchdog = threading.Timer(CHILD_TIMEOUT_S, stop)
+    watchdog.start()
+    lines: list[str] = []
+    try:
+        for line in child.stdout:
+            if line.strip():
+                lines.append(line.rstrip())
+                log.info("runtime check: %s", lines[-1])
+        code = child.wait()
+    finally:
+        watchdog.cancel()
+        child.stdout.close()
+    choice = _stored_choice(key)
+    if code == 0 and choice is not None:
+        return choice
+    problem = (f"ran past {CHILD_TIMEOUT_S} s" if timed_out.is_set()
+               else f"failed (exit {code})" if code else "stored no decision")
+    reason = f"the runtime check in a child process {problem}" + (f": {lines[-1]}" if lines else "")
+    log.warning("%s: %s; running it on torch fp32", label, reason)
+    failed = RuntimeChoice("torch", "fp32", {}, reason)
+    if code and not timed_out.is_set():
+        _store_choice(key, model, failed)
+    return failed
+
+
+def machine_default(model, candidates=CANDIDATES, in_child: bool | None = None) -> RuntimeChoice:
     """Put `model` on its default runtime and precision for this machine: the stored decision,
-    or, the first time, `check_candidates` on its calibration set (stored for next time). A model
-    without calibration images (or with unreadable ones) stays on torch fp32. Logs the choice."""
+    or, the first time, `check_candidates` on its calibration set (stored for next time; for a
+    saved model in a child process unless `in_child` is False, see CHECK_IN_CHILD and
+    `_check_in_child`). A model without calibration images (or with unreadable ones) stays on
+    torch fp32. Logs the choice."""
     try:
         calibration = CalibrationSet.load(Path(model.source), model.preprocess.center_size,
                                           len(model.class_names)) if model.source else None
@@ -167,24 +256,19 @@ def machine_default(model) -> RuntimeChoice:
         log.info("runtime for %s on this machine: torch fp32 (%s)", label, choice.reason)
         return choice
     key = _decision_key(model, calibration)
-    path = choice_file()
-    stored = _read_choices(path).get(key)
-    if isinstance(stored, dict) and stored.get("runtime") and stored.get("precision"):
-        choice = RuntimeChoice(stored["runtime"], stored["precision"], stored.get("ms_per_part", {}),
-                               stored.get("reason", ""))
-        model.with_settings(runtime=choice.runtime, precision=choice.precision)
-        if (model.settings.runtime, model.settings.precision) == (choice.runtime, choice.precision):
-            log.info("runtime for %s on this machine: %s (decided before: %s)", label, choice.name, choice.reason)
-            return choice
-    choice = check_candidates(model, calibration)
-    data = _read_choices(path)
-    data[key] = {"model_id": model.model_id, "runtime": choice.runtime, "precision": choice.precision,
-                 "ms_per_part": choice.ms_per_part, "reason": choice.reason,
-                 "decided": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    try:
-        _write_choices(path, data)
-    except OSError as e:
-        log.warning("could not store the runtime choice in %s: %s", path, e)
+    stored = _stored_choice(key)
+    when = "decided before"
+    if in_child is None:
+        in_child = CHECK_IN_CHILD
+    if stored is None and in_child and Path(model.source).is_dir():
+        stored, when = _check_in_child(model, key, candidates), "decided in a child process"
+    if stored is not None:
+        model.with_settings(runtime=stored.runtime, precision=stored.precision)
+        if (model.settings.runtime, model.settings.precision) == (stored.runtime, stored.precision):
+            log.info("runtime for %s on this machine: %s (%s: %s)", label, stored.name, when, stored.reason)
+            return stored
+    choice = check_candidates(model, calibration, candidates)
+    _store_choice(key, model, choice)
     log.info("runtime for %s on this machine: %s (%s)", label, choice.name, choice.reason)
     return choice
 
@@ -229,3 +313,50 @@ def load_on_runtime(path, **overrides) -> tuple[object, RuntimeChoice | None]:
     model = load_model(path, **overrides)
     asked = "runtime" in overrides or "precision" in overrides
     return model, None if asked else apply_default_runtime(model, path)
+
+
+def _peak_resident_mb() -> float | None:
+    """This process's peak resident memory in MB (VmHWM), None where /proc is not there."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def main(argv=None) -> int:
+    """`python -m engine.runtime_choice --model FOLDER`: decide and store the machine default of
+    a saved model here (what `machine_default` runs in a child process)."""
+    parser = argparse.ArgumentParser(prog="python -m engine.runtime_choice", description=main.__doc__)
+    parser.add_argument("--model", required=True, help="a saved model folder")
+    parser.add_argument("--device", default=None, help="the device the asking process runs the model on")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads, as in the process that asks (0: torch's default)")
+    parser.add_argument("--candidates", default=",".join(CANDIDATE_NAMES),
+                        help="comma list of 'RUNTIME PRECISION' to check, the reference first (default: all)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    from .loading import load_model
+
+    try:
+        model = load_model(args.model, device=args.device)
+    except Exception as e:  # noqa: BLE001 - one line naming the model and the problem, for the parent's log
+        print(f"cannot open {args.model}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    candidates = tuple(tuple(name.split()) for name in args.candidates.split(",") if name.strip())
+    unknown = [" ".join(c) for c in candidates if c not in CANDIDATES]
+    if unknown or not candidates:
+        parser.error(f"unknown candidates {unknown}; choose from {', '.join(CANDIDATE_NAMES)}")
+    choice = machine_default(model, candidates, in_child=False)   # this is the child
+    print(f"runtime for {model.model_id or args.model}: {choice.name}")
+    peak = _peak_resident_mb()
+    if peak is not None:
+        print(f"{CHILD_PEAK_PREFIX} {peak:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

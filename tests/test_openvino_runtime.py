@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import numpy as np
 import pytest
@@ -235,6 +236,7 @@ def test_the_default_is_decided_once_per_machine_and_model(tiny_folder, monkeypa
         return runtime_choice.RuntimeChoice("torch", "bf16", {"torch fp32": 10.0, "torch bf16": 5.0}, "fastest")
 
     monkeypatch.setattr(runtime_choice, "check_candidates", fake_check)
+    monkeypatch.setattr(runtime_choice, "CHECK_IN_CHILD", False)   # the fake check runs in this process
     with caplog.at_level(logging.INFO, logger="engine.runtime_choice"):
         first = runtime_choice.machine_default(load_model(tiny_folder, device="cpu"))
         det = load_model(tiny_folder, device="cpu")
@@ -243,6 +245,47 @@ def test_the_default_is_decided_once_per_machine_and_model(tiny_folder, monkeypa
     assert first.name == second.name == "torch bf16" and det.settings.precision == "bf16"
     assert "decided before" in caplog.text
     assert runtime_choice.choice_file().is_file()
+
+
+def test_the_first_check_of_a_saved_model_runs_in_a_child_process(tiny_folder, monkeypatch, caplog):
+    """The child converts and times the candidates (the memory peak stays out of the window); this
+    process only reads the decision it stored. Two candidates keep the test short."""
+    _calibrate(tiny_folder)
+    monkeypatch.setattr(runtime_choice, "check_candidates", lambda *a, **k: pytest.fail("checked in this process"))
+    det = load_model(tiny_folder, device="cpu")
+    with caplog.at_level(logging.INFO, logger="engine.runtime_choice"):
+        choice = runtime_choice.machine_default(det, candidates=(("torch", "fp32"), ("torch", "bf16")))
+    assert choice.name in ("torch fp32", "torch bf16") and det.settings.precision == choice.precision
+    assert set(choice.ms_per_part) == {"torch fp32", "torch bf16"} and choice.ms_per_part["torch fp32"] > 0
+    assert "decided in a child process" in caplog.text and "runtime check: " in caplog.text
+    assert runtime_choice.CHILD_PEAK_PREFIX in caplog.text   # the child's own peak memory, relayed
+    stored = json.loads(runtime_choice.choice_file().read_text())
+    assert [v["runtime"] + " " + v["precision"] for v in stored.values()] == [choice.name]
+
+
+def test_a_failing_check_child_leaves_the_model_on_torch_fp32_with_the_reason(tiny_folder, monkeypatch, caplog):
+    _calibrate(tiny_folder)
+    crash = [sys.executable, "-c", "import sys; print('converting the unet network: plugin crashed'); sys.exit(3)"]
+    monkeypatch.setattr(runtime_choice, "python_module_command", lambda module, args: crash)
+    monkeypatch.setattr(runtime_choice, "check_candidates", lambda *a, **k: pytest.fail("checked in this process"))
+    det = load_model(tiny_folder, device="cpu", precision="bf16")
+    with caplog.at_level(logging.INFO, logger="engine.runtime_choice"):
+        choice = runtime_choice.machine_default(det)
+    assert choice.name == "torch fp32" and det.settings.precision == "fp32"
+    assert "failed (exit 3): converting the unet network: plugin crashed" in choice.reason
+    assert "running it on torch fp32" in caplog.text
+    monkeypatch.setattr(runtime_choice, "python_module_command", lambda module, args: pytest.fail("checked again"))
+    assert runtime_choice.machine_default(load_model(tiny_folder, device="cpu")).reason == choice.reason
+
+
+def test_a_check_child_that_cannot_start_leaves_the_check_to_this_process(tiny_folder, monkeypatch):
+    _calibrate(tiny_folder)
+    monkeypatch.setattr(runtime_choice, "python_module_command", lambda module, args: ["/nonexistent/python"])
+    here = []
+    monkeypatch.setattr(runtime_choice, "check_candidates", lambda model, calibration, candidates: here.append(1) or
+                        runtime_choice.RuntimeChoice("torch", "fp32", {"torch fp32": 3.0}, "checked here"))
+    assert runtime_choice.machine_default(load_model(tiny_folder, device="cpu")).reason == "checked here"
+    assert here == [1]
 
 
 def test_check_candidates_keeps_the_reference_when_others_change_verdicts(tiny_folder, monkeypatch):
@@ -331,8 +374,9 @@ def test_the_window_shows_the_runtime_and_its_measured_time(tiny_folder, monkeyp
     assert "Runs on CPU · torch fp32" in model_summary(LoadedModel.of(det, str(tiny_folder)))
     _calibrate(tiny_folder)
     monkeypatch.delenv(runtime_choice.PIN_ENV)
-    monkeypatch.setattr(runtime_choice, "check_candidates", lambda model, calibration: runtime_choice.RuntimeChoice(
-        "torch", "fp32", {"torch fp32": 12.4}, "only one"))
+    monkeypatch.setattr(runtime_choice, "CHECK_IN_CHILD", False)
+    monkeypatch.setattr(runtime_choice, "check_candidates", lambda model, calibration, candidates=None:
+                        runtime_choice.RuntimeChoice("torch", "fp32", {"torch fp32": 12.4}, "only one"))
     det = load_model(tiny_folder, device="cpu")
     runtime_choice.apply_default_runtime(det, tiny_folder)
     loaded = LoadedModel.of(det, str(tiny_folder))

@@ -12,12 +12,13 @@ import importlib.util
 import os
 import runpy
 import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
+from engine.child_process import PROJECT_ROOT, is_frozen, launch_environment, python_module_command
+
+# the process helpers live in engine.child_process (the runtime check starts children too); named here as before
 __all__ = ["SHIPPED_VAE", "GENERAL_VAE", "is_frozen", "python_module_command", "launch_environment", "run_python_style"]
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The VAE the app ships for training new models (fit's default, the wizard's default, the start
 # point of a fine-tuned VAE): the compact codec of the demo model.
 SHIPPED_VAE = PROJECT_ROOT / "resources" / "demo_model" / "vae"
@@ -29,46 +30,6 @@ GENERAL_VAE = PROJECT_ROOT / "resources" / "general_vae"
 # interpreter options that take a value (`-W error`, `-X utf8`) and options that are accepted and ignored
 _OPTIONS_WITH_VALUE = {"-W", "-X"}
 _IGNORED_FLAGS = {"-u", "-B", "-E", "-s", "-S", "-I", "-O", "-OO", "-q"}
-
-
-def is_frozen() -> bool:
-    """True inside a PyInstaller bundle (sys.executable is then the app, not Python)."""
-    return bool(getattr(sys, "frozen", False))
-
-
-def python_module_command(module: str, args: Sequence[str] = (), nproc: int | None = None) -> list[str]:
-    """The argv that runs `python -m MODULE ARGS` (nproc None) or `torchrun --standalone
-    --nproc_per_node=NPROC -m MODULE ARGS` with this interpreter, or with the bundle's own binary when
-    frozen (main.py then acts as the interpreter). Run it with `env=launch_environment()` so that a
-    checkout that is not pip-installed finds its packages.
-
-        subprocess.Popen(python_module_command("training.train_deco_diff", ["--data-dir", "d"], nproc=2),
-                         env=launch_environment())
-    """
-    if nproc is not None and int(nproc) < 1:
-        raise ValueError(f"nproc must be at least 1, got {nproc}")
-    launcher = [sys.executable]
-    if nproc is None:
-        return [*launcher, "-m", module, *map(str, args)]
-    return [*launcher, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc)}",
-            "-m", module, *map(str, args)]
-
-
-def launch_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A copy of `base` (default os.environ) in which the child finds the project's packages: from a
-    checkout, the project root goes first on PYTHONPATH (torchrun's workers inherit it); frozen, the
-    bundle needs nothing and PYTHONPATH/PYTHONHOME are dropped so a local Python cannot interfere."""
-    env = dict(os.environ if base is None else base)
-    if is_frozen():
-        env.pop("PYTHONPATH", None)
-        env.pop("PYTHONHOME", None)
-        return env
-    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    root = str(PROJECT_ROOT)
-    if root not in parts:
-        env["PYTHONPATH"] = os.pathsep.join([root, *parts])
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
 
 
 def run_python_style(argv: Sequence[str]) -> int | None:
