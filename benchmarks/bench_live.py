@@ -42,9 +42,12 @@ WARMUP_TIMEOUT_S = 900
 
 _SIGNALS = {int(sig) for sig in signal.Signals}
 
-# name -> (settings overrides for the loaded model, engine threads or None for the app's default)
+# name -> (settings overrides for the loaded model, engine threads or None for the app's default);
+# the camera shows the textured pattern (every part fails, so each is archived: two PNGs) unless
+# the name is in GOOD_PART_CONFIGS (a good demo brick: parts pass, nothing but a thumbnail is archived)
 CONFIGS: dict[str, tuple[dict, int | None]] = {
     "default": ({}, None),
+    "default, good parts": ({}, None),
     "one lane": ({"lanes": 1}, None),
     "bf16": ({"precision": "bf16"}, None),
     "bf16 + compile": ({"precision": "bf16", "compile": True}, None),
@@ -53,6 +56,22 @@ CONFIGS: dict[str, tuple[dict, int | None]] = {
     "5 steps": ({"reverse_steps": 5, "start_t": 5}, None),
     "1 step": ({"reverse_steps": 1, "start_t": 1}, None),
 }
+
+
+GOOD_PART_CONFIGS = ("default, good parts",)
+GOOD_PART_IMAGE = REPO / "resources" / "demo_data" / "brick" / "test" / "good" / "000.jpg"
+
+
+def _good_part_frame(h: int, w: int):
+    """A good demo brick stretched to the camera's size (preprocessing squares it again), in the
+    BGR order a camera delivers."""
+    import numpy as np
+    from PIL import Image
+
+    from engine.imageio import read_image
+
+    rgb = np.asarray(Image.fromarray(read_image(GOOD_PART_IMAGE)).resize((w, h), Image.Resampling.BICUBIC))
+    return np.ascontiguousarray(rgb[..., ::-1])
 
 
 def _textured_frame(h: int, w: int, seed: int = 0):
@@ -79,14 +98,16 @@ def run_single(cfg: dict) -> dict:
     from tests.gui_helpers import FakeCamera
 
     camera = FakeCamera(fps=cfg["camera_fps"], size=(cfg["height"], cfg["width"]))
-    pattern = _textured_frame(cfg["height"], cfg["width"])
+    good_parts = cfg.get("content") == "good part"
+    pattern = (_good_part_frame if good_parts else _textured_frame)(cfg["height"], cfg["width"])
     plain_read = camera.read
 
-    def textured_read(cap):  # the fake camera's timing, a textured picture with a moving bright column
+    def textured_read(cap):  # the fake camera's timing, the picture (textured: with a moving bright column)
         ok, img = plain_read(cap)
         if ok and img is not None and img.size:
             img = pattern.copy()
-            img[:, (camera.frames * 3) % img.shape[1]] = 255
+            if not good_parts:
+                img[:, (camera.frames * 3) % img.shape[1]] = 255
         return ok, img
 
     camera.read = textured_read
@@ -127,6 +148,9 @@ def run_single(cfg: dict) -> dict:
         run_until(lambda: False, cfg["seconds"])
         elapsed = time.monotonic() - started
         measured = [r for r in results[first:] if r.score is not None]
+        verdicts = {}
+        for r in measured:
+            verdicts[r.verdict] = verdicts.get(r.verdict, 0) + 1
         errors = [r.error for r in results[first:] if r.score is None]
         out = {
             **cfg, "model": str(cfg["model"]), "load_s": load_s, "seconds_measured": elapsed,
@@ -142,6 +166,7 @@ def run_single(cfg: dict) -> dict:
             "errors": errors[:3], "dropped_frames": ctl.frames.dropped,
             "engine_threads": engine_threads(), "engine_lanes": ctl.model_info.lanes if ctl.model_info else 1,
             "steps": ctl.model_info.reverse_steps if ctl.model_info else None, "runs_as": runs_as,
+            "verdicts": verdicts,
         }
         ctl.stop()
         window.close()
@@ -239,7 +264,7 @@ def main() -> int:
         overrides, threads = CONFIGS[name]
         cfg = {"model": str(args.model), "overrides": overrides, "threads": threads, "seconds": args.seconds,
                "warmup_frames": args.warmup_frames, "camera_fps": args.camera_fps, "width": args.width,
-               "height": args.height}
+               "height": args.height, "content": "good part" if name in GOOD_PART_CONFIGS else "textured"}
         runs = []
         for k in range(args.runs):
             print(f"{name}: run {k + 1}/{args.runs} ...", file=sys.stderr, flush=True)
