@@ -45,7 +45,6 @@ import copy
 import json
 import logging
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -487,8 +486,10 @@ def main() -> int:
         r = {**cfg, **_spawn(["--single", json.dumps(cfg)])}
         results.append(r)
         print(json.dumps({k: v for k, v in r.items() if k not in ("vae",)}), file=sys.stderr, flush=True)
+    from engine.acceleration import cpu_description
+
     machine = (torch.cuda.get_device_name() if device == "cuda" else
-               f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, torch "
+               f"{cpu_description()}, torch "
                f"{torch.__version__}, {torch.get_num_threads()} threads")
     out_dir = REPO / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -272,9 +272,9 @@ def main() -> int:
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
         all_runs[name] = runs
         summaries.append(summarize(name, runs))
-    import platform
+    from engine.acceleration import cpu_description
 
-    machine = f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+    machine = cpu_description()
     out_dir = REPO / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{args.name}.json").write_text(json.dumps(

@@ -179,9 +179,9 @@ def main() -> int:
                 values = [r[key] for r in ok if r.get(key) is not None]
                 row[key] = statistics.median(values) if values else None
         rows.append(row)
-    import platform
+    from engine.acceleration import cpu_description
 
-    machine = f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+    machine = cpu_description()
     out_dir = REPO / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "memory.json").write_text(json.dumps({"machine": machine, "rows": rows, "runs": all_runs}, indent=2))

@@ -22,7 +22,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -232,7 +231,9 @@ def main() -> int:
         print(f"operator profile: {profile['error']}", file=sys.stderr)
         profile = None
     rows = floors(timings, batches)
-    machine = f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+    from engine.acceleration import cpu_description
+
+    machine = cpu_description()
     out_dir.mkdir(parents=True, exist_ok=True)
     measured = time.strftime("%Y-%m-%d %H:%M %Z")
     (out_dir / "networks.json").write_text(json.dumps({"machine": machine, "measured": measured, "repeats": args.repeats,

@@ -10,6 +10,8 @@ What each one gives on the 2-core development CPU is measured by benchmarks/benc
 from __future__ import annotations
 
 import logging
+import os
+import platform
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
@@ -18,8 +20,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-__all__ = ["AUTOCAST_DTYPES", "CPU_COMPILE_OPTIONS", "CompiledOrEager", "CpuLanes", "autocast_networks", "autocast_weights", "in_chunks",
-           "set_memory_format"]
+__all__ = ["AUTOCAST_DTYPES", "CPU_COMPILE_OPTIONS", "CompiledOrEager", "CpuLanes", "autocast_networks", "autocast_weights",
+           "cpu_description", "cpu_name", "in_chunks", "set_memory_format"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,35 @@ log = logging.getLogger(__name__)
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # modules whose weights autocast casts to the lower precision on every call
 _AUTOCAST_WEIGHT_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
+# /proc/cpuinfo flag -> the reduced-precision arithmetic it gives (what decides bf16 / int8 speed)
+CPU_ARITHMETIC_FLAGS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512_vnni", "AVX-512 VNNI"),
+                        ("avx_vnni", "AVX-VNNI"), ("avx2", "AVX2"))
+
+
+def _cpuinfo_field(name: str) -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith(name):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what `platform` knows."""
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def cpu_description() -> str:
+    """One line for benchmark tables: model name, reduced-precision units, core count; e.g.
+    'AMD EPYC (AVX-512 BF16, AVX-512 VNNI, AVX2, no AMX), 2 cores'."""
+    flags = set(_cpuinfo_field("flags").split())
+    units = [label for flag, label in CPU_ARITHMETIC_FLAGS if flag in flags]
+    if flags and "amx_bf16" not in flags:
+        units.append("no AMX")
+    text = ", ".join(units)
+    return f"{cpu_name()} ({text or platform.machine()}), {os.cpu_count()} cores"
 
 
 def set_memory_format(module: nn.Module, channels_last: bool) -> nn.Module:

@@ -4,8 +4,8 @@ the model's verdicts, decided once per model and machine and remembered.
 The check runs each candidate (torch fp32, the reference; torch bf16; OpenVINO fp32, bf16, int8)
 on the held-out images of the model's calibration set (`engine.openvino_runtime.CalibrationSet`,
 its own good images, not used for quantization): a candidate passes when every image keeps the
-reference's verdict at the model's threshold and its score moves by at most
-`SCORE_TOLERANCE` x threshold. The fastest passing candidate (ms per part, measured on the same
+reference's verdict at the model's threshold, the scores move by at most `SCORE_TOLERANCE` x
+threshold on average and no score by more than `MAX_SCORE_CHANGE` x threshold (`score_change_problem`). The fastest passing candidate (ms per part, measured on the same
 images after one warm-up batch) is the default. The decision is stored in a per-machine file
 keyed by the model's weights, its calibration data, the CPU and the library versions, so it is
 made once; a model without calibration images stays on torch fp32.
@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from .acceleration import cpu_name
 from .child_process import launch_environment, python_module_command
 from .openvino_runtime import (CalibrationSet, user_cache_root, module_fingerprint, openvino_problem)
 from .runtime import StageClock
@@ -47,8 +47,13 @@ log = logging.getLogger(__name__)
 # (runtime, precision) in the order they are tried; the first is the reference
 CANDIDATES = (("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))
 CANDIDATE_NAMES = tuple(f"{runtime} {precision}" for runtime, precision in CANDIDATES)   # 'openvino int8', as shown
-# a candidate's score may differ from the reference's by at most this share of the threshold
+# a candidate's scores may differ from the reference's by at most this share of the threshold on
+# average, and each by at most MAX_SCORE_CHANGE of it. One image alone is not held to the mean: on
+# an AMD EPYC (AVX-512 VNNI, no AMX) OpenVINO int8 moved one good image of the demo model's nine by
+# 0.033 (6.7 % of the threshold 0.5; mean 0.010) while keeping image and pixel AUROC within 0.001
+# and every verdict of 165 test parts (benchmarks/results/accuracy-zen4.md)
 SCORE_TOLERANCE = 0.05
+MAX_SCORE_CHANGE = 0.10
 CHOICE_FILE = "runtime_choice.json"
 # "RUNTIME PRECISION" (e.g. "torch fp32") in this environment variable replaces the machine default
 # (a station that must not change, the test suite)
@@ -82,16 +87,6 @@ def choice_file() -> Path:
     return user_cache_root() / CHOICE_FILE
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _decision_key(model, calibration: CalibrationSet | None) -> str:
     try:
         import openvino
@@ -100,7 +95,7 @@ def _decision_key(model, calibration: CalibrationSet | None) -> str:
     except Exception:  # noqa: BLE001 - not installed or broken: part of the key all the same
         ov_version = "none"
     parts = [module_fingerprint(model.unet), calibration.digest() if calibration is not None else "",
-             _cpu_name(), str(os.cpu_count()), torch.__version__, ov_version, str(model.device)]
+             cpu_name(), str(os.cpu_count()), torch.__version__, ov_version, str(model.device)]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
@@ -113,6 +108,23 @@ def _timed_scores(model, images: torch.Tensor, ids: torch.Tensor) -> tuple[list[
     return maps.final.reshape(images.shape[0], -1).amax(dim=1).tolist(), ms
 
 
+def score_change_problem(scores: list[float], reference: list[float], threshold: float) -> str | None:
+    """None when `scores` keep the `reference` scores' verdicts at `threshold` and move within the
+    tolerances (see the module docstring), else what is wrong, in a few words."""
+    flipped = sum((a > threshold) != (b > threshold) for a, b in zip(scores, reference))
+    if flipped:
+        return f"{flipped} verdict{'s' if flipped > 1 else ''} changed"
+    changes = [abs(a - b) for a, b in zip(scores, reference)]
+    if not changes:
+        return None
+    mean, largest = sum(changes) / len(changes), max(changes)
+    if mean > SCORE_TOLERANCE * threshold:
+        return f"scores moved by {mean:.3g} on average (at most {SCORE_TOLERANCE * threshold:.3g})"
+    if largest > MAX_SCORE_CHANGE * threshold:
+        return f"a score moved by {largest:.3g} (at most {MAX_SCORE_CHANGE * threshold:.3g})"
+    return None
+
+
 def check_candidates(model, calibration: CalibrationSet, candidates=CANDIDATES) -> RuntimeChoice:
     """Run every candidate on the calibration set's held-out images (see the module docstring)
     and return the fastest that keeps the reference's verdicts. Leaves the model on its choice."""
@@ -121,30 +133,32 @@ def check_candidates(model, calibration: CalibrationSet, candidates=CANDIDATES) 
     ids = torch.from_numpy(calibration.class_ids[rows])
     threshold = float(model.settings.threshold)
     timings: dict[str, float | None] = {}
+    notes: dict[str, str] = {}
     reference: list[float] | None = None
     best: tuple[float, str, str] | None = None
     for runtime, precision in candidates:
         name = f"{runtime} {precision}"
         if runtime == "openvino" and openvino_problem():
-            timings[name] = None
+            timings[name], notes[name] = None, "not installed"
             continue
         model.with_settings(runtime=runtime, precision=precision)
         if (model.settings.runtime, model.settings.precision) != (runtime, precision):
-            timings[name] = None  # it fell back (a notice says why)
+            timings[name], notes[name] = None, "cannot run here"  # it fell back (a notice says why)
             continue
         scores, ms = _timed_scores(model, images, ids)
         if reference is None:
             reference = scores
-        same = all((a > threshold) == (b > threshold) and abs(a - b) <= SCORE_TOLERANCE * threshold
-                   for a, b in zip(scores, reference))
-        timings[name] = round(ms, 1) if same else None
-        if same and (best is None or ms < best[0]):
+        problem = score_change_problem(scores, reference, threshold)
+        timings[name] = round(ms, 1) if problem is None else None
+        if problem is not None:
+            notes[name] = f"{ms:.1f} ms/part, rejected: {problem}"
+        elif best is None or ms < best[0]:
             best = (ms, runtime, precision)
     runtime, precision = (best[1], best[2]) if best else candidates[0]
     model.with_settings(runtime=runtime, precision=precision)
     ref_ms = timings.get(" ".join(candidates[0]))
     reason = (f"{runtime} {precision} is the fastest setting that keeps the verdicts of {len(reference or [])} "
-              f"held-out good images: " + ", ".join(f"{k} {v} ms/part" if v is not None else f"{k} -"
+              f"held-out good images: " + ", ".join(f"{k} {v} ms/part" if v is not None else f"{k} ({notes[k]})"
                                                      for k, v in timings.items()))
     if ref_ms is None:
         reason += " (the reference could not run)"

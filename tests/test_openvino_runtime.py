@@ -304,6 +304,21 @@ def test_check_candidates_keeps_the_reference_when_others_change_verdicts(tiny_f
     choice = runtime_choice.check_candidates(det, calibration, candidates=(("torch", "fp32"), ("torch", "bf16")))
     assert (choice.runtime, choice.precision) == ("torch", "fp32")
     assert choice.ms_per_part["torch bf16"] is None and choice.ms_per_part["torch fp32"] > 0
+    assert "torch bf16 (" in choice.reason and "rejected:" in choice.reason and "verdicts changed" in choice.reason
+
+
+def test_score_change_rule_on_hand_cases():
+    rule = runtime_choice.score_change_problem
+    reference = [0.10, 0.07, 0.36, 0.09, 0.15, 0.13, 0.17, 0.10, 0.16]
+    assert rule(reference, reference, 0.5) is None
+    # the AMD int8 case: one image moves by 0.033 (6.7 % of the threshold), the mean by 0.010
+    amd = [0.1023, 0.0687, 0.3751, 0.1049, 0.1466, 0.166, 0.1617, 0.0959, 0.1491]
+    assert rule(amd, [0.1039, 0.0698, 0.3561, 0.0853, 0.1468, 0.1326, 0.166, 0.0962, 0.1609], 0.5) is None
+    assert rule([0.51] + reference[1:], reference, 0.5) == "1 verdict changed"
+    assert rule([0.51, 0.6] + reference[2:], reference, 0.5) == "2 verdicts changed"
+    assert rule([s + 0.03 for s in reference], reference, 0.5) == "scores moved by 0.03 on average (at most 0.025)"
+    assert rule([0.16] + reference[1:], reference, 0.5) == "a score moved by 0.06 (at most 0.05)"
+    assert rule([], [], 0.5) is None
 
 
 # ------------------------------------------------------------------------------ commands
