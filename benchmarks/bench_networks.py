@@ -13,7 +13,7 @@ pipeline built from these networks runs faster on this machine, whatever it over
 every stage already uses all cores. Its inverse bounds the live inspected frames/s; a batch of
 B frames also makes the first frame wait for the other B-1. OpenVINO networks are compiled as the
 live window runs them (one stream, all cores); torch runs with all cores as intra-op threads.
-Writes benchmarks/results/networks.json and networks.md.
+Writes benchmarks/results/networks.json and networks.md (`--name` for other names).
 """
 
 from __future__ import annotations
@@ -187,18 +187,19 @@ def main() -> int:
                    help="comma list of 'RUNTIME PRECISION'")
     p.add_argument("--single", help=argparse.SUPPRESS)
     p.add_argument("--from-results", action="store_true",
-                   help="rewrite networks.md (and with --update-readme the README) from networks.json, no timing")
+                   help="rewrite NAME.md (and with --update-readme the README) from NAME.json, no timing")
+    p.add_argument("--name", default="networks", help="results file name (benchmarks/results/NAME.json/.md)")
     p.add_argument("--update-readme", action="store_true")
     args = p.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     out_dir = REPO / "benchmarks" / "results"
     if args.from_results:
-        saved = json.loads((out_dir / "networks.json").read_text())
+        saved = json.loads((out_dir / f"{args.name}.json").read_text())
         timings = {name: {**t, "networks": {int(b): v for b, v in t.get("networks", {}).items()}}
                    for name, t in saved["timings"].items()}
         table = markdown(timings, saved["floors"], saved["unet_profile"], batches, saved["machine"],
                          saved["repeats"], saved["measured"])
-        (out_dir / "networks.md").write_text(table)
+        (out_dir / f"{args.name}.md").write_text(table)
         print(table)
         if args.update_readme:
             write_readme_section(README_BEGIN, README_END, table)
@@ -236,12 +237,12 @@ def main() -> int:
     machine = cpu_description()
     out_dir.mkdir(parents=True, exist_ok=True)
     measured = time.strftime("%Y-%m-%d %H:%M %Z")
-    (out_dir / "networks.json").write_text(json.dumps({"machine": machine, "measured": measured, "repeats": args.repeats,
+    (out_dir / f"{args.name}.json").write_text(json.dumps({"machine": machine, "measured": measured, "repeats": args.repeats,
                                                        "load_average": os.getloadavg(),
                                                        "timings": timings, "floors": rows, "unet_profile": profile},
                                                       indent=2))
     table = markdown(timings, rows, profile, batches, machine, args.repeats, measured)
-    (out_dir / "networks.md").write_text(table)
+    (out_dir / f"{args.name}.md").write_text(table)
     print(table)
     if args.update_readme:
         write_readme_section(README_BEGIN, README_END, table)

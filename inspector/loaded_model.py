@@ -89,12 +89,12 @@ class RuntimeOption:
 
     @property
     def label(self) -> str:
-        """'openvino int8 · 46 ms/part · default', 'torch bf16 · changes verdicts', 'openvino fp32'."""
+        """'openvino int8 · 46 ms/part · default', 'torch bf16 · fails the accuracy check or cannot run', 'openvino fp32'."""
         parts = [self.name]
         if self.ms_per_part is not None:
             parts.append(f"{self.ms_per_part:.0f} ms/part")
         elif self.checked:
-            parts.append("changes verdicts or cannot run")
+            parts.append("fails the accuracy check or cannot run")
         if self.default:
             parts.append("default")
         return " · ".join(parts)

@@ -380,7 +380,7 @@ def test_the_model_panel_offers_the_runtimes_with_their_measured_time(qtbot, hom
     labels = [combo.itemText(i) for i in range(combo.count())]
     assert [combo.itemData(i) for i in range(combo.count())] == [f"{r} {p}" for r, p in CANDIDATES]
     assert labels[:3] == ["torch fp32 · 10 ms/part", "torch bf16 · 5 ms/part · default",
-                          "openvino fp32 · changes verdicts or cannot run"]
+                          "openvino fp32 · fails the accuracy check or cannot run"]
     assert labels[3] == "openvino bf16"    # not measured
     assert combo.currentData() == "torch bf16" and combo.isEnabled()
     assert "5 ms/part measured" in window.controls.model_info.text()
