@@ -54,6 +54,9 @@ CANDIDATE_NAMES = tuple(f"{runtime} {precision}" for runtime, precision in CANDI
 # and every verdict of 165 test parts (benchmarks/results/accuracy-zen4.md)
 SCORE_TOLERANCE = 0.05
 MAX_SCORE_CHANGE = 0.10
+# part of every stored decision's key: raise it when the check's rule or its candidates change, so
+# machines decide again instead of keeping a choice the old rule made (2: mean + largest change)
+CHECK_RULE_VERSION = 2
 CHOICE_FILE = "runtime_choice.json"
 # "RUNTIME PRECISION" (e.g. "torch fp32") in this environment variable replaces the machine default
 # (a station that must not change, the test suite)
@@ -94,7 +97,8 @@ def _decision_key(model, calibration: CalibrationSet | None) -> str:
         ov_version = openvino.__version__
     except Exception:  # noqa: BLE001 - not installed or broken: part of the key all the same
         ov_version = "none"
-    parts = [module_fingerprint(model.unet), calibration.digest() if calibration is not None else "",
+    parts = [f"rule {CHECK_RULE_VERSION}", module_fingerprint(model.unet),
+             calibration.digest() if calibration is not None else "",
              cpu_name(), str(os.cpu_count()), torch.__version__, ov_version, str(model.device)]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 

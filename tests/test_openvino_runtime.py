@@ -245,6 +245,9 @@ def test_the_default_is_decided_once_per_machine_and_model(tiny_folder, monkeypa
     assert first.name == second.name == "torch bf16" and det.settings.precision == "bf16"
     assert "decided before" in caplog.text
     assert runtime_choice.choice_file().is_file()
+    monkeypatch.setattr(runtime_choice, "CHECK_RULE_VERSION", runtime_choice.CHECK_RULE_VERSION + 1)
+    runtime_choice.machine_default(load_model(tiny_folder, device="cpu"))
+    assert checks == [2, 2]  # a changed rule decides again
 
 
 def test_the_first_check_of_a_saved_model_runs_in_a_child_process(tiny_folder, monkeypatch, caplog):
