@@ -5,10 +5,13 @@ The check runs each candidate (torch fp32, the reference; torch bf16; OpenVINO f
 on the held-out images of the model's calibration set (`engine.openvino_runtime.CalibrationSet`,
 its own good images, not used for quantization): a candidate passes when every image keeps the
 reference's verdict at the model's threshold, the scores move by at most `SCORE_TOLERANCE` x
-threshold on average and no score by more than `MAX_SCORE_CHANGE` x threshold (`score_change_problem`). The fastest passing candidate (ms per part, measured on the same
-images after one warm-up batch) is the default. The decision is stored in a per-machine file
-keyed by the model's weights, its calibration data, the CPU and the library versions, so it is
-made once; a model without calibration images stays on torch fp32.
+threshold on average and no score by more than `MAX_SCORE_CHANGE` x threshold
+(`score_change_problem`). The fastest passing candidate (ms per part, measured on the same images
+after one warm-up batch) is the default. The decision is stored in a per-machine file keyed by the
+model's weights, its calibration data, the CPU, the torch thread count (the window keeps a core for
+the display and runs torch on the others, `inspect` uses them all: each decides for how it runs),
+the library versions and `CHECK_RULE_VERSION`, so it is made once; a model without calibration
+images stays on torch fp32.
 
 The first check of a saved model runs in a child process (`python -m engine.runtime_choice
 --model FOLDER`): converting and quantizing every candidate takes far more memory than running
@@ -99,7 +102,8 @@ def _decision_key(model, calibration: CalibrationSet | None) -> str:
         ov_version = "none"
     parts = [f"rule {CHECK_RULE_VERSION}", module_fingerprint(model.unet),
              calibration.digest() if calibration is not None else "",
-             cpu_name(), str(os.cpu_count()), torch.__version__, ov_version, str(model.device)]
+             cpu_name(), str(os.cpu_count()), f"{torch.get_num_threads()} threads", torch.__version__, ov_version,
+             str(model.device)]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 

@@ -248,6 +248,13 @@ def test_the_default_is_decided_once_per_machine_and_model(tiny_folder, monkeypa
     monkeypatch.setattr(runtime_choice, "CHECK_RULE_VERSION", runtime_choice.CHECK_RULE_VERSION + 1)
     runtime_choice.machine_default(load_model(tiny_folder, device="cpu"))
     assert checks == [2, 2]  # a changed rule decides again
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        runtime_choice.machine_default(load_model(tiny_folder, device="cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    assert checks == [2, 2, 2]  # so does another torch thread count (the window keeps a core free)
 
 
 def test_the_first_check_of_a_saved_model_runs_in_a_child_process(tiny_folder, monkeypatch, caplog):
