@@ -56,6 +56,6 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path):
 
 
 def test_an_image_the_encoder_cannot_take_is_an_error_not_a_file(tmp_path):
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="cannot write a 4x4x5 uint8 image as PNG"):
         write_image(tmp_path / "bad.png", np.zeros((4, 4, 5), dtype=np.uint8))
     assert not any(tmp_path.iterdir())
