@@ -436,10 +436,16 @@ def _safe_stem(text: str, limit: int = 60) -> str:
     return stem[:limit]
 
 
+# the archived frame stays a lossless PNG (evidence, and training material); its overlay is a
+# picture for people, so a JPEG: 640x480, benchmarks/bench_image_write.py, see the README
+OVERLAY_SUFFIX = "_overlay.jpg"
+
+
 class Archiver:
-    """Saves part images under root/YYYY-MM-DD/: the frame and its overlay (PNG) for the
-    verdicts asked for, and a small JPEG thumbnail (root/thumbnails/YYYY-MM-DD/) for every
-    part. Never raises for disk problems: the first failure is returned in `ArchiveResult.error`."""
+    """Saves part images under root/YYYY-MM-DD/: the frame (PNG, lossless) and its overlay (JPEG at
+    `engine.imageio.JPEG_QUALITY`) for the verdicts asked for, and a small JPEG thumbnail
+    (root/thumbnails/YYYY-MM-DD/) for every part. Never raises for disk problems: the first
+    failure is returned in `ArchiveResult.error`."""
 
     def __init__(self, root, writer: Callable[[Path, np.ndarray], None] = write_image):
         self.root = Path(root)
@@ -465,7 +471,7 @@ class Archiver:
         if image is not None:
             jobs.append(("image_path", self.root / day / f"{base}.png", image))
         if overlay is not None:
-            jobs.append(("overlay_path", self.root / day / f"{base}_overlay.png", overlay))
+            jobs.append(("overlay_path", self.root / day / f"{base}{OVERLAY_SUFFIX}", overlay))
         if thumbnail is not None:
             jobs.append(("thumbnail_path", self.root / "thumbnails" / day / f"{base}.jpg", thumbnail))
         for attr, path, pixels in jobs:
