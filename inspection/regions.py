@@ -94,14 +94,17 @@ def view_map(amap: np.ndarray, frame_shape: tuple[int, int], rect: tuple[int, in
     return out, (vx, vy, vw, vh)
 
 
-def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:
-    """Downscale (never upscale) so that the longer side is at most `max_side`."""
+def fit_within(image: np.ndarray, max_side: int, fast: bool = False) -> np.ndarray:
+    """Downscale (never upscale) so that the longer side is at most `max_side`: area averaging for
+    uint8 images, bilinear for others or with `fast` (a preview redrawn every display frame: 640x480
+    to 480x360 takes 0.2 ms bilinear against 1.1 ms area-averaged)."""
     h, w = image.shape[:2]
     if max(h, w) <= max_side:
         return image
     scale = max_side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if image.dtype == np.uint8 else cv2.INTER_LINEAR)
+    area = image.dtype == np.uint8 and not fast
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
 
 
 def make_thumbnail(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:

@@ -40,7 +40,7 @@ class DisplayPump:
         if self._live_dirty and self._live_frame is not None:
             self._live_dirty = False
             if live:
-                w.show_live_inset(fit_within(self._live_frame, LIVE_INSET_SIDE))
+                w.show_live_inset(fit_within(self._live_frame, LIVE_INSET_SIDE, fast=True))
                 if self.current_key is None:
                     w.show_live_image(fit_within(self._live_frame, DEFAULT_VIEW_MAX_SIDE))
                 shown = True

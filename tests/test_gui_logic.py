@@ -154,3 +154,17 @@ def test_recipe_files_from_an_older_version_and_damaged_values(tmp_path):
         assert [r.name for r in recipes] == ["Ö line"] and len(problems) == 1 and "bad.json" in problems[0], bad
     (tmp_path / "bad.json").write_text(json.dumps({**old, "name": 7, "reverse_steps": 3.0}), encoding="utf-8")
     assert store.load("7").reverse_steps == 3
+
+
+def test_fit_within_downscales_only_and_keeps_the_aspect():
+    from inspection import fit_within
+
+    frame = np.zeros((480, 640, 3), np.uint8)
+    frame[:, 320:] = 200                                  # a sharp edge down the middle
+    assert fit_within(frame, 640) is frame                # never upscaled, not copied
+    small, preview = fit_within(frame, 480), fit_within(frame, 480, fast=True)
+    assert small.shape == preview.shape == (360, 480, 3)
+    assert small[:, :230].max() == 0 and small[:, 250:].min() == 200
+    assert preview[:, :230].max() == 0 and preview[:, 250:].min() == 200
+    maps = fit_within(np.ones((100, 50), np.float32), 20)
+    assert maps.shape == (20, 10) and maps.dtype == np.float32 and np.allclose(maps, 1.0)
