@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_engine import write_readme_section  # noqa: E402
+from benchmarks.bench_engine import publish_results  # noqa: E402
 
 README_BEGIN = "<!-- accuracy-table:begin -->"
 README_END = "<!-- accuracy-table:end -->"
@@ -161,16 +161,9 @@ def main() -> int:
     if "error" in rows[0]:
         print(f"torch fp32 (the reference) failed: {rows[0]['error']}", file=sys.stderr)
         return 1
-    out_dir = REPO / "benchmarks" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
-    (out_dir / f"{args.name}.json").write_text(json.dumps({"model": str(args.model), "load_average": load,
-                                                           "rows": rows}, indent=2))
-    table = markdown(rows, args.model, load)
-    (out_dir / f"{args.name}.md").write_text(table)
-    print(table)
-    if args.update_readme:
-        write_readme_section(README_BEGIN, README_END, table)
+    publish_results(args.name, {"model": str(args.model), "load_average": load, "rows": rows},
+                    markdown(rows, args.model, load), (README_BEGIN, README_END) if args.update_readme else None)
     return 0
 
 

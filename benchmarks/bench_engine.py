@@ -80,6 +80,20 @@ README_SET = ([(s, b, "torch", "fp32", "default") for s in ("UNet_T", "UNet_XS")
               + [(s, 8, "openvino", p, "default") for s in ("UNet_T", "UNet_XS") for p in ("fp32", "bf16", "int8")])
 
 
+RESULTS_DIR = REPO / "benchmarks" / "results"
+
+
+def publish_results(name: str, data: dict, table: str, readme_markers: tuple[str, str] | None = None) -> None:
+    """Write benchmarks/results/NAME.json (`data`) and NAME.md (`table`), print the table and, with
+    `readme_markers` (begin, end), put it between those lines of README.md."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(data, indent=2))
+    (RESULTS_DIR / f"{name}.md").write_text(table)
+    print(table)
+    if readme_markers is not None:
+        write_readme_section(*readme_markers, table)
+
+
 def write_readme_section(begin: str, end: str, text: str) -> None:
     """Replace what lies between the `begin` and `end` marker lines of README.md with `text`."""
     readme = REPO / "README.md"
@@ -491,17 +505,10 @@ def main() -> int:
     machine = (torch.cuda.get_device_name() if device == "cuda" else
                f"{cpu_description()}, torch "
                f"{torch.__version__}, {torch.get_num_threads()} threads")
-    out_dir = REPO / "benchmarks" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = args.name or device
-    (out_dir / f"{name}.json").write_text(json.dumps({"machine": machine, "matmul_peak_gflop_per_s": peaks,
-                                                      "load_average": os.getloadavg(), "results": results},
-                                                     indent=2))
-    table = markdown(results, machine, peaks, os.getloadavg())
-    (out_dir / f"{name}.md").write_text(table)
-    print(table)
-    if args.update_readme:
-        write_readme_section(README_BEGIN, README_END, table)
+    publish_results(args.name or device, {"machine": machine, "matmul_peak_gflop_per_s": peaks,
+                                          "load_average": os.getloadavg(), "results": results},
+                    markdown(results, machine, peaks, os.getloadavg()),
+                    (README_BEGIN, README_END) if args.update_readme else None)
     return 0
 
 

@@ -14,7 +14,6 @@ Writes benchmarks/results/image_write.json and image_write.md.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -78,6 +77,7 @@ def time_writer(writer, frames, folder: Path, repeats: int, suffix: str = ".png"
 
 
 def main() -> int:
+    from benchmarks.bench_engine import publish_results
     from engine.imageio import JPEG_QUALITY, write_image
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,11 +100,7 @@ def main() -> int:
              f"{args.frames} per kind, median of {args.repeats} writes each.", "",
              "| frames | writer | ms per image | KB per image |", "|---|---|---|---|"]
     lines += [f"| {r['frames']} | {r['writer']} | {r['ms_median']:.1f} | {r['kb_mean']:.0f} |" for r in rows]
-    out = REPO / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "image_write.json").write_text(json.dumps({"machine": machine, "measured": stamp, "rows": rows}, indent=2))
-    (out / "image_write.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish_results("image_write", {"machine": machine, "measured": stamp, "rows": rows}, "\n".join(lines) + "\n")
     return 0
 
 

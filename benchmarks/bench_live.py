@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_engine import write_readme_section  # noqa: E402
+from benchmarks.bench_engine import publish_results  # noqa: E402
 
 README_BEGIN = "<!-- live-table:begin -->"
 README_END = "<!-- live-table:end -->"
@@ -275,15 +275,9 @@ def main() -> int:
     from engine.acceleration import cpu_description
 
     machine = cpu_description()
-    out_dir = REPO / "benchmarks" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{args.name}.json").write_text(json.dumps(
-        {"machine": machine, "load_average": os.getloadavg(), "summaries": summaries, "runs": all_runs}, indent=2))
-    table = markdown(summaries, machine, args)
-    (out_dir / f"{args.name}.md").write_text(table)
-    print(table)
-    if args.update_readme:
-        write_readme_section(README_BEGIN, README_END, table)
+    publish_results(args.name, {"machine": machine, "load_average": os.getloadavg(), "summaries": summaries,
+                                "runs": all_runs},
+                    markdown(summaries, machine, args), (README_BEGIN, README_END) if args.update_readme else None)
     return 0
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_engine import write_readme_section  # noqa: E402
+from benchmarks.bench_engine import publish_results  # noqa: E402
 from benchmarks.bench_live import run_failure  # noqa: E402
 
 README_BEGIN = "<!-- memory-table:begin -->"
@@ -182,14 +182,8 @@ def main() -> int:
     from engine.acceleration import cpu_description
 
     machine = cpu_description()
-    out_dir = REPO / "benchmarks" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "memory.json").write_text(json.dumps({"machine": machine, "rows": rows, "runs": all_runs}, indent=2))
-    table = markdown(rows, machine, parts, args.runs)
-    (out_dir / "memory.md").write_text(table)
-    print(table)
-    if args.update_readme:
-        write_readme_section(README_BEGIN, README_END, table)
+    publish_results("memory", {"machine": machine, "rows": rows, "runs": all_runs},
+                    markdown(rows, machine, parts, args.runs), (README_BEGIN, README_END) if args.update_readme else None)
     return 0
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_engine import write_readme_section  # noqa: E402
+from benchmarks.bench_engine import RESULTS_DIR, publish_results, write_readme_section  # noqa: E402
 
 README_BEGIN = "<!-- networks-table:begin -->"
 README_END = "<!-- networks-table:end -->"
@@ -192,14 +192,13 @@ def main() -> int:
     p.add_argument("--update-readme", action="store_true")
     args = p.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
-    out_dir = REPO / "benchmarks" / "results"
     if args.from_results:
-        saved = json.loads((out_dir / f"{args.name}.json").read_text())
+        saved = json.loads((RESULTS_DIR / f"{args.name}.json").read_text())
         timings = {name: {**t, "networks": {int(b): v for b, v in t.get("networks", {}).items()}}
                    for name, t in saved["timings"].items()}
         table = markdown(timings, saved["floors"], saved["unet_profile"], batches, saved["machine"],
                          saved["repeats"], saved["measured"])
-        (out_dir / f"{args.name}.md").write_text(table)
+        (RESULTS_DIR / f"{args.name}.md").write_text(table)
         print(table)
         if args.update_readme:
             write_readme_section(README_BEGIN, README_END, table)
@@ -235,17 +234,12 @@ def main() -> int:
     from engine.acceleration import cpu_description
 
     machine = cpu_description()
-    out_dir.mkdir(parents=True, exist_ok=True)
     measured = time.strftime("%Y-%m-%d %H:%M %Z")
-    (out_dir / f"{args.name}.json").write_text(json.dumps({"machine": machine, "measured": measured, "repeats": args.repeats,
-                                                       "load_average": os.getloadavg(),
-                                                       "timings": timings, "floors": rows, "unet_profile": profile},
-                                                      indent=2))
-    table = markdown(timings, rows, profile, batches, machine, args.repeats, measured)
-    (out_dir / f"{args.name}.md").write_text(table)
-    print(table)
-    if args.update_readme:
-        write_readme_section(README_BEGIN, README_END, table)
+    publish_results(args.name, {"machine": machine, "measured": measured, "repeats": args.repeats,
+                                "load_average": os.getloadavg(), "timings": timings, "floors": rows,
+                                "unet_profile": profile},
+                    markdown(timings, rows, profile, batches, machine, args.repeats, measured),
+                    (README_BEGIN, README_END) if args.update_readme else None)
     return 0
 
 
