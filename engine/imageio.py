@@ -188,7 +188,8 @@ def read_image(path, max_side: int = MAX_SIDE, max_pixels: int = MAX_PIXELS) -> 
 # PNGs are written by OpenCV at zlib level 1 with the run-length strategy (lossless at any
 # setting). benchmarks/bench_image_write.py, 640x480: a noisy camera frame 16 ms and 438 KB against
 # PIL's 28 ms and 535 KB at the same level, a demo photograph 14.5 ms / 222 KB against 17 ms / 278 KB.
-# The reject archive writes two PNGs per failed part, on the CPU the engine needs.
+# The reject archive writes one per failed part (the frame; its overlay is a JPEG), on the CPU the
+# engine needs.
 PNG_COMPRESS_LEVEL = 1
 JPEG_QUALITY = 92     # what .jpg/.jpeg files are written at unless a caller says otherwise
 JPEG_SUBSAMPLING = 0  # 4:4:4, full-resolution colour: the thin red defect outlines of overlays stay sharp
@@ -200,14 +201,14 @@ def _encoded(rgb: np.ndarray, fmt: str, quality: int) -> bytes:
         out = io.BytesIO()
         Image.fromarray(rgb).save(out, format="JPEG", quality=quality, subsampling=JPEG_SUBSAMPLING)
         return out.getvalue()
+    refused = f"cannot write a {'x'.join(map(str, rgb.shape))} {rgb.dtype} image as PNG"
     try:
         bgr = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         ok, data = cv2.imencode(".png", bgr, list(PNG_ENCODE_PARAMS))
     except cv2.error as e:
-        raise ValueError(f"cannot write a {'x'.join(map(str, rgb.shape))} {rgb.dtype} image as PNG "
-                         f"({str(e).strip().splitlines()[-1]})") from None
+        raise ValueError(f"{refused} ({str(e).strip().splitlines()[-1]})") from None
     if not ok:
-        raise ValueError(f"cannot write a {'x'.join(map(str, rgb.shape))} {rgb.dtype} image as PNG")
+        raise ValueError(refused)
     return data.tobytes()
 
 
