@@ -143,7 +143,9 @@ def _infer_config(path: Path, sd: dict, args: dict, size: str | None, ncls: int 
             raise CheckpointError(path, f"not a DeCo-Diff UNet state dict: missing {key!r}")
     found_mc = int(sd["input_blocks.0.0.weight"].shape[0])
     found_ncls = int(sd["cond_stage_model.embedding.weight"].shape[0])
-    found_size = next((name for name, (mc, _) in _SIZE_TABLE.items() if mc == found_mc), None)
+    # reference checkpoints have the reference layout: attention at every level
+    found_size = next((name for name, spec in _SIZE_TABLE.items()
+                       if spec.model_channels == found_mc and spec.attention_levels is None), None)
     if found_size is None:
         raise CheckpointError(path, f"model_channels {found_mc} matches no known size ({', '.join(_SIZE_TABLE)})")
     declared = args.get("model_size")
@@ -151,7 +153,7 @@ def _infer_config(path: Path, sd: dict, args: dict, size: str | None, ncls: int 
         raise CheckpointError(path, f"its args say {declared} but the weights are {found_size} (model_channels {found_mc})")
     if size is not None and size != found_size:
         raise CheckpointError(
-            path, f"expected {size} (model_channels {_SIZE_TABLE[size][0] if size in _SIZE_TABLE else '?'}), "
+            path, f"expected {size} (model_channels {_SIZE_TABLE[size].model_channels if size in _SIZE_TABLE else '?'}), "
                   f"found {found_size} (model_channels {found_mc})")
     if ncls is not None and ncls != found_ncls:
         raise CheckpointError(path, f"expected {ncls} classes, found {found_ncls}")
@@ -160,7 +162,7 @@ def _infer_config(path: Path, sd: dict, args: dict, size: str | None, ncls: int 
         latent_size = (center if args.get("center_crop", True) else args.get("image_size", 288)) // 8
     has_gating = any(k.startswith(GATING_PREFIXES) for k in sd)
     return UNetConfig(
-        model_channels=found_mc, num_head_channels=found_mc // _SIZE_TABLE[found_size][1], context_dim=2 * found_mc,
+        model_channels=found_mc, num_head_channels=found_mc // _SIZE_TABLE[found_size].heads, context_dim=2 * found_mc,
         ncls=found_ncls, latent_size=latent_size, use_gating=has_gating, size=found_size)
 
 

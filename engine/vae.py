@@ -36,6 +36,7 @@ __all__ = [
     "VAE_SHORT_NAMES",
     "VAENotFoundError",
     "VAE",
+    "COMPACT_VAE_SIZES",
     "compact_vae_config",
     "create_vae",
     "load_vae",
@@ -171,28 +172,42 @@ class VAE(nn.Module):
         return self.decode(self.encode(images))
 
 
-def compact_vae_config() -> dict:
-    """The project's CPU-sized VAE: 4x4 pixel patches (48 channels at 64x64 for a 256 px image) into
-    an AutoencoderKL with 64 and 128 channels and one 2x downsampling, so 8x in all (256 px -> 32x32
-    latents with 8 channels, twice the Stable-Diffusion VAE's 4, so that 1-2 px lines survive the
-    round trip); about 2.7 M parameters (the SD VAE has 83.7 M). No layer runs at full resolution:
-    on the 2-core development CPU it encodes a 256 px image in ~21 ms and decodes it in ~36 ms,
-    against ~31 / ~75 ms for an AutoencoderKL with 16-32-64-64 channels (1 M parameters) whose
-    first and last blocks run at 256 px."""
+# name -> (block_out_channels, mid-block self-attention). "compact" is the shipped demo VAE's;
+# "small" is the live-speed codec: a quarter of the convolution work, no attention over the 32x32
+# grid (OpenVINO bf16, 2-core AMD EPYC, 256 px: encode 2.8 ms and decode 10.0 ms for two images,
+# against 12.0 / 34.7 for "compact"; measured by benchmarks/bench_networks.py on a model using it).
+COMPACT_VAE_SIZES: dict[str, tuple[tuple[int, ...], bool]] = {
+    "compact": ((64, 128), True),
+    "small": ((32, 64), False),
+}
+
+
+def compact_vae_config(size: str = "compact") -> dict:
+    """The project's CPU-sized VAEs: 4x4 pixel patches (48 channels at 64x64 for a 256 px image) into
+    an AutoencoderKL with two blocks and one 2x downsampling, so 8x in all (256 px -> 32x32 latents
+    with 8 channels, twice the Stable-Diffusion VAE's 4, so that 1-2 px lines survive the round
+    trip). `size` picks the block widths (`COMPACT_VAE_SIZES`): "compact" (64 and 128 channels, about
+    2.7 M parameters; the SD VAE has 83.7 M) or "small" (32 and 64, no mid-block attention, about
+    0.7 M). No layer runs at full resolution: on the 2-core development CPU "compact" encodes a
+    256 px image in ~21 ms and decodes it in ~36 ms (torch fp32), against ~31 / ~75 ms for an
+    AutoencoderKL with 16-32-64-64 channels (1 M parameters) whose first and last blocks run at 256 px."""
+    if size not in COMPACT_VAE_SIZES:
+        raise ValueError(f"unknown VAE size {size!r}; choose one of {', '.join(COMPACT_VAE_SIZES)}")
+    channels, attention = COMPACT_VAE_SIZES[size]
     return {
         PATCH_SIZE_KEY: 4,
         "in_channels": 48,
         "out_channels": 48,
-        "down_block_types": ["DownEncoderBlock2D"] * 2,
-        "up_block_types": ["UpDecoderBlock2D"] * 2,
-        "block_out_channels": [64, 128],
+        "down_block_types": ["DownEncoderBlock2D"] * len(channels),
+        "up_block_types": ["UpDecoderBlock2D"] * len(channels),
+        "block_out_channels": list(channels),
         "layers_per_block": 1,
         "act_fn": "silu",
         "latent_channels": 8,
         "norm_num_groups": 8,
         "sample_size": 256,
         "scaling_factor": LATENT_SCALE,
-        "mid_block_add_attention": True,
+        "mid_block_add_attention": attention,
     }
 
 

@@ -15,7 +15,7 @@ def tiny(**kw):
 
 
 def test_registry_has_all_sizes_and_a_cpu_size():
-    assert UNET_SIZES == ("UNet_T", "UNet_XS", "UNet_S", "UNet_M", "UNet_L", "UNet_XL")
+    assert UNET_SIZES == ("UNet_T", "UNet_live", "UNet_XS", "UNet_S", "UNet_M", "UNet_L", "UNet_XL")
     with torch.device("meta"):
         t = create_unet("UNet_T")
         xs = create_unet("UNet_XS")
@@ -23,8 +23,37 @@ def test_registry_has_all_sizes_and_a_cpu_size():
     assert t.config.context_dim == 64 and t.config.size == "UNet_T"
 
 
+def _transformer_levels(unet: GatedUNet) -> set[int]:
+    """Channel widths (= levels for channel_mult 1, 2, 4) at which input/output blocks hold a transformer."""
+    from engine.unet import SpatialTransformer
+    return {layer.proj_in.in_channels for block in [*unet.input_blocks, *unet.output_blocks]
+            for layer in block if isinstance(layer, SpatialTransformer)}
+
+
+def test_live_size_has_no_attention_at_full_latent_resolution():
+    with torch.device("meta"):
+        t = create_unet("UNet_T", ncls=3)
+        live = create_unet("UNet_live", ncls=3)
+    assert _transformer_levels(t) == {32, 64, 128}
+    assert _transformer_levels(live) == {64, 128}       # 16x16 and 8x8 for 32x32 latents; the middle keeps its own
+    assert live.config.attention_levels == (1, 2) and t.config.attention_levels is None
+    assert live.num_parameters < t.num_parameters
+    assert "attention_levels" not in t.config.to_dict()   # reference-layout model.json files are unchanged
+    assert UNetConfig.from_dict(live.config.to_dict()) == live.config
+
+
+def test_attention_levels_change_the_computation_and_are_validated():
+    torch.manual_seed(0)
+    unet = tiny(attention_levels=[1])
+    assert _transformer_levels(unet) == {64}
+    x = torch.randn(1, 4, 8, 8)
+    assert unet(x, torch.tensor([3]), torch.tensor([1])).shape == (1, 4, 8, 8)
+    with pytest.raises(ValueError, match=r"attention_levels \[3\] are not levels of channel_mult \(0..2\)"):
+        UNetConfig(**{**TINY, "attention_levels": [1, 3]})
+
+
 def test_unknown_size_is_a_clear_error():
-    with pytest.raises(ValueError, match="UNet_Q.*UNet_T, UNet_XS"):
+    with pytest.raises(ValueError, match="UNet_Q.*UNet_T, UNet_live, UNet_XS"):
         create_unet("UNet_Q")
 
 

@@ -280,6 +280,26 @@ def test_compact_config_size_and_latent_shape():
         assert vae.decode(z).shape == (1, 3, 256, 256)
 
 
+def test_small_config_is_the_compact_layout_at_a_quarter_of_the_width():
+    torch.manual_seed(0)
+    compact, small = create_vae(compact_vae_config("compact")), create_vae(compact_vae_config("small"))
+    assert small.num_parameters < compact.num_parameters / 3
+    assert list(small.model.config.block_out_channels) == [32, 64] and not small.model.config.mid_block_add_attention
+    assert small.patch_size == 4 and small.downsample_factor == 8 and small.latent_channels == 8
+    with torch.no_grad():
+        assert small.decode(small.encode(torch.zeros(1, 3, 64, 64))).shape == (1, 3, 64, 64)
+    with pytest.raises(ValueError, match="unknown VAE size 'huge'; choose one of compact, small"):
+        compact_vae_config("huge")
+
+
+def test_small_vae_round_trips_through_its_folder(tmp_path):
+    torch.manual_seed(0)
+    vae = create_vae(compact_vae_config("small"))
+    save_vae(vae, tmp_path / "vae")
+    image = torch.rand(1, 3, 64, 64)
+    _same_outputs(vae, load_vae(tmp_path / "vae"), image)
+
+
 PATCH_CONFIG = {**TINY_CONFIG, "deco_patch_size": 2, "in_channels": 12, "out_channels": 12,
                 "down_block_types": ["DownEncoderBlock2D"] * 3, "up_block_types": ["UpDecoderBlock2D"] * 3,
                 "block_out_channels": [8, 8, 8]}
