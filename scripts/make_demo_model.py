@@ -16,7 +16,9 @@ Stages (each one the public command a user would run):
  4. the model folder copied to --out, named demo-v5-<size>, with the commands that made it.
 With --diad-out the DiAD demo model goes through the same recipe (`fit --detector diad`).
 The VAE is the shipped demo VAE (`--vae`); `--train-vae` fine-tunes it on the demo images first
-(training.train_vae --init, with scikit-image's photos and drawn curves mixed in).
+(training.train_vae --init, with scikit-image's photos and drawn curves mixed in); `--new-vae SIZE`
+trains a new compact VAE of that size from scratch the same way (`--new-vae small --model-size
+UNet_live`: the live-speed demo model).
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from engine.vae import COMPACT_VAE_SIZES  # noqa: E402
 from training.launch import SHIPPED_VAE  # noqa: E402
 DEMO_VERSION = "demo-v5"
 # fit's image geometry for the demo: 288 px resize, 256 px center crop (the parts fill the crop)
 IMAGE_SIZE, CENTER_SIZE = 288, 256
 # the validation split's generator settings (a different seed from the bundled data)
 VAL_DATA_ARGS = ["--seed", "101", "--train-count", "1", "--test-good", "20", "--per-defect", "7"]
+FINE_TUNE_VAE_EPOCHS = 20   # --train-vae: fine-tuning --vae on the demo images
+NEW_VAE_EPOCHS = 300        # --new-vae: a compact VAE from scratch (small: ~4 s an epoch on 2 cores)
 
 
 def run(cmd: list[str], log: list[dict]) -> None:
@@ -56,6 +61,8 @@ def fit(args, detector: str, vae: Path, val: Path, model: Path, log: list[dict])
         cmd += ["--val-dir", str(val)]
     if args.nproc:
         cmd += ["--nproc", str(args.nproc)]
+    if detector == "deco-diff" and args.model_size:
+        cmd += ["--model-size", args.model_size]
     run(cmd, log)
 
 
@@ -91,8 +98,11 @@ def main() -> int:
     p.add_argument("--time-budget", default="90m", help="fit --time-budget")
     p.add_argument("--nproc", type=int, default=0, help="training processes (default: fit's, one per core)")
     p.add_argument("--vae", type=Path, default=SHIPPED_VAE)
+    p.add_argument("--model-size", default=None, help="fit --model-size for the DeCo-Diff model (default: fit's)")
     p.add_argument("--train-vae", action="store_true", help="fine-tune --vae on the demo images first")
-    p.add_argument("--vae-epochs", type=int, default=20)
+    p.add_argument("--new-vae", choices=list(COMPACT_VAE_SIZES), default=None,
+                   help="train a new compact VAE of this size from scratch instead (--vae is then not used)")
+    p.add_argument("--vae-epochs", type=int, default=None, help="VAE epochs (default: 20 fine-tuning, 300 new)")
     p.add_argument("--diad-out", type=Path, default=None, help="also rebuild the DiAD demo model into this folder")
     args = p.parse_args()
 
@@ -102,9 +112,11 @@ def main() -> int:
     vae = work / "vae"
     if vae.exists():
         shutil.rmtree(vae)
-    if args.train_vae:
-        run([sys.executable, "-m", "training.train_vae", "--data-dir", str(args.data), "--out", str(vae),
-             "--init", str(args.vae), "--epochs", str(args.vae_epochs), "--batch-size", "16", "--crop", "128",
+    if args.train_vae or args.new_vae:
+        start = ["--size", args.new_vae] if args.new_vae else ["--init", str(args.vae)]
+        epochs = args.vae_epochs or (NEW_VAE_EPOCHS if args.new_vae else FINE_TUNE_VAE_EPOCHS)
+        run([sys.executable, "-m", "training.train_vae", "--data-dir", str(args.data), "--out", str(vae), *start,
+             "--epochs", str(epochs), "--batch-size", "16", "--crop", "128",
              "--extra-images", "skimage", "--line-augment", "0.5", "--events", str(work / "vae_events.jsonl")], log)
     else:
         shutil.copytree(args.vae, vae)   # --out may be the folder the VAE comes from

@@ -47,3 +47,30 @@ def test_publish_names_the_model_records_unseen_metrics_and_replaces_the_old_fol
     assert [c["command"] for c in meta["reproduce"]["commands"]][0] == "python main.py fit ..."
     assert not (out / "old.txt").exists() and not (out / "openvino_cache").exists()
     assert (out / "unet.safetensors").read_bytes() == b"weights" and not out.with_name("demo_model.new").exists()
+
+
+def test_a_new_small_vae_and_the_live_size_reach_train_vae_and_fit(tmp_path, monkeypatch):
+    """`--new-vae small --model-size UNet_live` (the live-speed demo model): the VAE is trained from
+    scratch at that size (not fine-tuned from --vae), and fit gets the size; DiAD would not."""
+    mod = _script()
+    commands = []
+
+    def fake_run(cmd, log):
+        commands.append([str(c) for c in cmd])
+        if "--out" in cmd and "train_vae" not in " ".join(map(str, cmd)):
+            Path(cmd[cmd.index("--out") + 1]).mkdir(parents=True, exist_ok=True)
+        log.append({"command": " ".join(map(str, cmd)), "seconds": 1.0})
+
+    published = []
+    monkeypatch.setattr(mod, "run", fake_run)
+    monkeypatch.setattr(mod, "publish", lambda model, out, *rest: published.append((model, out)))
+    monkeypatch.setattr("sys.argv", ["make_demo_model.py", "--work", str(tmp_path / "work"), "--out",
+                                     str(tmp_path / "demo"), "--new-vae", "small", "--model-size", "UNet_live"])
+    assert mod.main() == 0
+    vae_cmd = next(c for c in commands if "training.train_vae" in c)
+    assert vae_cmd[vae_cmd.index("--size") + 1] == "small" and "--init" not in vae_cmd
+    assert vae_cmd[vae_cmd.index("--epochs") + 1] == str(mod.NEW_VAE_EPOCHS)
+    fit_cmd = next(c for c in commands if "fit" in c)
+    assert fit_cmd[fit_cmd.index("--model-size") + 1] == "UNet_live"
+    assert fit_cmd[fit_cmd.index("--vae") + 1] == str(tmp_path / "work" / "vae")
+    assert published == [(tmp_path / "work" / "model", tmp_path / "demo")]
