@@ -18,8 +18,8 @@ what the app runs; one single-threaded lane per thread for UNets of up to 32 bas
 `lanes` (one lane per thread whatever the size), `compile` (channels-last + torch.compile with
 frozen weights, automatic lanes), `compile-lanes` (compile, one lane per thread). Each configuration runs in a fresh
 subprocess (so its peak resident memory is its own), with warm-up runs, then the median of
---repeats timed runs. Frames are real photographs; the VAE is the demo model's trained
-compact VAE; the category comes from a compact classifier (its time is the `classify` stage).
+--repeats timed runs. Frames are real photographs; the VAE is the trained compact VAE
+(resources/compact_vae); the category comes from a compact classifier (its time is the `classify` stage).
 
 Baseline (UNet_XS, batch 8, by default): one image at a time with the same weights and inputs,
 as the reference does it: classifier, VAE encode, five UNet forwards with explicit-softmax
@@ -55,7 +55,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DEMO_VAE = REPO / "resources" / "demo_model" / "vae"
+DEMO_VAE = REPO / "resources" / "compact_vae"
 README_BEGIN = "<!-- performance-table:begin -->"
 README_END = "<!-- performance-table:end -->"
 MAP_TOLERANCE = 1e-4
@@ -466,7 +466,7 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--vae", default=str(DEMO_VAE),
-                   help="VAE folder / cached id (default: the demo model's trained compact VAE; 'random': "
+                   help="VAE folder / cached id (default: the trained compact VAE, resources/compact_vae; 'random': "
                         "a compact VAE with fresh weights)")
     p.add_argument("--baseline-size", default="UNet_XS")
     p.add_argument("--baseline-batch", type=int, default=8)

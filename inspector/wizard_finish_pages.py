@@ -28,9 +28,10 @@ class VaePage(QWizardPage):
         super().__init__(parent)
         self.setTitle("Image encoder (VAE) and category classifier")
         self.setSubTitle("The detector works on VAE latents. The app ships two compact VAEs (~2.7 M parameters): "
-                         "the demo model's and a general-purpose one trained on photos and textures, so "
+                         "the compact one (trained on the demo parts, photos and drawn lines) and a "
+                         "general-purpose one trained on photos and textures, so "
                          "only the detector needs training.")
-        self.shipped = QRadioButton("Use the demo model's VAE shipped with the app (the default; nothing to train)")
+        self.shipped = QRadioButton("Use the compact VAE shipped with the app (the default; nothing to train)")
         self.general = QRadioButton("Use the general-purpose VAE shipped with the app (trained on photos, "
                                     "wallpapers and textures; nothing to train)")
         self.train = QRadioButton("Fine-tune the shipped VAE on my good images first")

@@ -218,9 +218,9 @@ def check_torchrun(exe: Path, box: Sandbox, bundle: Path) -> Check:
     goods = sorted((DEMO_DATA / "brick" / "train" / "good").glob("*.*"))[:8]
     for image in goods:
         shutil.copy2(image, data / image.name)
-    vae = next(bundle.rglob("resources/demo_model/vae"), None)
+    vae = next(bundle.rglob("resources/compact_vae"), None)
     if vae is None:
-        return Check("torchrun", False, f"resources/demo_model/vae not found in {bundle}", 0.0)
+        return Check("torchrun", False, f"resources/compact_vae not found in {bundle}", 0.0)
     run_dir = box.work / "tiny-run"
     shutil.rmtree(run_dir, ignore_errors=True)
     command = [str(exe), "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",

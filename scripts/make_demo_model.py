@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from engine.vae import COMPACT_VAE_SIZES  # noqa: E402
 from training.launch import SHIPPED_VAE  # noqa: E402
-DEMO_VERSION = "demo-v5"
+DEMO_VERSION = "demo-v6"
 # fit's image geometry for the demo: 288 px resize, 256 px center crop (the parts fill the crop)
 IMAGE_SIZE, CENTER_SIZE = 288, 256
 # the validation split's generator settings (a different seed from the bundled data)

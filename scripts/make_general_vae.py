@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nproc", type=int, default=min(os.cpu_count() or 1, 4))
     p.add_argument("--corpus-only", action="store_true")
     p.add_argument("--init", type=Path, default=None,
-                   help="start from this VAE folder's weights (e.g. resources/demo_model/vae) instead of from scratch")
+                   help="start from this VAE folder's weights (e.g. resources/compact_vae) instead of from scratch")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     summary_path = args.corpus / "corpus.json"

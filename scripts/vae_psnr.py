@@ -1,6 +1,6 @@
 """How faithfully a VAE reproduces images it never saw: PSNR of decode(encode(x)) per folder.
 
-    python scripts/vae_psnr.py --vae resources/demo_model/vae --size 256 DIR [DIR ...] [--max 100]
+    python scripts/vae_psnr.py --vae resources/compact_vae --size 256 DIR [DIR ...] [--max 100]
 
 Every folder is searched recursively; images are resized and center-cropped like the model's
 input (`--image-size`, `--size`). One line per folder: images, mean PSNR in dB (peak-to-peak 2

@@ -82,7 +82,7 @@ def test_a_foreign_pyproject_beside_the_packages_is_not_taken_for_ours(tmp_path)
 def test_installer_spec_bundles_the_pyproject_and_the_resources():
     text = (REPO / "installer.spec").read_text(encoding="utf-8")
     assert '(str(ROOT / "pyproject.toml"), ".")' in text
-    for folder in ("demo_model", "demo_data", "general_vae", "icons", "styles"):
+    for folder in ("demo_model", "demo_data", "general_vae", "compact_vae", "icons", "styles"):
         assert f'"resources/{folder}"' in text
     assert "torch.distributed.run" in text and 'collect_submodules("training")' in text
 

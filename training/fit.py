@@ -88,7 +88,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=parse_duration, default=parse_duration("45m"),
                    help="wall time for checking, training and calibrating (45m, 1h30m, 600s)")
     p.add_argument("--detector", choices=["deco-diff", "diad"], default="deco-diff", help="the detector to train")
-    p.add_argument("--vae", type=Path, default=SHIPPED_VAE, help="VAE folder (default: the demo model's VAE, shipped with the app; "
+    p.add_argument("--vae", type=Path, default=SHIPPED_VAE, help="VAE folder (default: resources/compact_vae, the compact VAE shipped with the app; "
                    "resources/general_vae is the general-purpose one, trained on photos and textures)")
     p.add_argument("--model-size", default=None,
                    help="model size (default: UNet_T / DiAD_T on a CPU, UNet_XS / DiAD_S on CUDA)")

@@ -20,8 +20,9 @@ from engine.child_process import PROJECT_ROOT, is_frozen, launch_environment, py
 __all__ = ["SHIPPED_VAE", "GENERAL_VAE", "is_frozen", "python_module_command", "launch_environment", "run_python_style"]
 
 # The VAE the app ships for training new models (fit's default, the wizard's default, the start
-# point of a fine-tuned VAE): the compact codec of the demo model.
-SHIPPED_VAE = PROJECT_ROOT / "resources" / "demo_model" / "vae"
+# point of a fine-tuned VAE): the compact codec (2.7 M parameters) that demo-v5 and the ELPV
+# figures were built on. The demo model itself (demo-v6) runs the small live-speed codec.
+SHIPPED_VAE = PROJECT_ROOT / "resources" / "compact_vae"
 # The general-purpose compact codec (same shape as SHIPPED_VAE: 8 latent channels, 8x down),
 # fine-tuned from it on 2,770 crops of photos, wallpapers and textures (scripts/make_general_vae.py;
 # its training.json lists the corpus and PSNR on image kinds it never saw). `fit --vae` takes it.
