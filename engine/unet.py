@@ -100,8 +100,8 @@ class UNetSize:
 
 # UNet_T and UNet_live are ours, CPU-sized for live inspection (see README for their speed).
 # UNet_live is UNet_T without self-attention over the full 32x32 latent grid (1,024 tokens, five
-# transformers): the attention that cost most per step. OpenVINO bf16, batch 1, 2-core AMD EPYC:
-# 10.6 ms a step against 24.9 for UNet_T.
+# transformers): the attention that cost most per step. benchmarks/bench_networks.py, OpenVINO bf16,
+# batch 1, 2-core AMD EPYC: 12.0 ms a step (demo-v6) against 25.7 for UNet_T (demo-v5).
 _SIZE_TABLE: dict[str, UNetSize] = {
     "UNet_T": UNetSize(32, 2),
     "UNet_live": UNetSize(32, 2, attention_levels=(1, 2)),

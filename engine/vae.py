@@ -172,10 +172,11 @@ class VAE(nn.Module):
         return self.decode(self.encode(images))
 
 
-# name -> (block_out_channels, mid-block self-attention). "compact" is the shipped demo VAE's;
-# "small" is the live-speed codec: a quarter of the convolution work, no attention over the 32x32
-# grid (OpenVINO bf16, 2-core AMD EPYC, 256 px: encode 2.8 ms and decode 10.0 ms for two images,
-# against 12.0 / 34.7 for "compact"; measured by benchmarks/bench_networks.py on a model using it).
+# name -> (block_out_channels, mid-block self-attention). "compact" is resources/compact_vae (fit's
+# default, demo-v5's codec); "small" is the live-speed codec of the demo model (demo-v6): a quarter
+# of the convolution work, no attention over the 32x32 grid. benchmarks/bench_networks.py, OpenVINO
+# bf16, batch 1, 2-core AMD EPYC: encode 3.0 ms and decode 10.7 ms for two 256 px images, against
+# 12.7 / 44.3 for "compact" (benchmarks/results/networks.md and networks-zen4.md).
 COMPACT_VAE_SIZES: dict[str, tuple[tuple[int, ...], bool]] = {
     "compact": ((64, 128), True),
     "small": ((32, 64), False),

@@ -13,9 +13,10 @@ Stages (each one the public command a user would run):
                                            calibration set, evaluation on the demo test split
  3. scripts/make_demo_data.py --unseen     defect kinds no model saw ('burn', 'dent'), and
     training.evaluate                      the model evaluated on them (recorded in model.json)
- 4. the model folder copied to --out, named demo-v5-<size>, with the commands that made it.
+ 4. the model folder copied to --out, named DEMO_VERSION-<size> (demo-v6-UNet_live), with the
+    commands that made it.
 With --diad-out the DiAD demo model goes through the same recipe (`fit --detector diad`).
-The VAE is the shipped demo VAE (`--vae`); `--train-vae` fine-tunes it on the demo images first
+The VAE is `--vae` (default: the shipped compact VAE); `--train-vae` fine-tunes it on the demo images first
 (training.train_vae --init, with scikit-image's photos and drawn curves mixed in); `--new-vae SIZE`
 trains a new compact VAE of that size from scratch the same way (`--new-vae small --model-size
 UNet_live`: the live-speed demo model).
