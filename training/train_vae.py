@@ -61,7 +61,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, help="fine-tune this VAE (folder or cached HF id) instead of the compact one")
     p.add_argument("--size", choices=list(COMPACT_VAE_SIZES), default="compact",
                    help="width of a new compact VAE (engine.vae.COMPACT_VAE_SIZES): 'small' is the live-speed "
-                        "codec, about a third of the compact one's time per image; ignored with --init")
+                        "codec, about a quarter of the compact one's time per image; ignored with --init")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=16, help="global batch size")
     p.add_argument("--crop", type=int, default=128, help="random training crop (multiple of 8; 0 = whole image)")
