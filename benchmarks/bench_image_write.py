@@ -1,6 +1,7 @@
 """What the reject archive pays per image: `engine.imageio.write_image` (OpenCV PNG, zlib level 1,
-run-length strategy) against PIL's PNG writer at the same zlib level, and a JPEG at the quality the
-archive's overlays use (`engine.imageio.JPEG_QUALITY`), on 640x480 frames.
+run-length strategy, the "up" row filter) against the same without a fixed filter (libpng then
+tries all five on every row), PIL's PNG writer at the same zlib level, and a JPEG at the quality
+the archive's overlays use (`engine.imageio.JPEG_QUALITY`), on 640x480 frames.
 
     python benchmarks/bench_image_write.py
     python benchmarks/bench_image_write.py --repeats 20
@@ -58,6 +59,19 @@ def pil_png(path: Path, rgb) -> None:
     Image.fromarray(rgb).save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
 
 
+def opencv_png_all_filters(path: Path, rgb) -> None:
+    """write_image's PNG settings without the fixed row filter (what it wrote before)."""
+    import cv2
+
+    from engine.imageio import PNG_COMPRESS_LEVEL
+
+    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL, cv2.IMWRITE_PNG_STRATEGY,
+                             cv2.IMWRITE_PNG_STRATEGY_RLE])
+    assert ok, "OpenCV refused a PNG"
+    path.write_bytes(data.tobytes())
+
+
 def time_writer(writer, frames, folder: Path, repeats: int, suffix: str = ".png") -> dict:
     import numpy as np
     from PIL import Image
@@ -87,7 +101,9 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind, frames in (("camera", camera_frames(args.frames)), ("demo", demo_frames(args.frames))):
-            for name, writer, suffix in (("PIL PNG", pil_png, ".png"), ("write_image PNG", write_image, ".png"),
+            for name, writer, suffix in (("PIL PNG", pil_png, ".png"),
+                                         ("OpenCV PNG, all row filters", opencv_png_all_filters, ".png"),
+                                         ("write_image PNG", write_image, ".png"),
                                          (f"write_image JPEG q{JPEG_QUALITY}", write_image, ".jpg")):
                 r = time_writer(writer, frames, Path(tmp), args.repeats, suffix)
                 rows.append({"frames": kind, "writer": name, **r})

@@ -1,7 +1,9 @@
 """Live-mode budget: the inspector's real engine worker with the demo model on a fake 30 fps
 camera, under offscreen Qt. Measures inspected frames/s, frame age (capture -> verdict ready),
-engine latency per frame, and the displayed frames/s (repaints of the live view) while the
-engine is busy.
+engine latency per frame, the displayed frames/s (repaints of the live view) while the engine is
+busy, and the CPU: cores busy (the process's CPU time over the wall time), CPU ms per inspected
+frame, and in the JSON the cores each thread kept busy (engine lane, OpenVINO's workers, archiver,
+main thread, ...).
 
     python benchmarks/bench_live.py                      # default settings and the faster settings
     python benchmarks/bench_live.py --configs default --seconds 20 --runs 5
@@ -49,6 +51,7 @@ CONFIGS: dict[str, tuple[dict, int | None]] = {
     "default": ({}, None),
     "default, good parts": ({}, None),
     "one lane": ({"lanes": 1}, None),
+    "two lanes": ({"lanes": 2}, None),
     "bf16": ({"precision": "bf16"}, None),
     "bf16 + compile": ({"precision": "bf16", "compile": True}, None),
     "openvino bf16": ({"runtime": "openvino", "precision": "bf16"}, None),
@@ -83,6 +86,36 @@ def _textured_frame(h: int, w: int, seed: int = 0):
     reps = (-(-h // brick.shape[0]), -(-w // brick.shape[1]))
     gray = np.tile(brick, reps)[:h, :w]
     return np.repeat(gray[..., None], 3, axis=2).astype(np.uint8)
+
+
+def _cpu_seconds() -> float:
+    """CPU time this process has used, all its threads (OpenVINO's and OpenCV's included)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def _thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds per thread of this process, by Python thread name (others: 'native <comm>',
+    OpenVINO's and Qt's workers), from /proc; empty where there is no /proc."""
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    try:
+        tasks = list(Path("/proc/self/task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        name = names.get(int(task.name)) or f"native {comm}"
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def run_single(cfg: dict) -> dict:
@@ -144,9 +177,10 @@ def run_single(cfg: dict) -> dict:
             raise RuntimeError(f"no frames were inspected within {WARMUP_TIMEOUT_S} s")
         first, painted, shown, read = len(results), window.live_view.paint_count, ctl.display_frames, \
             ctl.reader.frames_read
-        started = time.monotonic()
+        started, cpu_started, threads_started = time.monotonic(), _cpu_seconds(), _thread_cpu_seconds()
         run_until(lambda: False, cfg["seconds"])
-        elapsed = time.monotonic() - started
+        elapsed, cpu_s = time.monotonic() - started, _cpu_seconds() - cpu_started
+        by_thread = {name: s - threads_started.get(name, 0.0) for name, s in _thread_cpu_seconds().items()}
         measured = [r for r in results[first:] if r.score is not None]
         verdicts = {}
         for r in measured:
@@ -155,6 +189,10 @@ def run_single(cfg: dict) -> dict:
         out = {
             **cfg, "model": str(cfg["model"]), "load_s": load_s, "seconds_measured": elapsed,
             "inspected_per_s": len(measured) / elapsed,
+            "cores_busy": cpu_s / elapsed,
+            "cpu_ms_per_inspected": 1000.0 * cpu_s / len(measured) if measured else None,
+            "cores_busy_by_thread": {name: round(s / elapsed, 3) for name, s in
+                                     sorted(by_thread.items(), key=lambda kv: -kv[1]) if s > 0},
             "displayed_per_s": (ctl.display_frames - shown) / elapsed,
             "repaints_per_s": (window.live_view.paint_count - painted) / elapsed,
             "camera_frames_per_s": (ctl.reader.frames_read - read) / elapsed,
@@ -207,12 +245,16 @@ def summarize(name: str, runs: list[dict]) -> dict:
     out = {"config": name, "runs": len(runs), "failed": len(runs) - len(ok),
            "errors": sorted({r["error"] for r in runs if "error" in r})}
     for key in ("inspected_per_s", "displayed_per_s", "repaints_per_s", "camera_frames_per_s", "age_ms_median",
-                "age_ms_max", "engine_ms_median", "load_s", "engine_threads", "engine_lanes", "steps"):
+                "age_ms_max", "engine_ms_median", "cores_busy", "cpu_ms_per_inspected", "load_s", "engine_threads", "engine_lanes", "steps"):
         out[key] = _median(ok, key)
     if ok:
         out["overrides"], out["threads"] = ok[0]["overrides"], ok[0]["threads"]
         out["runs_as"] = ok[0].get("runs_as", "")
     return out
+
+
+def _fixed(value, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def markdown(summaries: list[dict], machine: str, args) -> str:
@@ -221,11 +263,11 @@ def markdown(summaries: list[dict], machine: str, args) -> str:
              f"{args.camera_fps:g} fps {args.width}x{args.height} camera, offscreen Qt, {args.seconds:g} s per run, "
              f"median of {args.runs} runs; load average {os.getloadavg()[0]:.1f} at the end.", "",
              "| settings | runs as | DDIM steps | engine lanes x threads | inspected frames/s | displayed frames/s "
-             "| frame age ms (median / max) | engine ms/frame | camera frames/s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| frame age ms (median / max) | engine ms/frame | cores busy | CPU ms per inspected frame | camera frames/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         if s.get("inspected_per_s") is None:
-            lines.append(f"| {s['config']} | | | | error: {'; '.join(s['errors'])} | | | | |")
+            lines.append(f"| {s['config']} | | | | error: {'; '.join(s['errors'])} | | | | | | |")
             continue
         age = "-" if s["age_ms_median"] is None else f"{s['age_ms_median']:.0f} / {s['age_ms_max']:.0f}"
         engine = "-" if s["engine_ms_median"] is None else f"{s['engine_ms_median']:.0f}"
@@ -234,7 +276,8 @@ def markdown(summaries: list[dict], machine: str, args) -> str:
                                                         f"1 x {s['engine_threads']:.0f}")
         steps = "-" if s.get("steps") is None else f"{s['steps']:.0f}"
         lines.append(f"| {s['config']} | {s.get('runs_as', '')} | {steps} | {threads} | {s['inspected_per_s']:.2f} | {s['displayed_per_s']:.1f} "
-                     f"| {age} | {engine} | {s['camera_frames_per_s']:.1f} |")
+                     f"| {age} | {engine} | {_fixed(s.get('cores_busy'), 2)} | {_fixed(s.get('cpu_ms_per_inspected'), 0)} "
+                     f"| {s['camera_frames_per_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,5 @@
-"""How benchmarks/bench_live.py names a failed run: the crash signal or exit status, with the
-Python exception rather than a Qt warning printed before it."""
+"""How benchmarks/bench_live.py names a failed run (the crash signal or exit status, with the
+Python exception rather than a Qt warning printed before it) and splits its CPU time by thread."""
 
 from __future__ import annotations
 
@@ -19,3 +19,25 @@ def test_an_exception_is_its_last_traceback_line():
                         "    run()", "ValueError: lanes must be >= 1", QT_NOISE])
     assert run_failure(1, stderr) == "exit status 1: ValueError: lanes must be >= 1"
     assert run_failure(2, QT_NOISE) == "exit status 2"
+
+
+def test_thread_cpu_time_is_split_by_thread_name():
+    import threading
+
+    from benchmarks.bench_live import _thread_cpu_seconds
+
+    def spin(stop):
+        n = 0
+        while not stop.is_set():
+            n += 1
+
+    stop = threading.Event()
+    worker = threading.Thread(target=spin, args=(stop,), name="busy-spinner")
+    before = _thread_cpu_seconds()
+    worker.start()
+    threading.Event().wait(0.3)
+    during = _thread_cpu_seconds()
+    stop.set()
+    worker.join()
+    assert "MainThread" in during
+    assert during.get("busy-spinner", 0.0) - before.get("busy-spinner", 0.0) > 0.05
