@@ -17,6 +17,7 @@ from .controller import InspectorController
 from .main_window import MainWindow
 from .paths import APP_NAME, user_data_dir
 from .welcome import WelcomeDialog, mark_welcome_shown, should_show_welcome
+from .worker import single_threaded_opencv
 
 __all__ = ["run_app", "create_inspector", "app_settings", "apply_style", "open_welcome", "show_welcome_once"]
 
@@ -42,6 +43,7 @@ def create_inspector(loader=None, capture_factory=None, data_dir: Path | None = 
     """The window and its controller, not yet shown and with nothing opened. `loader(path, **overrides)`
     replaces engine.loading.load_model (tests use tiny or slow fake detectors)."""
     _ensure_app()
+    single_threaded_opencv()
     data_dir = Path(data_dir) if data_dir is not None else user_data_dir()
     settings = settings or app_settings(data_dir)
     window = MainWindow()

@@ -44,6 +44,7 @@ class ImageView(QWidget):
         self.paint_count = 0
         self._image: QImage | None = None
         self._inset: QImage | None = None
+        self._scaled: dict[str, QImage] = {}   # "image" / "inset" at the size last painted
         self._inset_label = ""
         self._new_content = False
         self._selecting = False
@@ -53,11 +54,13 @@ class ImageView(QWidget):
     # ----------------------------------------------------------------- content
     def set_image(self, rgb: np.ndarray | None) -> None:
         self._image = None if rgb is None else to_qimage(rgb)
+        self._scaled.pop("image", None)
         self._new_content = True
         self.update()
 
     def set_inset(self, rgb: np.ndarray | None, label: str = "LIVE") -> None:
         self._inset = None if rgb is None else to_qimage(rgb)
+        self._scaled.pop("inset", None)
         self._inset_label = label
         self._new_content = True
         self.update()
@@ -126,7 +129,7 @@ class ImageView(QWidget):
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         p.fillRect(self.rect(), QColor("#101418"))
         if self._image is not None:
-            p.drawImage(self._image_rect(), self._image)
+            self._draw_scaled(p, "image", self._image, self._image_rect())
         elif self.placeholder:
             p.setPen(QColor("#7d8793"))
             font = QFont(self.font())
@@ -148,12 +151,24 @@ class ImageView(QWidget):
             self._new_content = False
         p.end()
 
+    def _draw_scaled(self, p: QPainter, key: str, image: QImage, target: QRectF) -> None:
+        """Draw `image` into `target`, scaled once per new image or size (smoothly, by Qt) and then
+        blitted: the live view repaints 30 times a second, and a smooth scale at every paint kept
+        Qt's paint threads busy on the cores the engine uses."""
+        size = target.toRect().size()
+        scaled = self._scaled.get(key)
+        if scaled is None or scaled.size() != size:
+            scaled = image if image.size() == size else image.scaled(
+                size, Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation)
+            self._scaled[key] = scaled
+        p.drawImage(target.toRect().topLeft(), scaled)
+
     def _paint_inset(self, p: QPainter) -> None:
         iw, ih = self._inset.width(), self._inset.height()
         w = max(120.0, self.width() * 0.28)
         h = w * ih / max(iw, 1)
         target = QRectF(self.width() - w - 10, self.height() - h - 10, w, h)
-        p.drawImage(target, self._inset)
+        self._draw_scaled(p, "inset", self._inset, target)
         p.setPen(QPen(QColor("#50c8ff"), 2))
         p.setBrush(Qt.BrushStyle.NoBrush)
         p.drawRect(target)

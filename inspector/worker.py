@@ -33,7 +33,8 @@ from .live_lanes import LiveLanes
 from .imageio import ImageReadError, read_image
 from .loaded_model import LoadedModel
 
-__all__ = ["EngineWorker", "default_loader", "engine_threads", "engine_lanes", "keep_python_thread_state"]
+__all__ = ["EngineWorker", "default_loader", "engine_threads", "engine_lanes", "keep_python_thread_state",
+           "single_threaded_opencv"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,18 @@ def engine_threads() -> int:
     if override.isdigit() and int(override) > 0:
         return int(override)
     return max(1, (os.cpu_count() or 2) - 1)
+
+
+def single_threaded_opencv() -> None:
+    """Process-wide (call it before other threads use OpenCV): OpenCV calls run in the thread that makes them, without OpenCV's own worker
+    pool. Its workers spin-wait after every call and take cores from the engine's threads, and the
+    app's OpenCV work is small (display resizes, map resizes, PNG encoding): on the live line of
+    benchmarks/bench_live.py they kept 0.07 cores busy, about 5 ms of CPU per inspected frame."""
+    try:
+        import cv2
+    except ImportError:
+        return
+    cv2.setNumThreads(1)
 
 
 def engine_lanes(runtime: str = "torch") -> int:

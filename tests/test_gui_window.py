@@ -391,3 +391,38 @@ def test_the_model_panel_offers_the_runtimes_with_their_measured_time(qtbot, hom
     assert held["det"].settings.precision == "fp32" and held["det"].settings.runtime == "torch"
     assert combo.currentData() == "torch fp32"
     assert "10 ms/part measured" in window.controls.model_info.text()
+
+
+def test_image_view_scales_each_new_image_and_size_once(qtbot):
+    from inspector.views import ImageView
+
+    view = ImageView("Live")
+    qtbot.addWidget(view)
+    view.resize(400, 300)
+    view.show()
+
+    def centre_rgb():
+        img = view.grab().toImage()
+        c = img.pixelColor(img.width() // 2, img.height() // 2)
+        return c.red(), c.green(), c.blue()
+
+    red = np.zeros((48, 64, 3), np.uint8)
+    red[..., 0] = 255
+    view.set_image(red)
+    assert centre_rgb() == (255, 0, 0)
+    first = view._scaled["image"]
+    assert (first.width(), first.height()) == (400, 300)   # 64x48 fitted to the 400x300 widget
+    view.grab()
+    assert view._scaled["image"] is first                   # repainted without scaling again
+    blue = np.zeros((48, 64, 3), np.uint8)
+    blue[..., 2] = 255
+    view.set_image(blue)
+    assert centre_rgb() == (0, 0, 255)                      # a new image is never drawn from the old scale
+    view.resize(320, 400)
+    assert centre_rgb() == (0, 0, 255)
+    assert (view._scaled["image"].width(), view._scaled["image"].height()) == (320, 240)
+
+
+def test_the_window_runs_opencv_without_its_thread_pool(qtbot, home):
+    open_inspector(qtbot, home, tiny_loader())
+    assert cv2.getNumThreads() == 1   # OpenCV's spinning workers would take the engine's cores
