@@ -177,9 +177,17 @@ def run_single(cfg: dict) -> dict:
             raise RuntimeError(f"no frames were inspected within {WARMUP_TIMEOUT_S} s")
         first, painted, shown, read = len(results), window.live_view.paint_count, ctl.display_frames, \
             ctl.reader.frames_read
+        pipeline = ctl.worker._pipeline
+        pipeline_start = (pipeline.items, pipeline.network_idle_s, pipeline.ready_wait_s) if pipeline else None
         started, cpu_started, threads_started = time.monotonic(), _cpu_seconds(), _thread_cpu_seconds()
         run_until(lambda: False, cfg["seconds"])
         elapsed, cpu_s = time.monotonic() - started, _cpu_seconds() - cpu_started
+        if pipeline is not None and pipeline_start is not None:
+            items = max(1, pipeline.items - pipeline_start[0])
+            pipeline_stats = {"network_idle_ms_per_frame": 1000 * (pipeline.network_idle_s - pipeline_start[1]) / items,
+                              "ready_wait_ms_per_frame": 1000 * (pipeline.ready_wait_s - pipeline_start[2]) / items}
+        else:
+            pipeline_stats = None
         by_thread = {name: s - threads_started.get(name, 0.0) for name, s in _thread_cpu_seconds().items()}
         measured = [r for r in results[first:] if r.score is not None]
         verdicts = {}
@@ -190,6 +198,7 @@ def run_single(cfg: dict) -> dict:
             **cfg, "model": str(cfg["model"]), "load_s": load_s, "seconds_measured": elapsed,
             "inspected_per_s": len(measured) / elapsed,
             "cores_busy": cpu_s / elapsed,
+            "pipeline": pipeline_stats,
             "cpu_ms_per_inspected": 1000.0 * cpu_s / len(measured) if measured else None,
             "cores_busy_by_thread": {name: round(s / elapsed, 3) for name, s in
                                      sorted(by_thread.items(), key=lambda kv: -kv[1]) if s > 0},

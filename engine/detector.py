@@ -30,8 +30,8 @@ from .normalization import MapNormalization, raw_discrepancies
 from .normalization import describe as describe_normalization
 from .openvino_runtime import NetworkSpec, autocast_precision, check_runtime_setting, select_networks
 from .preprocess import PreprocessConfig, preprocess_frames, to_rgb_uint8
-from .runtime import (AnomalyResult, ModelInfo, StageClock, autocast_for, build_results, class_id_in, default_device,
-                      notify, predict_in_batches)
+from .runtime import (AnomalyResult, ModelInfo, PreparedFrames, StageClock, autocast_for, build_results, categories_for,
+                      class_id_in, default_device, notify, predict_in_batches)
 from .unet import GatedUNet
 from .vae import VAE, load_vae
 
@@ -293,11 +293,15 @@ class Detector:
         """Core math on a preprocessed batch: images [B,3,S,S] in [-1,1] on any device,
         class_ids [B]. Returns (AnomalyMaps, reconstructions [B,3,S,S])."""
         maps, recons = self._score_unscaled(images, class_ids, clock or StageClock(self.device))
-        if self._score_factors is not None:
-            # the maps' device, not a cached one: the detector may have moved to the CPU after an OOM
-            factors = self._score_factors.to(maps.geometric.device)
-            maps = maps.scaled(factors[class_ids.long().to(factors.device)])
-        return maps, recons
+        return self._scaled(maps, class_ids), recons
+
+    def _scaled(self, maps, class_ids: torch.Tensor):
+        """`maps` with the per-category score_scale setting applied (unchanged without one)."""
+        if self._score_factors is None:
+            return maps
+        # the maps' device, not a cached one: the detector may have moved to the CPU after an OOM
+        factors = self._score_factors.to(maps.geometric.device)
+        return maps.scaled(factors[class_ids.long().to(factors.device)])
 
     def _score_unscaled(self, images: torch.Tensor, class_ids: torch.Tensor, clock: StageClock):
         lanes = self.lane_count(images.shape[0])
@@ -334,7 +338,12 @@ class Detector:
     @torch.inference_mode()
     def _score_lane(self, images: torch.Tensor, class_ids: torch.Tensor, clock: StageClock):
         ids = class_ids.to(self.device).long()
-        inputs, recons, latents, recon_latents, gates = self._reconstruct(images, ids, clock)
+        return self._maps(self._reconstruct(images, ids, clock), ids, clock)
+
+    @torch.inference_mode()
+    def _maps(self, reconstruction: tuple, ids: torch.Tensor, clock: StageClock):
+        """(AnomalyMaps, reconstructions) from what `_reconstruct` gave for class ids `ids`."""
+        inputs, recons, latents, recon_latents, gates = reconstruction
         maps = compute_anomaly_maps(inputs, recons, latents, recon_latents, gates=gates,
                                     normalization=self.normalization, class_ids=ids)
         clock.lap("maps")
@@ -390,6 +399,16 @@ class Detector:
         return ids, conf, source
 
     def _predict_batch(self, frames: list[np.ndarray], cats: list, channel_order: str) -> list[AnomalyResult]:
+        prepared = self.prepare(frames, cats, channel_order)
+        maps, recons = self.score_latents(prepared.images, torch.tensor(prepared.ids), prepared.clock)
+        return self._results(prepared, maps, recons)
+
+    # ----------------------------------------------------------------- staged prediction (StagedModel)
+    def prepare(self, frames: Sequence[np.ndarray], category=None, channel_order: str = "rgb") -> PreparedFrames:
+        """The first stage of a staged prediction (see engine.runtime.StagedModel): preprocess the
+        frames and find their categories (as `predict` takes them)."""
+        frames = list(frames)
+        cats = categories_for(category, len(frames))
         clock = StageClock(self.device)
         rgb = [to_rgb_uint8(f, channel_order) for f in frames]
         images = preprocess_frames(rgb, self.preprocess, channel_order="rgb")
@@ -397,9 +416,28 @@ class Detector:
             images = images.pin_memory()
         clock.lap("preprocess")
         ids, conf, source = self._resolve_categories(rgb, cats, clock)
-        maps, recons = self.score_latents(images, torch.tensor(ids), clock)
-        return build_results(rgb, images, maps.final, recons, ids, conf, source, self.class_names,
-                             self.preprocess, self.settings.threshold, clock)
+        return PreparedFrames(rgb, images, ids, conf, source, clock)
+
+    def run_networks(self, prepared: PreparedFrames) -> PreparedFrames:
+        """The second stage: encode, reconstruct and decode the prepared batch (whole, in this thread)."""
+        prepared.clock.restart()
+        ids = torch.tensor(prepared.ids, device=self.device).long()
+        prepared.networks = (ids, self._reconstruct(prepared.images, ids, prepared.clock))
+        return prepared
+
+    def finish(self, prepared: PreparedFrames) -> list[AnomalyResult]:
+        """The last stage: maps, scores and one AnomalyResult per frame of a batch `run_networks` ran on."""
+        if prepared.networks is None:
+            raise ValueError("finish() needs a batch that run_networks() has run on")
+        prepared.clock.restart()
+        ids, reconstruction = prepared.networks
+        maps, recons = self._maps(reconstruction, ids, prepared.clock)
+        return self._results(prepared, self._scaled(maps, ids), recons)
+
+    def _results(self, prepared: PreparedFrames, maps, recons: torch.Tensor) -> list[AnomalyResult]:
+        return build_results(prepared.rgb, prepared.images, maps.final, recons, prepared.ids, prepared.conf,
+                             prepared.source, self.class_names, self.preprocess, self.settings.threshold,
+                             prepared.clock)
 
     def describe(self) -> ModelInfo:
         """What the UI and the results log show about the loaded model."""

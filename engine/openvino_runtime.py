@@ -388,14 +388,17 @@ def int8_float_precision(core) -> str:
     return "bf16" if "BF16" in capabilities else "fp32"
 
 
-def _compile_config(precision: str, streams: int, float_precision: str = "fp32") -> dict:
+def _compile_config(precision: str, streams: int, float_precision: str = "fp32", threads: int = 0) -> dict:
     """Inference precision, and on a CPU `streams` streams of one thread each (one per CPU lane,
-    see engine.acceleration.CpuLanes: whole operators per core, no cross-core sync per operator)."""
+    see engine.acceleration.CpuLanes: whole operators per core, no cross-core sync per operator),
+    or one stream of `threads` threads (0: all cores)."""
     config = {"INFERENCE_PRECISION_HINT": _PRECISION_HINT[float_precision if precision == "int8" else precision]}
     if streams > 1:
         config.update({"NUM_STREAMS": str(streams), "INFERENCE_NUM_THREADS": str(streams)})
     else:
         config["PERFORMANCE_HINT"] = "LATENCY"
+        if threads > 0:
+            config["INFERENCE_NUM_THREADS"] = str(threads)
     return config
 
 
@@ -411,9 +414,11 @@ def _device_name(core) -> str:
 
 def build_openvino_networks(specs: Sequence[NetworkSpec], precision: str, source: str,
                             calibration: Callable[[], dict[str, list]] | None = None,
-                            calibration_digest: str = "", streams: int = 1) -> dict[str, CompiledNetwork]:
+                            calibration_digest: str = "", streams: int = 1, threads: int = 0
+                            ) -> dict[str, CompiledNetwork]:
     """Compiled networks for `specs` at `precision`, from the cache when its key matches, else
-    converted (and for int8 quantized with the inputs `calibration()` records) and cached.
+    converted (and for int8 quantized with the inputs `calibration()` records) and cached; on a
+    CPU with `streams` single-threaded streams, or one stream of `threads` threads (0: all cores).
     RuntimeUnavailable with the reason when OpenVINO cannot run them."""
     problem = openvino_problem()
     if problem:
@@ -449,7 +454,7 @@ def build_openvino_networks(specs: Sequence[NetworkSpec], precision: str, source
                 log.warning("could not cache the OpenVINO %s network in %s: %s", spec.name, folder, e)
         try:
             compiled = core.compile_model(model, _device_name(core),
-                                          _compile_config(precision, streams, int8_float_precision(core)))
+                                          _compile_config(precision, streams, int8_float_precision(core), threads))
         except Exception as e:  # noqa: BLE001 - the plugin refuses the model: run on torch
             raise RuntimeUnavailable(f"compiling the {spec.name} network for OpenVINO failed "
                                      f"({type(e).__name__}: {e})") from e
@@ -529,13 +534,21 @@ def select_networks(detector, torch_networks: dict[str, Callable]) -> dict[str, 
     """The callables a detector runs for its settings' runtime and precision: `torch_networks` for
     torch, else OpenVINO compiled ones (kept on the detector, so changing other settings does not
     rebuild them). When OpenVINO cannot run the model the detector gets a notice, its settings
-    switch to torch (fp32 for int8) and `torch_networks` are returned."""
+    switch to torch (fp32 for int8) and `torch_networks` are returned.
+
+    On a CPU the networks get one single-threaded stream per lane of the lanes setting, or with
+    one lane (or automatic lanes) one stream of as many threads as the calling thread gives
+    PyTorch: in the window that is all cores but one (`inspector.worker.engine_threads`), so the
+    live pipeline's network thread keeps to one core and the display, camera and archive to the
+    others (benchmarks/bench_live.py: 17 frames/s against 14 with the networks on both cores)."""
     s = detector.settings
     if s.runtime == "torch":
         return torch_networks
     built = detector.__dict__.setdefault("_runtime_networks", {})
-    if s.precision in built:
-        return built[s.precision]
+    streams = max(1, getattr(s, "lanes", 0)) if detector.device.type == "cpu" else 1   # DiAD has no lanes
+    threads = torch.get_num_threads() if streams == 1 else 0
+    if (s.precision, streams, threads) in built:
+        return built[(s.precision, streams, threads)]
     try:
         calibration = None
         try:
@@ -547,18 +560,19 @@ def select_networks(detector, torch_networks: dict[str, Callable]) -> dict[str, 
         if calibration is not None and calibration.quantize_rows.stop == 0:
             calibration = None
         record = _calibration_for(detector, calibration, torch_networks) if calibration is not None else None
-        streams = detector.lane_count(torch.get_num_threads())
         nets = build_openvino_networks(detector.network_specs(), s.precision, detector.source, record,
-                                       calibration.digest() if calibration is not None else "", streams=streams)
+                                       calibration.digest() if calibration is not None else "", streams=streams,
+                                       threads=threads)
         if s.precision == "int8":
-            nets = _int8_selection(detector, nets, calibration, lambda p: built.get(p) or build_openvino_networks(
-                detector.network_specs(), p, detector.source, streams=streams), torch_networks)
+            nets = _int8_selection(detector, nets, calibration, lambda p: built.get((p, streams, threads)) or
+                                   build_openvino_networks(detector.network_specs(), p, detector.source, streams=streams,
+                                                           threads=threads), torch_networks)
     except RuntimeUnavailable as e:
         fallback = "fp32" if s.precision == "int8" else s.precision
         notify(detector, f"OpenVINO {s.precision} cannot run {detector.model_id or 'this model'}: {e}; "
                          f"running it on torch {fallback}")
         detector.settings = replace(s, runtime="torch", precision=fallback)
         return torch_networks
-    built[s.precision] = nets
+    built[(s.precision, streams, threads)] = nets
     log.info("%s runs on OpenVINO %s", detector.model_id or "the model", s.precision)
     return nets

@@ -16,9 +16,9 @@ import torch
 
 from .preprocess import PreprocessConfig, map_to_frame
 
-__all__ = ["STAGES", "AnomalyResult", "ModelInfo", "ModelSettings", "InspectionModel", "StageClock", "default_device",
-           "class_id_in", "autocast_for", "build_results", "is_out_of_memory", "move_detector", "notify",
-           "predict_in_batches"]
+__all__ = ["STAGES", "AnomalyResult", "ModelInfo", "ModelSettings", "InspectionModel", "PreparedFrames", "StagedModel",
+           "StageClock", "default_device", "categories_for", "class_id_in", "autocast_for", "build_results",
+           "is_out_of_memory", "move_detector", "notify", "predict_in_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,11 @@ class StageClock:
         self.ms: dict[str, float] = {}
         self._t = time.perf_counter()
 
+    def restart(self) -> None:
+        """Start timing the next stage now: the time since the last lap (a staged batch waiting
+        for another thread) is booked to no stage."""
+        self._t = time.perf_counter()
+
     def lap(self, stage: str) -> None:
         if self.sync:
             torch.cuda.synchronize()
@@ -215,6 +220,49 @@ def build_results(rgb: list[np.ndarray], images: torch.Tensor, final_maps: torch
     ]
 
 
+@dataclass
+class PreparedFrames:
+    """A batch between the stages of a staged prediction (`StagedModel`): the frames as HxWx3
+    uint8 RGB, the preprocessed images [B,3,S,S] in [-1,1], one class id, classifier confidence
+    (or None) and id source per frame, the batch's stage clock, and what the network stage made
+    of it (`networks`: the detector's own; None until `run_networks`)."""
+
+    rgb: list[np.ndarray]
+    images: torch.Tensor
+    ids: list[int]
+    conf: list[float | None]
+    source: list[str]
+    clock: StageClock
+    networks: object = None
+
+
+@runtime_checkable
+class StagedModel(Protocol):
+    """A detector whose prediction of a batch splits into three stages, called one after the other
+    on the same batch, each possibly on another thread: `prepare` (preprocess and classify: light
+    CPU work), `run_networks` (the networks: most of the time) and `finish` (maps and results).
+    `finish(run_networks(prepare(frames, category)))` gives what `predict(frames, category)` does
+    for a batch it runs whole (no out-of-memory retries: the live path runs one frame at a time)."""
+
+    def prepare(self, frames: Sequence[np.ndarray], category=None, channel_order: str = "rgb") -> PreparedFrames:
+        """Preprocess and classify the frames (categories as `predict` takes them)."""
+
+    def run_networks(self, prepared: PreparedFrames) -> PreparedFrames:
+        """Run the networks on a prepared batch; returns it, with `networks` filled."""
+
+    def finish(self, prepared: PreparedFrames) -> list[AnomalyResult]:
+        """Maps, scores and results of a batch the networks ran on: one AnomalyResult per frame."""
+
+
+def categories_for(category, count: int) -> list:
+    """`predict`'s category argument (one name or id for all frames, a list with one per frame, or
+    None) as a list of `count` entries."""
+    cats = list(category) if isinstance(category, (list, tuple)) else [category] * count
+    if len(cats) != count:
+        raise ValueError(f"{len(cats)} categories for {count} frames")
+    return cats
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for CUDA out-of-memory errors and failed CPU allocations."""
     if isinstance(exc, torch.OutOfMemoryError):
@@ -251,9 +299,7 @@ def predict_in_batches(detector, frames: Sequence[np.ndarray], category, channel
     frames = list(frames)
     if not frames:
         return []
-    cats = list(category) if isinstance(category, (list, tuple)) else [category] * len(frames)
-    if len(cats) != len(frames):
-        raise ValueError(f"{len(cats)} categories for {len(frames)} frames")
+    cats = categories_for(category, len(frames))
     results: list[AnomalyResult] = []
     start = 0
     while start < len(frames):

@@ -22,13 +22,14 @@ import numpy as np
 
 from engine.imageio import write_image
 from engine.overlay import operator_overlay
+from engine.runtime import StagedModel
 
 from .records import Frame, Inspection, InspectionListener, InspectionRecipe, SessionSummary
 from .regions import apply_roi, fit_within, make_thumbnail, place_map, view_map
 from .results_log import ArchiveJob, ArchiveQueue, ResultsLog, ResultsLogError, now_text
 from .verdicts import ERROR, VERDICTS, verdict_for
 
-__all__ = ["InspectionSession", "overlay_file_name", "OVERLAY_STEM_BYTES", "peak_position"]
+__all__ = ["InspectionSession", "StagedInspection", "overlay_file_name", "OVERLAY_STEM_BYTES", "peak_position"]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,14 @@ class InspectionSession:
         results = self._predict([crop for crop, _ in rois], recipe.category, model)
         return dict(zip((id(f) for f in readable), zip((rect for _, rect in rois), results)))
 
+    def begin(self, frames: Sequence[Frame], recipe: InspectionRecipe) -> "StagedInspection":
+        """`predict` in stages, for a pipeline of threads: this call cuts the region of interest and
+        prepares the readable frames (preprocess, classify) when the model is a
+        `engine.runtime.StagedModel`; the returned StagedInspection's `run_networks()` (any
+        thread) runs the networks, and its `finish()` gives what `record` takes. A model without
+        stages runs whole in `run_networks()`. The model must stay unchanged until `finish()`."""
+        return StagedInspection(self, frames, recipe)
+
     def record(self, frames: Sequence[Frame], outcomes: dict, recipe: InspectionRecipe) -> list[Inspection]:
         """Judge, log and publish frames whose engine step (`predict` with the same `recipe`) gave
         `outcomes`; one Inspection per frame, in order. Runs in the session's own thread."""
@@ -178,6 +187,14 @@ class InspectionSession:
             except Exception as e:  # noqa: BLE001
                 out.append(f"inspection failed: {e}")
         return out
+
+    def _staged_step(self, step: Callable, what: str):
+        """`step()`, or an error text for the frames (the staged counterpart of `_predict`'s)."""
+        try:
+            return step()
+        except Exception as e:  # noqa: BLE001 - one bad frame becomes an error row, the run goes on
+            log.error("%s failed: %s", what, traceback.format_exc())
+            return f"inspection failed: {e}"
 
     def _base(self, frame: Frame, recipe: InspectionRecipe) -> dict:
         """The fields of an 'error' Inspection for the frame; `_judge` adds the verdict when there is a result."""
@@ -290,3 +307,49 @@ def _batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
             batch = []
     if batch:
         yield batch
+
+
+class StagedInspection:
+    """Frames on their way through a staged prediction (`InspectionSession.begin`): prepared on
+    creation, `run_networks()` next (on any thread), `finish()` last; `frames` and `recipe` are
+    what `InspectionSession.record` takes with `finish()`'s outcomes. A stage that fails makes an
+    error text the frames' outcome (their rows say it); the stages after it do nothing."""
+
+    def __init__(self, session: InspectionSession, frames: Sequence[Frame], recipe: InspectionRecipe):
+        self.session = session
+        self.frames = list(frames)
+        self.recipe = recipe
+        self.model = session.model
+        readable = [f for f in self.frames if f.rgb is not None]
+        self._ids = [id(f) for f in readable]
+        rois = [apply_roi(f.rgb, recipe.roi) for f in readable]
+        self._rects = [rect for _, rect in rois]
+        self._crops = [crop for crop, _ in rois]
+        self._staged = isinstance(self.model, StagedModel)
+        self._state = None   # the model's PreparedFrames, results (a model without stages) or an error text
+        if self._crops and self._staged:
+            self._state = session._staged_step(
+                lambda: self.model.prepare(self._crops, category=recipe.category), "preparing frames")
+
+    def run_networks(self) -> None:
+        """The heavy stage: the networks (or, for a model without stages, its whole `predict`)."""
+        if not self._crops or isinstance(self._state, str):
+            return
+        if self._staged:
+            prepared = self._state
+            self._state = self.session._staged_step(lambda: self.model.run_networks(prepared), "the networks")
+        else:
+            self._state = self.session._predict(self._crops, self.recipe.category, self.model)
+
+    def finish(self) -> dict:
+        """Maps and results: what `InspectionSession.record` takes for `frames`."""
+        state = self._state
+        if self._staged and self._crops and not isinstance(state, str):
+            state = self.session._staged_step(lambda: self.model.finish(state), "finishing results")
+        if isinstance(state, str):
+            results = [state] * len(self._crops)
+        elif state is None:
+            results = ["no result from the engine"] * len(self._crops)
+        else:
+            results = list(state)
+        return dict(zip(self._ids, zip(self._rects, results)))

@@ -7,7 +7,10 @@ model, decides the verdict, commits the results-log row and archives images; the
 to the session and only then emits `inspected`, so a verdict is never shown before it is logged.
 A live source on a model that runs CPU lanes is inspected staggered (`inspector.live_lanes`): each
 lane takes the newest frame when it is free and runs the model on it alone, the worker thread
-records the results in the order the frames were started.
+records the results in the order the frames were started. A live source on a model that runs in one
+lane and has stages (`engine.runtime.StagedModel`: the OpenVINO default) goes through a two-thread
+pipeline (`inspector.live_pipeline`): a network thread runs the networks, the worker thread
+prepares the next frame meanwhile and finishes and records the previous one.
 Any exception is reported through `problem` and the worker carries on with the next frames; out of
 memory, the engine falls back to smaller batches, then to the CPU, and says so through `problem`.
 """
@@ -18,18 +21,22 @@ import ctypes
 import logging
 import os
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PySide6.QtCore import QObject, Qt, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
+
+from engine.runtime import StagedModel
 
 from inspection import Inspection, InspectionRecipe, InspectionSession, SessionSummary, apply_roi, calibrate_thresholds
 from inspection.results_log import Archiver, ArchiveQueue, ResultsLog
 
 from .frame_queue import FrameQueue
 from .live_lanes import LiveLanes
+from .live_pipeline import LivePipeline
 from .imageio import ImageReadError, read_image
 from .loaded_model import LoadedModel
 
@@ -69,6 +76,15 @@ def engine_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def _set_torch_threads(count: int) -> None:
+    """The calling thread's PyTorch intra-op thread count (nothing without PyTorch)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(count)
+
+
 def single_threaded_opencv() -> None:
     """Process-wide (call it before other threads use OpenCV): OpenCV calls run in the thread that makes them, without OpenCV's own worker
     pool. Its workers spin-wait after every call and take cores from the engine's threads, and the
@@ -84,9 +100,10 @@ def single_threaded_opencv() -> None:
 def engine_lanes(runtime: str = "torch") -> int:
     """CPU lanes for a model whose settings leave them automatic: one single-threaded lane per
     core for torch (see engine.acceleration.CpuLanes; a lane does not spin-wait for the other
-    cores, so the display thread can share them); one lane for OpenVINO, whose latency mode runs
-    one frame on all cores (live, demo model, int8: 7.43 frames/s at a median frame age of 150 ms
-    in one lane against 7.21 at 302 ms in two, benchmarks/bench_live.py); $DECO_INSPECTOR_LANES
+    cores, so the display thread can share them); one lane for OpenVINO, whose networks then run
+    on `engine_threads()` threads and whose live frames go through the two-thread pipeline
+    (`inspector.live_pipeline`; benchmarks/bench_live.py, demo model, int8, 2 cores: 17.4 frames/s
+    at a median frame age of 104 ms, against 15.1 at 154 ms in two lanes); $DECO_INSPECTOR_LANES
     overrides."""
     override = os.environ.get("DECO_INSPECTOR_LANES", "")
     if override.isdigit() and int(override) > 0:
@@ -134,6 +151,8 @@ class EngineWorker(QObject):
         self._thread_prepared = False
         self._lanes_automatic = False   # the loaded model left its lanes to the worker (engine_lanes)
         self._live: LiveLanes | None = None
+        self._pipeline: LivePipeline | None = None
+        self._timed_wake = False        # a timer will wake the worker (the pipeline's next preparation)
         self._wake.connect(self._drain, Qt.ConnectionType.QueuedConnection)
         frames.on_put = self.wake
 
@@ -263,6 +282,9 @@ class EngineWorker(QObject):
         if self._live is not None:
             self._live.close()
             self._live = None
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
         self.session.close()
         self.archive.close()
         self.results_log.close()
@@ -282,6 +304,9 @@ class EngineWorker(QObject):
             self._wake_pending = False
         lanes = 1
         try:
+            if self.detector is not None and self._pipelined():
+                self._run_pipeline()
+                return
             if self.detector is not None:
                 lanes = self._live_lane_count()
                 if lanes > 1:
@@ -304,7 +329,9 @@ class EngineWorker(QObject):
             self._report(f"Engine error: {type(e).__name__}: {e}")
         finally:
             # with live lanes a finishing lane wakes the worker; waking while every lane is busy would spin
-            if len(self.frames) and (lanes <= 1 or self._live is None or self._live.free):
+            if self._pipeline_active():
+                pass  # the pipeline wakes the worker itself (a finished frame, a timer, a new frame)
+            elif len(self.frames) and (lanes <= 1 or self._live is None or self._live.free):
                 self.wake()
 
     # ----------------------------------------------------------------- staggered live lanes
@@ -339,10 +366,59 @@ class EngineWorker(QObject):
             self.session.record(frames, outcome, recipe)
 
     def _finish_live(self) -> None:
-        """Wait for the frames on the lanes and record them (before the model or its settings change)."""
+        """Wait for the frames on the lanes or in the pipeline and record them (before the model or
+        its settings change)."""
         if self._live is not None and self._live.pending():
             self._live.wait()
             self._record_live()
+        if self._pipeline is not None and self._pipeline.pending():
+            self._pipeline.wait()
+            self._record_pipeline()
+
+    # ----------------------------------------------------------------- the live pipeline
+    def _pipelined(self) -> bool:
+        """A live source, a model with stages, and one lane: the two-thread pipeline."""
+        return (self.frames.policy == "latest" and isinstance(self.detector, StagedModel)
+                and self._live_lane_count() == 1)
+
+    def _pipeline_active(self) -> bool:
+        return self._pipeline is not None and self.detector is not None and self._pipelined()
+
+    def _run_pipeline(self) -> None:
+        """Prepare the newest frame when the network thread will want it, and record the frames it
+        is done with (in the order they were started)."""
+        if self._pipeline is None:
+            self._finish_live()   # frames still on staggered lanes go first
+            self._pipeline = LivePipeline(on_done=self.wake, setup=lambda: _set_torch_threads(engine_threads()))
+        pipeline = self._pipeline
+        delay = pipeline.next_prepare_in()
+        if delay == 0.0:
+            frames = self.frames.take_newest()
+            if frames:
+                started = time.perf_counter()
+                staged = self.session.begin(frames, self.session.recipe)
+                pipeline.note_prepare(time.perf_counter() - started)
+                pipeline.submit(staged)
+        self._record_pipeline()
+        delay = pipeline.next_prepare_in()
+        if delay and len(self.frames) and not self._timed_wake:
+            self._timed_wake = True
+            QTimer.singleShot(max(1, round(delay * 1000)), self._timer_wake)
+
+    def _timer_wake(self) -> None:
+        self._timed_wake = False
+        self.wake()
+
+    def _record_pipeline(self) -> None:
+        """Finish, judge, log and publish the frames the network thread is done with."""
+        if self._pipeline is None:
+            return
+        for staged in self._pipeline.finished():
+            try:
+                self.session.record(staged.frames, staged.finish(), staged.recipe)
+            except Exception as e:  # noqa: BLE001 - the loop must survive anything
+                log.error("live pipeline error: %s", traceback.format_exc())
+                self._report(f"Engine error: {type(e).__name__}: {e}")
 
     def _engine_notice(self, text: str) -> None:
         """The engine changed how it runs (e.g. out of memory: a smaller batch, or the CPU)."""

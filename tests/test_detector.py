@@ -275,3 +275,30 @@ def test_score_scale_multiplies_each_categorys_maps_and_scores(tmp_path):
         DetectorSettings(score_scale={"part0": 0.0})
     with pytest.raises(ValueError, match="positive"):
         DetectorSettings(score_scale={"part0": float("nan")})
+
+
+def test_staged_prediction_gives_what_predict_gives_and_books_no_waiting():
+    import time
+
+    from engine.runtime import StagedModel
+    from tests.gui_helpers import make_tiny_detector
+
+    det = make_tiny_detector(ncls=2, batch_size=4)
+    assert isinstance(det, StagedModel)
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8) for _ in range(3)]
+    whole = det.predict(frames, category=[0, 1, 1])
+    started = time.perf_counter()
+    prepared = det.prepare(frames, category=[0, 1, 1])
+    with pytest.raises(ValueError, match="run_networks"):
+        det.finish(prepared)
+    time.sleep(0.1)                                   # waiting between stages (another thread's queue)
+    staged = det.finish(det.run_networks(prepared))
+    wall_ms = (time.perf_counter() - started) * 1000.0
+    assert [r.category_id for r in staged] == [r.category_id for r in whole] == [0, 1, 1]
+    for a, b in zip(whole, staged):
+        assert b.score == pytest.approx(a.score, abs=1e-6)
+        assert np.allclose(a.anomaly_map, b.anomaly_map, atol=1e-6)
+        assert set(b.timings) == set(a.timings)
+    booked_ms = sum(staged[0].timings.values()) * len(frames)   # each frame carries its share of the batch
+    assert booked_ms < wall_ms - 90.0                            # the 100 ms wait is booked to no stage

@@ -193,3 +193,54 @@ def test_overlay_names_fit_the_file_system():
     long = Frame(None, "inspect", "x", 12, file="/d/" + "ü" * 200 + ".png", frame_number=3)
     name = overlay_file_name(long, FAIL)
     assert name.startswith("000012_") and name.endswith("_f000003_fail.png") and len(name.encode()) < 255
+
+
+class StagedFakeModel(FakeModel):
+    """FakeModel's scores through the three stages of engine.runtime.StagedModel; a frame of
+    REFUSED fails in the network stage."""
+
+    def __init__(self):
+        super().__init__()
+        self.stages: list[str] = []
+
+    def prepare(self, images, category=None):
+        self.stages.append("prepare")
+        return {"images": list(images), "category": category}
+
+    def run_networks(self, prepared):
+        self.stages.append("networks")
+        if any(int(img.max()) == REFUSED for img in prepared["images"]):
+            raise RuntimeError("the networks refused this frame")
+        prepared["results"] = FakeModel.predict(self, prepared["images"], prepared["category"])
+        return prepared
+
+    def finish(self, prepared):
+        self.stages.append("finish")
+        return prepared["results"]
+
+
+@pytest.mark.parametrize("model_cls", [StagedFakeModel, FakeModel])
+def test_staged_inspection_records_what_inspect_records(tmp_path, model_cls):
+    recipe = InspectionRecipe(fail_threshold=0.5, review_threshold=0.3, view_max_side=0)
+    outcomes = {}
+    for way in ("inspect", "staged"):
+        model, recorder = model_cls(), Recorder()
+        session = InspectionSession(model, recipe, results_log=ResultsLog(tmp_path / f"{way}.sqlite"),
+                                    clock=lambda: 5.0)
+        session.subscribe(recorder)
+        for i, value in enumerate((10, 40, REFUSED, None, 80)):
+            frames = [frame(value, i)]
+            if way == "inspect":
+                session.inspect(frames)
+            else:
+                staged = session.begin(frames, recipe)     # the worker's thread
+                staged.run_networks()                      # the network thread
+                session.record(staged.frames, staged.finish(), staged.recipe)
+        outcomes[way] = [(p.verdict, p.score, p.error) for p in recorder.parts]
+        if way == "staged" and model_cls is StagedFakeModel:
+            # the unreadable frame never reaches the model; the refused one stops after its network stage
+            assert model.stages == ["prepare", "networks", "finish"] * 2 + ["prepare", "networks"] + \
+                ["prepare", "networks", "finish"]
+    assert [o[0] for o in outcomes["staged"]] == [PASS, REVIEW, ERROR, ERROR, FAIL]
+    assert outcomes["staged"][:2] == outcomes["inspect"][:2] and outcomes["staged"][4] == outcomes["inspect"][4]
+    assert "refused this frame" in outcomes["staged"][2][2]

@@ -87,7 +87,19 @@ def test_the_worker_runs_live_frames_on_lanes_and_records_them_in_start_order(tm
     conn.close()
 
 
-def test_a_model_without_lanes_keeps_the_batch_path(tmp_path):
+class _Unstaged:
+    """A detector seen through `predict` only (like DiAD): no prepare / run_networks / finish."""
+
+    def __init__(self, detector):
+        self._inner = detector
+
+    def __getattr__(self, name):
+        if name in ("prepare", "run_networks", "finish"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def test_a_model_in_one_lane_goes_through_the_live_pipeline(tmp_path):
     from inspector.worker import EngineWorker
 
     detector = make_tiny_detector(ncls=1, batch_size=2)
@@ -98,14 +110,33 @@ def test_a_model_without_lanes_keeps_the_batch_path(tmp_path):
     shown = []
     worker.inspected.connect(shown.append)
     frames.put(_frame(0, np.random.default_rng(1)))
+    worker._drain()              # prepares the frame and hands it to the network thread
+    worker._finish_live()        # waits for the networks, then finishes and records it
+    assert worker._live is None and worker._pipeline is not None
+    assert [p.frame_id for p in shown] == ["cam-0"] and shown[0].score is not None
+    worker.close_log()
+    assert worker._pipeline is None
+
+
+def test_a_model_without_stages_keeps_the_batch_path_in_one_lane(tmp_path):
+    from inspector.worker import EngineWorker
+
+    detector = _Unstaged(make_tiny_detector(ncls=1, batch_size=2))
+    frames = FrameQueue("latest")
+    worker = EngineWorker(frames, tmp_path / "live.sqlite", tmp_path / "archive", loader=lambda path, **kw: detector)
+    worker.load_model("tiny")
+    detector.with_settings(lanes=1)
+    shown = []
+    worker.inspected.connect(shown.append)
+    frames.put(_frame(0, np.random.default_rng(1)))
     worker._drain()
-    assert worker._live is None and [p.frame_id for p in shown] == ["cam-0"]
+    assert worker._live is None and worker._pipeline is None and [p.frame_id for p in shown] == ["cam-0"]
     worker.close_log()
 
 
 def test_openvino_runs_in_one_lane_and_a_runtime_switch_takes_that_runtimes_lanes(tmp_path, monkeypatch):
-    """OpenVINO's latency mode runs one frame on all cores, so an automatic-lanes model on OpenVINO
-    gets one lane (half the frame age at the same frames/s); switching the runtime in the window
+    """An automatic-lanes model on OpenVINO gets one lane (its live frames go through the two-thread
+    pipeline: more frames/s at two thirds of the frame age of two lanes); switching the runtime in the window
     takes the new runtime's lanes unless the change names lanes itself."""
     from inspector import worker as worker_module
     from inspector.worker import EngineWorker, engine_lanes

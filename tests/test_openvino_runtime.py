@@ -406,3 +406,23 @@ def test_the_window_shows_the_runtime_and_its_measured_time(tiny_folder, monkeyp
     runtime_choice.apply_default_runtime(det, tiny_folder)
     loaded = LoadedModel.of(det, str(tiny_folder))
     assert loaded.ms_per_part == 12.4 and "torch fp32 (12 ms/part measured)" in model_summary(loaded)
+
+
+def test_one_stream_takes_the_calling_threads_torch_threads_and_lanes_take_a_stream_each(home):
+    """The window's worker gives PyTorch all cores but one; OpenVINO's networks then keep to as
+    many (the live pipeline's network thread), and with lanes get one single-threaded stream each."""
+    pytest.importorskip("openvino")
+    det = make_tiny_detector(ncls=1, batch_size=2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        det.with_settings(runtime="openvino", precision="fp32")
+        compiled = det._unet_fn._compiled
+        assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+        assert int(compiled.get_property("NUM_STREAMS")) == 1
+        det.with_settings(lanes=2)
+        compiled = det._unet_fn._compiled
+        assert int(compiled.get_property("NUM_STREAMS")) == 2
+        assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 2
+    finally:
+        torch.set_num_threads(before)
