@@ -12,9 +12,12 @@ main thread, ...).
 Each configuration runs `--runs` times, each in a fresh subprocess (its own Qt application,
 engine thread and results log in a temporary folder); the table gives the median of the runs.
 A configuration is a set of engine settings applied when the model is loaded (what the
-settings panel would change) plus the engine thread count. The app's default: one single-threaded
-CPU lane per core (`inspector.worker.engine_lanes`; the live queue then keeps the newest frame for
-each lane), and one intra-op thread for work outside the lanes (`engine_threads`, all cores but one). Writes benchmarks/results/live.json
+settings panel would change) plus the engine thread count. The app's default: on torch one
+single-threaded CPU lane per core (`inspector.worker.engine_lanes`; the live queue then keeps the
+newest frame for each lane) and one intra-op thread for work outside the lanes (`engine_threads`,
+all cores but one); on OpenVINO one lane, whose live frames go through the two-thread pipeline
+(`inspector.live_pipeline`: the networks on `engine_threads` threads in a network thread, the
+rest in the worker's). Writes benchmarks/results/live.json
 and live.md.
 """
 
@@ -211,6 +214,7 @@ def run_single(cfg: dict) -> dict:
             "stages_ms_median": ({k: statistics.median(r.timings.get(k, 0.0) for r in measured)
                                   for k in measured[0].timings} if measured else {}),
             "errors": errors[:3], "dropped_frames": ctl.frames.dropped,
+            "live_path": "pipeline" if pipeline is not None else "lanes",
             "engine_threads": engine_threads(), "engine_lanes": ctl.model_info.lanes if ctl.model_info else 1,
             "steps": ctl.model_info.reverse_steps if ctl.model_info else None, "runs_as": runs_as,
             "verdicts": verdicts,
@@ -259,6 +263,7 @@ def summarize(name: str, runs: list[dict]) -> dict:
     if ok:
         out["overrides"], out["threads"] = ok[0]["overrides"], ok[0]["threads"]
         out["runs_as"] = ok[0].get("runs_as", "")
+        out["live_path"] = ok[0].get("live_path", "lanes")
     return out
 
 
@@ -271,7 +276,7 @@ def markdown(summaries: list[dict], machine: str, args) -> str:
              f"({time.strftime('%Y-%m-%d %H:%M %Z')}): the demo model in the real engine worker, a fake "
              f"{args.camera_fps:g} fps {args.width}x{args.height} camera, offscreen Qt, {args.seconds:g} s per run, "
              f"median of {args.runs} runs; load average {os.getloadavg()[0]:.1f} at the end.", "",
-             "| settings | runs as | DDIM steps | engine lanes x threads | inspected frames/s | displayed frames/s "
+             "| settings | runs as | DDIM steps | engine lanes x threads (pipeline: network thread's threads) | inspected frames/s | displayed frames/s "
              "| frame age ms (median / max) | engine ms/frame | cores busy | CPU ms per inspected frame | camera frames/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
@@ -283,6 +288,8 @@ def markdown(summaries: list[dict], machine: str, args) -> str:
         lanes = s.get("engine_lanes") or 1
         threads = f"{lanes:.0f} x 1" if lanes > 1 else ("-" if s["engine_threads"] is None else
                                                         f"1 x {s['engine_threads']:.0f}")
+        if s.get("live_path") == "pipeline":
+            threads = f"pipeline, networks on {threads.split(' x ')[1]}"
         steps = "-" if s.get("steps") is None else f"{s['steps']:.0f}"
         lines.append(f"| {s['config']} | {s.get('runs_as', '')} | {steps} | {threads} | {s['inspected_per_s']:.2f} | {s['displayed_per_s']:.1f} "
                      f"| {age} | {engine} | {_fixed(s.get('cores_busy'), 2)} | {_fixed(s.get('cpu_ms_per_inspected'), 0)} "
