@@ -121,3 +121,57 @@ def test_live_frames_go_to_every_cpu_lane(qtbot, home):
     assert ids == sorted(ids), "parts are recorded in the order their frames were started"
     ages = sorted(r.age_ms for r in results[2:])
     assert ages[len(ages) // 2] < 2 * delay * 1000, ages
+
+
+class StagedSleepyDetector(SleepyDetector):
+    """A one-lane model with stages (engine.runtime.StagedModel): `prepare` and `finish` take
+    `light` seconds, `run_networks` `heavy`; notes whether light stages ran while networks did."""
+
+    def __init__(self, light: float, heavy: float):
+        super().__init__(0.0)
+        self.light, self.heavy = light, heavy
+        self.in_networks = threading.Event()
+        self.overlapped = 0
+        self.network_threads: set[str] = set()
+
+    def _light_stage(self):
+        if self.in_networks.is_set():
+            self.overlapped += 1
+        time.sleep(self.light)
+
+    def prepare(self, frames, category=None, channel_order="rgb"):
+        self._light_stage()
+        return {"frames": list(frames), "category": category}
+
+    def run_networks(self, prepared):
+        self.network_threads.add(threading.current_thread().name)
+        self.in_networks.set()
+        try:
+            time.sleep(self.heavy)
+        finally:
+            self.in_networks.clear()
+        return prepared
+
+    def finish(self, prepared):
+        self._light_stage()
+        return SleepyDetector.predict(self, prepared["frames"], prepared["category"])
+
+
+def test_a_staged_model_in_one_lane_runs_live_through_the_pipeline(qtbot, home):
+    light, heavy = 0.04, 0.12
+    detector = StagedSleepyDetector(light, heavy)
+    cam = FakeCamera(fps=30)
+    window, ctl = open_inspector(qtbot, home, lambda path, **kw: detector, capture_factory=cam.factory)
+    load_model(qtbot, ctl)
+    results = []
+    ctl.worker.inspected.connect(results.append)
+    ctl.open_source(SourceSpec("camera", "0"))
+    qtbot.waitUntil(lambda: len(results) >= 12, timeout=20000)
+    ctl.stop()
+    assert ctl.worker._pipeline is not None and detector.network_threads == {"live-networks"}
+    # the worker prepared and finished frames while the network thread ran the networks of others
+    assert detector.overlapped >= 5, detector.overlapped
+    ids = [r.index for r in results]
+    assert ids == sorted(ids) and all(r.score is not None for r in results)
+    ages = sorted(r.age_ms for r in results[2:])
+    assert ages[len(ages) // 2] < 1000 * (2 * light + heavy + 0.2), ages   # frames are not queued behind stale ones
