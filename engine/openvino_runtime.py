@@ -453,8 +453,10 @@ def build_openvino_networks(specs: Sequence[NetworkSpec], precision: str, source
             except OSError as e:
                 log.warning("could not cache the OpenVINO %s network in %s: %s", spec.name, folder, e)
         try:
-            compiled = core.compile_model(model, _device_name(core),
-                                          _compile_config(precision, streams, int8_float_precision(core), threads))
+            device = _device_name(core)
+            compiled = core.compile_model(model, device,
+                                          _compile_config(precision, streams, int8_float_precision(core),
+                                                          threads if device == "CPU" else 0))
         except Exception as e:  # noqa: BLE001 - the plugin refuses the model: run on torch
             raise RuntimeUnavailable(f"compiling the {spec.name} network for OpenVINO failed "
                                      f"({type(e).__name__}: {e})") from e

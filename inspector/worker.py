@@ -86,10 +86,11 @@ def _set_torch_threads(count: int) -> None:
 
 
 def single_threaded_opencv() -> None:
-    """Process-wide (call it before other threads use OpenCV): OpenCV calls run in the thread that makes them, without OpenCV's own worker
-    pool. Its workers spin-wait after every call and take cores from the engine's threads, and the
-    app's OpenCV work is small (display resizes, map resizes, PNG encoding): on the live line of
-    benchmarks/bench_live.py they kept 0.07 cores busy, about 5 ms of CPU per inspected frame."""
+    """Process-wide (call it before other threads use OpenCV): OpenCV calls run in the thread that
+    makes them, without OpenCV's own worker pool. Its workers spin-wait after every call and take
+    cores from the engine's threads, and the app's OpenCV work is small (display resizes, map
+    resizes, PNG encoding): on the live line of benchmarks/bench_live.py they kept 0.07 cores busy,
+    about 5 ms of CPU per inspected frame."""
     try:
         import cv2
     except ImportError:
