@@ -99,10 +99,11 @@ class _Unstaged:
         return getattr(self._inner, name)
 
 
-def test_a_model_in_one_lane_goes_through_the_live_pipeline(tmp_path):
+def _one_lane_worker_with_a_frame(tmp_path, detector):
+    """A worker with `detector` in one lane, a live frame queue holding one camera frame, and the
+    list the worker publishes its inspections to."""
     from inspector.worker import EngineWorker
 
-    detector = make_tiny_detector(ncls=1, batch_size=2)
     frames = FrameQueue("latest")
     worker = EngineWorker(frames, tmp_path / "live.sqlite", tmp_path / "archive", loader=lambda path, **kw: detector)
     worker.load_model("tiny")
@@ -110,6 +111,11 @@ def test_a_model_in_one_lane_goes_through_the_live_pipeline(tmp_path):
     shown = []
     worker.inspected.connect(shown.append)
     frames.put(_frame(0, np.random.default_rng(1)))
+    return worker, shown
+
+
+def test_a_model_in_one_lane_goes_through_the_live_pipeline(tmp_path):
+    worker, shown = _one_lane_worker_with_a_frame(tmp_path, make_tiny_detector(ncls=1, batch_size=2))
     worker._drain()              # prepares the frame and hands it to the network thread
     worker._finish_live()        # waits for the networks, then finishes and records it
     assert worker._live is None and worker._pipeline is not None
@@ -119,16 +125,7 @@ def test_a_model_in_one_lane_goes_through_the_live_pipeline(tmp_path):
 
 
 def test_a_model_without_stages_keeps_the_batch_path_in_one_lane(tmp_path):
-    from inspector.worker import EngineWorker
-
-    detector = _Unstaged(make_tiny_detector(ncls=1, batch_size=2))
-    frames = FrameQueue("latest")
-    worker = EngineWorker(frames, tmp_path / "live.sqlite", tmp_path / "archive", loader=lambda path, **kw: detector)
-    worker.load_model("tiny")
-    detector.with_settings(lanes=1)
-    shown = []
-    worker.inspected.connect(shown.append)
-    frames.put(_frame(0, np.random.default_rng(1)))
+    worker, shown = _one_lane_worker_with_a_frame(tmp_path, _Unstaged(make_tiny_detector(ncls=1, batch_size=2)))
     worker._drain()
     assert worker._live is None and worker._pipeline is None and [p.frame_id for p in shown] == ["cam-0"]
     worker.close_log()
