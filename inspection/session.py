@@ -126,11 +126,8 @@ class InspectionSession:
         readable frames. It touches only the model and its arguments, so another thread may run it
         (one frame per CPU lane, see inspector.live_lanes) while this one records earlier frames;
         the caller keeps the model unchanged meanwhile. Returns what `record` takes."""
-        model = self.model
-        readable = [f for f in frames if f.rgb is not None]
-        rois = [apply_roi(f.rgb, recipe.roi) for f in readable]
-        results = self._predict([crop for crop, _ in rois], recipe.category, model)
-        return dict(zip((id(f) for f in readable), zip((rect for _, rect in rois), results)))
+        keys, rects, crops = _cut(frames, recipe)
+        return _outcomes(keys, rects, self._predict(crops, recipe.category, self.model))
 
     def begin(self, frames: Sequence[Frame], recipe: InspectionRecipe) -> "StagedInspection":
         """`predict` in stages, for a pipeline of threads: this call cuts the region of interest and
@@ -309,6 +306,19 @@ def _batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
         yield batch
 
 
+def _cut(frames: Sequence[Frame], recipe: InspectionRecipe) -> tuple[list[int], list, list[np.ndarray]]:
+    """The readable frames' keys (what `record` looks outcomes up by), region-of-interest
+    rectangles and crops."""
+    readable = [f for f in frames if f.rgb is not None]
+    rois = [apply_roi(f.rgb, recipe.roi) for f in readable]
+    return [id(f) for f in readable], [rect for _, rect in rois], [crop for crop, _ in rois]
+
+
+def _outcomes(keys: list[int], rects: list, results: list) -> dict:
+    """What `InspectionSession.record` takes: frame key -> (rectangle, result or error text)."""
+    return dict(zip(keys, zip(rects, results)))
+
+
 class StagedInspection:
     """Frames on their way through a staged prediction (`InspectionSession.begin`): prepared on
     creation, `run_networks()` next (on any thread), `finish()` last; `frames` and `recipe` are
@@ -320,11 +330,7 @@ class StagedInspection:
         self.frames = list(frames)
         self.recipe = recipe
         self.model = session.model
-        readable = [f for f in self.frames if f.rgb is not None]
-        self._ids = [id(f) for f in readable]
-        rois = [apply_roi(f.rgb, recipe.roi) for f in readable]
-        self._rects = [rect for _, rect in rois]
-        self._crops = [crop for crop, _ in rois]
+        self._keys, self._rects, self._crops = _cut(self.frames, recipe)
         self._staged = isinstance(self.model, StagedModel)
         self._state = None   # the model's PreparedFrames, results (a model without stages) or an error text
         if self._crops and self._staged:
@@ -352,4 +358,4 @@ class StagedInspection:
             results = ["no result from the engine"] * len(self._crops)
         else:
             results = list(state)
-        return dict(zip(self._ids, zip(self._rects, results)))
+        return _outcomes(self._keys, self._rects, results)
