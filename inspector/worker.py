@@ -210,11 +210,7 @@ class EngineWorker(QObject):
             return
         self._thread_prepared = True
         keep_python_thread_state()
-        try:
-            import torch
-        except ImportError:
-            return
-        torch.set_num_threads(engine_threads())
+        _set_torch_threads(engine_threads())
 
     @Slot(object)
     def apply_settings(self, changes: dict) -> None:
