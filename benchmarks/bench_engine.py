@@ -60,7 +60,7 @@ README_BEGIN = "<!-- performance-table:begin -->"
 README_END = "<!-- performance-table:end -->"
 MAP_TOLERANCE = 1e-4
 # photographs another runtime's int8 quantization is calibrated on (not the timed ones)
-CALIBRATION_IMAGES = 16
+CALIBRATION_IMAGES = 24
 # variant -> DetectorSettings fields; lanes PER_THREAD: one lane per torch thread whatever the UNet size
 PER_THREAD = "per-thread"
 VARIANTS = {"plain": {"channels_last": False, "compile": False, "lanes": 1},
@@ -167,7 +167,7 @@ def _calibrated_folder(preprocess, num_classes: int) -> str:
 
     import numpy as np
 
-    from engine.openvino_runtime import CalibrationSet
+    from engine.openvino_runtime import CHECK_IMAGES, CalibrationSet
     from engine.preprocess import preprocess_frames
 
     folder = tempfile.mkdtemp(prefix="bench-engine-")
@@ -175,7 +175,7 @@ def _calibrated_folder(preprocess, num_classes: int) -> str:
     images = preprocess_frames(_frames(CALIBRATION_IMAGES, seed=1), preprocess)
     crops = ((images + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
     ids = np.arange(len(crops)) % num_classes
-    CalibrationSet(np.ascontiguousarray(crops), ids, held_out=2).save(Path(folder))
+    CalibrationSet(np.ascontiguousarray(crops), ids, held_out=CHECK_IMAGES).save(Path(folder))
     return folder
 
 

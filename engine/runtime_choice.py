@@ -39,7 +39,8 @@ import torch
 
 from .acceleration import cpu_name
 from .child_process import launch_environment, python_module_command
-from .openvino_runtime import (CalibrationSet, user_cache_root, module_fingerprint, openvino_problem)
+from .openvino_runtime import (EXECUTION_VERSION, CalibrationSet, user_cache_root, module_fingerprint,
+                               openvino_problem)
 from .runtime import StageClock
 
 __all__ = ["CANDIDATES", "CANDIDATE_NAMES", "load_on_runtime", "SCORE_TOLERANCE", "PIN_ENV", "RuntimeChoice", "check_candidates", "machine_default",
@@ -100,7 +101,7 @@ def _decision_key(model, calibration: CalibrationSet | None) -> str:
         ov_version = openvino.__version__
     except Exception:  # noqa: BLE001 - not installed or broken: part of the key all the same
         ov_version = "none"
-    parts = [f"rule {CHECK_RULE_VERSION}", module_fingerprint(model.unet),
+    parts = [f"rule {CHECK_RULE_VERSION}", f"execution {EXECUTION_VERSION}", module_fingerprint(model.unet),
              calibration.digest() if calibration is not None else "",
              cpu_name(), str(os.cpu_count()), f"{torch.get_num_threads()} threads", torch.__version__, ov_version,
              str(model.device)]

@@ -133,7 +133,7 @@ def test_fp32_openvino_maps_match_torch_diad(home):
     assert max(float(np.abs(a.crop_map - b.crop_map).max()) for a, b in zip(ref, out)) < MAP_TOLERANCE
 
 
-def test_int8_calibration_on_a_tiny_model(tiny_folder):
+def test_int8_calibration_on_a_tiny_model(tiny_folder, monkeypatch):
     pytest.importorskip("nncf")
     _calibrate(tiny_folder)
     det = load_model(tiny_folder, device="cpu", runtime="openvino", precision="int8")
@@ -149,6 +149,10 @@ def test_int8_calibration_on_a_tiny_model(tiny_folder):
         assert meta["key"]["calibration"] and meta["key"]["versions"]["nncf"]
     results = det.predict(_frames(2), category=[0, 1])
     assert all(np.isfinite(r.score) for r in results)
+    # networks that run differently (EXECUTION_VERSION) are judged again, not by the stored choice
+    monkeypatch.setattr(ovr, "EXECUTION_VERSION", ovr.EXECUTION_VERSION + 1)
+    load_model(tiny_folder, device="cpu", runtime="openvino", precision="int8")
+    assert json.loads((cache / ovr.INT8_SELECTION_FILE).read_text())["key"] != selection["key"]
 
 
 # ------------------------------------------------------------------------------ cache
@@ -408,6 +412,56 @@ def test_the_window_shows_the_runtime_and_its_measured_time(tiny_folder, monkeyp
     assert loaded.ms_per_part == 12.4 and "torch fp32 (12 ms/part measured)" in model_summary(loaded)
 
 
+def test_each_batch_size_runs_on_its_own_static_copy_with_the_same_result(home, monkeypatch):
+    """The first call of a batch size compiles a copy with that batch fixed (up to
+    MAX_STATIC_BATCHES sizes, then the dynamic model); fp32 results equal the dynamic model's."""
+    pytest.importorskip("openvino")
+    monkeypatch.setattr(ovr, "MAX_STATIC_BATCHES", 2)
+    det = make_tiny_detector(ncls=2, batch_size=4)
+    det.with_settings(runtime="openvino", precision="fp32")
+    unet = det._unet_fn
+    assert unet.static_batches == ()
+    c, lat = det.unet.config.in_channels, det.unet.config.latent_size
+    gen = torch.Generator().manual_seed(0)
+    for batch in (3, 1, 2, 3):
+        x = torch.randn(batch, c, lat, lat, generator=gen)
+        t, ids = torch.full((batch,), 7), torch.zeros(batch, 1, dtype=torch.long)
+        dynamic = unet._compiled.create_infer_request().infer([x.numpy(), t.numpy(), ids.numpy()])[0]
+        assert float(np.abs(unet(x, t, ids).numpy() - dynamic).max()) < 1e-5
+    assert unet.static_batches == (1, 3)      # batch 2 came third: it runs on the dynamic model
+    assert unet.compiled_for(2) is unet._compiled
+    assert list(unet.compiled_for(3).inputs[0].get_partial_shape()) == [3, c, lat, lat]
+
+
+def test_a_static_copy_that_fails_to_compile_leaves_its_batch_on_the_dynamic_model(home, caplog):
+    pytest.importorskip("openvino")
+    det = make_tiny_detector(ncls=2, batch_size=4)
+    det.with_settings(runtime="openvino", precision="fp32")
+    decode = det._decode
+
+    def refuse(batch):
+        raise RuntimeError("no kernel for this shape (simulated)")
+
+    decode._compile_for_batch = refuse
+    z = torch.randn(2, det.unet.config.in_channels, det.unet.config.latent_size, det.unet.config.latent_size)
+    with caplog.at_level(logging.WARNING):
+        out = decode(z)
+        decode(z)
+    assert out.shape[0] == 2 and decode.static_batches == ()
+    assert caplog.text.count("could not compile the decode network for batch 2") == 1
+    assert "no kernel for this shape (simulated)" in caplog.text and "dynamic batch" in caplog.text
+
+
+def test_decisions_made_by_running_the_networks_depend_on_how_they_run(tiny_folder, monkeypatch):
+    """The machine default's key changes with EXECUTION_VERSION, so a decision measured on
+    networks that ran differently is made again."""
+    det = load_model(tiny_folder, device="cpu")
+    key = runtime_choice._decision_key(det, None)
+    assert runtime_choice._decision_key(det, None) == key
+    monkeypatch.setattr(runtime_choice, "EXECUTION_VERSION", ovr.EXECUTION_VERSION + 1)
+    assert runtime_choice._decision_key(det, None) != key
+
+
 def test_one_stream_takes_the_calling_threads_torch_threads_and_lanes_take_a_stream_each(home):
     """The window's worker gives PyTorch all cores but one; OpenVINO's networks then keep to as
     many (the live pipeline's network thread), and with lanes get one single-threaded stream each."""
@@ -420,9 +474,11 @@ def test_one_stream_takes_the_calling_threads_torch_threads_and_lanes_take_a_str
         compiled = det._unet_fn._compiled
         assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 1
         assert int(compiled.get_property("NUM_STREAMS")) == 1
+        static = det._unet_fn.compiled_for(2)
+        assert static is not compiled and int(static.get_property("INFERENCE_NUM_THREADS")) == 1
         det.with_settings(lanes=2)
-        compiled = det._unet_fn._compiled
-        assert int(compiled.get_property("NUM_STREAMS")) == 2
-        assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 2
+        for compiled in (det._unet_fn._compiled, det._unet_fn.compiled_for(2)):
+            assert int(compiled.get_property("NUM_STREAMS")) == 2
+            assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 2
     finally:
         torch.set_num_threads(before)
