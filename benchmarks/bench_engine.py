@@ -29,8 +29,11 @@ must agree with the engine's within 1e-4 (max abs difference). Every other confi
 reports its map difference against the plain float32 engine on the same inputs, so reduced
 precision shows what it costs.
 
-Every row of the baseline's model size and batch also gets its images/s as a multiple of the
-baseline's (measured in the same run).
+Every row of the baseline's model size and batch measures the baseline in its own process, its
+timed runs alternating with the engine's, and gives its images/s as a multiple of that baseline's:
+a shared VM's speed drifts by up to 30 % from one minute to the next, so a ratio of rows measured
+minutes apart would carry the drift (the baseline measured 1.10 and 1.26 images/s in two runs on
+the same machine). The baseline table lists the float32 rows, whose maps must match it.
 
 FLOPs are counted with torch.utils.flop_counter (convolutions, matmuls, attention) for one
 image; achieved GFLOP/s = FLOPs/image x images/s, compared with this machine's measured large
@@ -190,6 +193,12 @@ class _WarningsKept(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+def _baseline_runs(repeats: int) -> int:
+    """Timed baseline runs, each right after one of the engine's (repeats 3: engine, baseline,
+    engine, baseline, engine)."""
+    return max(1, (repeats + 1) // 2)
+
+
 def _baseline(det, frames):
     """One image at a time, reference style (see the module docstring). Returns the maps [S,S]."""
     import numpy as np
@@ -287,14 +296,18 @@ def run_single(cfg: dict) -> dict:
     for _ in range(cfg["warmup"]):
         det.predict(frames)
     warmup_s = time.perf_counter() - t0
-    times, stages = [], []
-    for _ in range(cfg["repeats"]):
+    times, stages, base_times = [], [], []
+    for i in range(cfg["repeats"]):
         _sync(cfg["device"])
         t0 = time.perf_counter()
         results = det.predict(frames)
         _sync(cfg["device"])
         times.append(time.perf_counter() - t0)
         stages.append({k: sum(r.timings[k] for r in results) / len(results) for k in results[0].timings})
+        if cfg.get("baseline") and i < _baseline_runs(cfg["repeats"]):
+            t0 = time.perf_counter()
+            base = _baseline(det, frames)
+            base_times.append(time.perf_counter() - t0)
     median = statistics.median(times)
     out = {**cfg, "seconds_per_batch": median, "images_per_s": cfg["batch"] / median,
            "ms_per_image": 1000 * median / cfg["batch"], "warmup_s": warmup_s,
@@ -315,12 +328,7 @@ def run_single(cfg: dict) -> dict:
         plain = _detector(cfg["size"], cfg["device"], cfg["batch"], cfg.get("vae"))
         out["map_diff_vs_plain_fp32"] = _max_diff(ours, [r.crop_map for r in plain.predict(frames)])
         del plain
-    if cfg.get("baseline"):
-        base_times = []
-        for _ in range(max(1, cfg["repeats"] // 2)):
-            t0 = time.perf_counter()
-            base = _baseline(det, frames)
-            base_times.append(time.perf_counter() - t0)
+    if base_times:
         bmed = statistics.median(base_times)
         base_flops = _flops_per_image(det, frames, naive=True)["total"]
         out["baseline"] = {"seconds_per_batch": bmed, "images_per_s": cfg["batch"] / bmed,
@@ -364,9 +372,9 @@ def _percent(rate: float, peak: float | None) -> str:
     return f"{100 * rate / peak:.0f}%" if peak else "-"
 
 
-def _baseline_rates(results: list[dict]) -> dict:
-    """(size, batch) -> the baseline's images/s measured in this run."""
-    return {(r["size"], r["batch"]): r["baseline"]["images_per_s"] for r in results if r.get("baseline")}
+def _speedup(r: dict) -> float | None:
+    """A row's images/s over the baseline measured alternately in its process (None without one)."""
+    return r["baseline"]["speedup"] if r.get("baseline") else None
 
 
 def markdown(results: list[dict], machine: str, peaks: dict, load: tuple | None = None) -> str:
@@ -376,12 +384,12 @@ def markdown(results: list[dict], machine: str, peaks: dict, load: tuple | None 
              f"({time.strftime('%Y-%m-%d %H:%M %Z')}); the demo's trained compact VAE, a compact classifier, "
              f"256 px crops, 5 DDIM steps; median of the timed runs; milliseconds per image. Measured {peak_text} on "
              "a 2048^3 matrix multiply (the practical arithmetic peak here); x baseline: images/s over the "
-             f"reference-style float32 baseline's, measured in the same run.{load_text}", "",
+             f"reference-style float32 baseline's, measured in the row's process, alternating with its timed runs."
+             f"{load_text}", "",
              "| model | runtime | precision | variant | batch | images/s | x baseline | ms/image "
              "| preprocess + classify | encode | UNet (5 steps) | decode x2 | maps | GFLOP/image | GFLOP/s "
              "| % of fp32 matmul | % of bf16 matmul | peak MB | map diff vs plain fp32 |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    baselines = _baseline_rates(results)
     for r in results:
         head = f"| {r['size']} | {r.get('runtime', 'torch')} | {r['precision']} | {r['variant']} | {r['batch']} "
         if "error" in r:
@@ -391,8 +399,8 @@ def markdown(results: list[dict], machine: str, peaks: dict, load: tuple | None 
         mem = r.get("peak_cuda_mb", r["peak_rss_mb"])
         cpu = r["device"] == "cpu"
         rate = r["achieved_gflop_per_s"]
-        base = baselines.get((r["size"], r["batch"]))
-        ratio = f"**{r['images_per_s'] / base:.2f}x**" if base else "-"
+        speedup = _speedup(r)
+        ratio = f"**{speedup:.2f}x**" if speedup else "-"
         diff = r.get("map_diff_vs_plain_fp32")
         lines.append(head + f"| {r['images_per_s']:.2f} | {ratio} | {r['ms_per_image']:.0f} "
                      f"| {_ms(s, 'preprocess', 'classify')} | {_ms(s, 'encode')} | {_ms(s, 'unet')} "
@@ -400,7 +408,7 @@ def markdown(results: list[dict], machine: str, peaks: dict, load: tuple | None 
                      f"| {rate:.0f} | {_percent(rate, peaks.get('fp32') if cpu else None)} "
                      f"| {_percent(rate, peaks.get('bf16') if cpu else None)} | {mem:.0f} "
                      f"| {'-' if diff is None else f'{diff:.1e}'} |")
-    base = [r for r in results if r.get("baseline")]
+    base = [r for r in results if r.get("baseline") and r["precision"] == "fp32"]
     if base:
         lines += ["", "Baseline (reference style: one image at a time, explicit attention, NCHW, two decodes, "
                       "scipy/skimage maps) against the app's engine, in the same process on the same weights "
@@ -446,8 +454,7 @@ def _configs(args, device: str) -> list[dict]:
     combos = [c for c in combos if c[3] in table.get(c[2], RUNTIME_PRECISIONS.get(c[2], ()))]
     return [{"size": s, "batch": b, "runtime": rt, "precision": p, "variant": v, "device": device,
              "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads, "vae": args.vae,
-             "baseline": (not args.no_baseline and s == args.baseline_size and b == args.baseline_batch
-                          and rt == "torch" and p == "fp32" and v == "default")}
+             "baseline": not args.no_baseline and s == args.baseline_size and b == args.baseline_batch}
             for s, b, rt, p, v in combos]
 
 
