@@ -30,10 +30,12 @@ reports its map difference against the plain float32 engine on the same inputs, 
 precision shows what it costs.
 
 Every row of the baseline's model size and batch measures the baseline in its own process, its
-timed runs alternating with the engine's, and gives its images/s as a multiple of that baseline's:
-a shared VM's speed drifts by up to 30 % from one minute to the next, so a ratio of rows measured
-minutes apart would carry the drift (the baseline measured 1.10 and 1.26 images/s in two runs on
-the same machine). The baseline table lists the float32 rows, whose maps must match it.
+timed runs alternating with the engine's, and gives its images/s as a multiple of that baseline's.
+The baseline's speed differs from process to process far more than the engine's: in one run of
+the ten UNet_XS batch-8 rows on the 2-core AMD EPYC it measured 0.77 to 1.53 images/s, while the
+engine rows repeated within 1 % across three runs; a ratio to one process's baseline would carry
+that spread into every other row. The baseline table lists the float32 rows, whose maps must
+match the baseline's.
 
 FLOPs are counted with torch.utils.flop_counter (convolutions, matmuls, attention) for one
 image; achieved GFLOP/s = FLOPs/image x images/s, compared with this machine's measured large

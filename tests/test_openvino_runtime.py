@@ -452,6 +452,25 @@ def test_a_static_copy_that_fails_to_compile_leaves_its_batch_on_the_dynamic_mod
     assert "no kernel for this shape (simulated)" in caplog.text and "dynamic batch" in caplog.text
 
 
+def test_the_check_times_a_warm_batch_not_the_first_call_of_its_size(monkeypatch):
+    """An OpenVINO network compiles a copy on the first call of each batch size; the machine
+    default's timing must not include it (it once chose torch over a 5x faster OpenVINO)."""
+    seen, clock = set(), [0.0]
+
+    class FirstCallOfASizeIsSlow:
+        device = torch.device("cpu")
+
+        def score_latents(self, images, ids, stage_clock=None):
+            clock[0] += 0.001 * images.shape[0] + (5.0 if images.shape[0] not in seen else 0.0)
+            seen.add(images.shape[0])
+            return type("Maps", (), {"final": images.mean(dim=1)})(), None
+
+    monkeypatch.setattr(runtime_choice.time, "perf_counter", lambda: clock[0])
+    scores, ms = runtime_choice._timed_scores(FirstCallOfASizeIsSlow(), torch.zeros(9, 3, 4, 4),
+                                              torch.zeros(9, dtype=torch.long))
+    assert len(scores) == 9 and ms == pytest.approx(1.0)
+
+
 def test_decisions_made_by_running_the_networks_depend_on_how_they_run(tiny_folder, monkeypatch):
     """The machine default's key changes with EXECUTION_VERSION, so a decision measured on
     networks that ran differently is made again."""
