@@ -43,7 +43,8 @@ from .version import __version__
 
 __all__ = ["RUNTIMES", "PRECISIONS", "NETWORK_ATTRIBUTES", "CACHE_DIR", "CALIBRATION_FILE", "NetworkSpec",
            "RuntimeUnavailable", "CalibrationSet", "check_runtime_setting", "openvino_problem", "select_networks",
-           "cache_folder", "network_key", "EXECUTION_VERSION", "MAX_STATIC_BATCHES", "record_network_inputs", "autocast_precision", "user_cache_root",
+           "cache_folder", "network_key", "EXECUTION_VERSION", "MAX_STATIC_BATCHES", "record_network_inputs",
+           "autocast_precision", "user_cache_root",
            "module_fingerprint", "build_openvino_networks"]
 
 log = logging.getLogger(__name__)
@@ -546,8 +547,9 @@ def _int8_selection(detector, int8: dict[str, CompiledNetwork], calibration: Cal
     threshold = float(detector.settings.threshold)
     first = next(iter(int8.values()))
     float_precision = int8_float_precision(_core())
-    key = hashlib.sha256(json.dumps([n.key for n in int8.values()] + [threshold, float_precision, EXECUTION_VERSION],
-                                    sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([n.key for n in int8.values()]
+                                    + [threshold, float_precision, EXECUTION_VERSION], sort_keys=True).encode()
+                         ).hexdigest()
     path = first.folder / INT8_SELECTION_FILE if first.folder is not None else None
     chosen = None
     if path is not None and path.is_file():

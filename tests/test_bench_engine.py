@@ -1,6 +1,6 @@
 """benchmarks/bench_engine.py on hand cases: every row of the baseline's size and batch measures the
 baseline in its own process, and the table gives each row the speed-up of its own measurement
-(a shared VM drifts between rows measured minutes apart)."""
+(the baseline's speed differs from process to process far more than the engine's)."""
 
 from __future__ import annotations
 
