@@ -31,10 +31,10 @@ precision shows what it costs.
 
 Every row of the baseline's model size and batch measures the baseline in its own process, its
 timed runs alternating with the engine's, and gives its images/s as a multiple of that baseline's.
-The baseline's speed differs from process to process far more than the engine's: in one run of
-the ten UNet_XS batch-8 rows on the 2-core AMD EPYC it measured 0.77 to 1.53 images/s, while the
-engine rows repeated within 1 % across three runs; a ratio to one process's baseline would carry
-that spread into every other row. The baseline table lists the float32 rows, whose maps must
+With glibc's default allocator the baseline's speed differed from process to process far more
+than the engine's (0.77 to 1.53 images/s in the ten UNet_XS batch-8 rows of one run on the 2-core
+AMD EPYC, the engine rows within 1 % across three runs), so every configuration's process runs
+with STEADY_ALLOCATOR, and each row is still compared with its own process's baseline. The baseline table lists the float32 rows, whose maps must
 match the baseline's.
 
 FLOPs are counted with torch.utils.flop_counter (convolutions, matmuls, attention) for one
@@ -357,8 +357,15 @@ def matmul_peak(device: str, precision: str, n: int = 2048, repeats: int = 5) ->
     return 2 * n ** 3 / min(times) / 1e9
 
 
+# glibc settings for every configuration's process: large blocks come from the heap, never from a
+# fresh mmap. The baseline's eager float32 path allocates and frees large blocks (attention
+# matrices); with glibc's defaults it ran at 0.99-1.68 images/s from run to run, at a steady
+# 1.60-1.65 with these, while the engine kept 7.2-7.4 either way (2-core AMD EPYC, UNet_XS batch 8)
+STEADY_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
+
+
 def _spawn(args: list[str]) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = {**os.environ, "PYTHONPATH": str(REPO), **STEADY_ALLOCATOR}
     proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env, cwd=REPO)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()

@@ -45,3 +45,19 @@ def test_every_row_of_the_baseline_size_and_batch_gets_a_baseline():
 
 def test_baseline_runs_alternate_with_about_half_the_timed_runs():
     assert [_baseline_runs(n) for n in (1, 2, 3, 5)] == [1, 1, 2, 3]
+
+
+def test_configurations_run_with_the_steady_allocator(monkeypatch):
+    import subprocess
+
+    from benchmarks import bench_engine
+
+    seen = {}
+
+    def fake_run(cmd, capture_output, text, env, cwd):
+        seen.update(env)
+        return subprocess.CompletedProcess(cmd, 0, stdout='{"ok": 1}\n', stderr="")
+
+    monkeypatch.setattr(bench_engine.subprocess, "run", fake_run)
+    assert bench_engine._spawn(["--single", "{}"]) == {"ok": 1}
+    assert all(seen[k] == v for k, v in bench_engine.STEADY_ALLOCATOR.items())
