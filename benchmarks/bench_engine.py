@@ -34,8 +34,8 @@ timed runs alternating with the engine's, and gives its images/s as a multiple o
 With glibc's default allocator the baseline's speed differed from process to process far more
 than the engine's (0.77 to 1.53 images/s in the ten UNet_XS batch-8 rows of one run on the 2-core
 AMD EPYC, the engine rows within 1 % across three runs), so every configuration's process runs
-with STEADY_ALLOCATOR, and each row is still compared with its own process's baseline. The baseline table lists the float32 rows, whose maps must
-match the baseline's.
+with STEADY_ALLOCATOR, and each row is still compared with its own process's baseline. The
+baseline table lists the float32 rows, whose maps must match the baseline's.
 
 FLOPs are counted with torch.utils.flop_counter (convolutions, matmuls, attention) for one
 image; achieved GFLOP/s = FLOPs/image x images/s, compared with this machine's measured large
