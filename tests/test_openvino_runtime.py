@@ -501,3 +501,96 @@ def test_one_stream_takes_the_calling_threads_torch_threads_and_lanes_take_a_str
             assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 2
     finally:
         torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------ compiled blobs
+class _CountingCore:
+    """An openvino.Core that records what it compiles and imports (input shapes)."""
+
+    def __init__(self):
+        import openvino as ov
+
+        self._core = ov.Core()
+        self.compiled, self.imported = [], 0
+
+    def __getattr__(self, name):
+        return getattr(self._core, name)
+
+    def compile_model(self, model, device, config):
+        self.compiled.append(str(model.inputs[0].get_partial_shape()))
+        return self._core.compile_model(model, device, config)
+
+    def import_model(self, stream, device, config):
+        self.imported += 1
+        return self._core.import_model(stream, device, config)
+
+
+def test_compiled_networks_are_kept_as_blobs_and_a_damaged_blob_is_compiled_again(tiny_folder, monkeypatch, caplog):
+    """Each compiled form (the dynamic model, each static copy) is imported from its blob the next
+    time; a blob with flipped bytes (which OpenVINO would run, giving wrong maps) is compiled again;
+    a blob made on another device is not used; new weights drop the network's blobs."""
+    pytest.importorskip("openvino")
+    core = _CountingCore()
+    monkeypatch.setattr(ovr, "_core", lambda: core)
+    frames = _frames(3)
+
+    def run():
+        det = load_model(tiny_folder, device="cpu", runtime="openvino")
+        return det, det.predict(frames, category=0)[0].crop_map
+
+    _, first = run()
+    cache = tiny_folder / ovr.CACHE_DIR
+    blobs = sorted(cache.glob("*.blob"))
+    compiled = list(core.compiled)
+    assert core.imported == 0 and len(blobs) == len(compiled) >= 6   # a dynamic model and static copies, 3 networks
+    assert any(shape.startswith("[?,") for shape in compiled) and any(not s.startswith("[?,") for s in compiled)
+
+    core.compiled.clear()
+    _, again = run()
+    assert core.compiled == [] and core.imported == len(blobs)
+    assert np.array_equal(first, again)
+
+    # flipped bytes in the middle of a static UNet copy's blob
+    static = next(p for p in sorted(cache.glob("unet-fp32-*.blob")) if b'"[?,' not in p.read_bytes()[:4096])
+    data = bytearray(static.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    static.write_bytes(bytes(data))
+    core.compiled.clear()
+    with caplog.at_level(logging.WARNING):
+        _, third = run()
+    assert len(core.compiled) == 1 and not core.compiled[0].startswith("[?,")
+    assert f"{static} does not match its checksum" in caplog.text
+    assert np.array_equal(first, third)
+    core.compiled.clear()
+    run()   # rewritten: imported again
+    assert core.compiled == []
+
+    # the same folder on another CPU: its own blobs
+    real_identity = ovr._device_identity
+    monkeypatch.setattr(ovr, "_device_identity", lambda c, d: {**real_identity(c, d), "FULL_DEVICE_NAME": "other"})
+    run()
+    assert len(core.compiled) == len(blobs) and len(list(cache.glob("*.blob"))) == 2 * len(blobs)
+
+    # new UNet weights: its blobs go with its converted network
+    unet_blobs = len(list(cache.glob("unet-fp32-*.blob")))
+    det = load_model(tiny_folder, device="cpu")
+    with torch.no_grad():
+        next(det.unet.parameters()).add_(0.01)
+    det.save(tiny_folder)
+    run()
+    assert len(list(cache.glob("unet-fp32-*.blob"))) == unet_blobs // 2
+    assert len(list(cache.glob("*.blob"))) == 2 * len(blobs) - unet_blobs // 2
+
+
+def test_blobs_beyond_the_limit_go_least_recently_used_first(tmp_path, monkeypatch):
+    import os
+
+    for i in range(5):
+        path = tmp_path / f"unet-int8-{i}{ovr.BLOB_SUFFIX}"
+        path.write_bytes(b"x")
+        os.utime(path, (1000 + i, 1000 + i))
+    os.utime(tmp_path / f"unet-int8-0{ovr.BLOB_SUFFIX}", (2000, 2000))   # used last
+    (tmp_path / f"decode-int8-0{ovr.BLOB_SUFFIX}").write_bytes(b"x")
+    ovr._prune_blobs(tmp_path, "unet-int8", keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"decode-int8-0{ovr.BLOB_SUFFIX}"] + [
+        f"unet-int8-{i}{ovr.BLOB_SUFFIX}" for i in (0, 3, 4)]
