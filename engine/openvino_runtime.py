@@ -28,6 +28,8 @@ runs on torch.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.metadata
 import io
 import json
 import logging
@@ -37,6 +39,7 @@ import tempfile
 import threading
 import warnings
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -82,9 +85,17 @@ INT8_SELECTION_FILE = "int8-selection.json"
 # 179 ms a batch-8 step against 205 with the dynamic batch, 27.0 ms a batch-1 step against 33.3
 # (the VAE decoder at batch 1: 12.2 against 13.0); compiling the copy took 1.6-1.8 s
 MAX_STATIC_BATCHES = 3
-# how compiled networks run (2: a static-shape copy per batch size); part of the keys of decisions
-# made by running them (the int8 selection, engine.runtime_choice), so they are made again
-EXECUTION_VERSION = 2
+# a batch size with no copy of its own runs padded (its last row repeated) on the smallest copy at
+# most PAD_MAX_FACTOR times its size, for its first PAD_CALLS_BEFORE_COPY calls; only a size that
+# keeps coming gets its own copy. A folder's remainder (165 demo parts: 20 x 8, then 5, on two
+# lanes 3 + 2) pads to the copy for 4 instead of importing two more (0.4 s each for the demo's
+# int8 UNet) or compiling them (1.4 s each)
+PAD_MAX_FACTOR = 2
+PAD_CALLS_BEFORE_COPY = 8
+# how compiled networks run (2: a static-shape copy per batch size; 3: smaller batches padded onto
+# a copy); part of the keys of decisions made by running them (the int8 selection,
+# engine.runtime_choice), so they are made again
+EXECUTION_VERSION = 3
 # compiled blobs (compile_cached): the first line of each file; and how many a network and form
 # keeps (the least recently used go first). Demo UNet int8 on the 2-core AMD EPYC: a batch-8 copy
 # compiles in 1.4 s and imports from its blob in 0.65 s; UNet_XS int8 1.62 s against 0.64 s (29 MB)
@@ -284,10 +295,18 @@ def _versions(precision: str) -> dict:
 
     out = {"openvino": openvino.__version__, "torch": torch.__version__, "app": __version__}
     if precision == "int8":
-        import nncf
-
-        out["nncf"] = nncf.__version__
+        out["nncf"] = _installed_version("nncf")
     return out
+
+
+def _installed_version(package: str) -> str:
+    """A package's version from its installed metadata (importing nncf only for its version costs
+    0.3-1 s of every start); when the metadata is missing, from the package itself (which raises
+    ImportError when it is not installed)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return importlib.import_module(package).__version__
 
 
 def network_key(spec: NetworkSpec, fingerprint: str, form: str, calibration: str = "") -> dict:
@@ -478,21 +497,40 @@ class CompiledNetwork:
     tensor out on the first input's device. Each calling thread gets its own infer request, so CPU
     lanes (`engine.acceleration.CpuLanes`) run side by side on the model's streams.
 
-    `compiled` takes any batch size; with `compile_for_batch` (batch -> a compiled model of that
-    fixed batch) the first call of each batch size compiles a static-shape copy, used from then on
-    (up to MAX_STATIC_BATCHES sizes; a copy that fails to compile leaves that size on `compiled`)."""
+    `compiled` takes any batch size (None: `compile_dynamic()` gives it when first needed, for a
+    model whose compiled blob is on disk); with `compile_for_batch` (batch -> a compiled model of
+    that fixed batch) a batch size gets a static-shape copy, used from then on (up to
+    MAX_STATIC_BATCHES sizes; a copy that fails to compile leaves that size on `dynamic`), after
+    running padded on a larger copy for its first calls where one is near (PAD_MAX_FACTOR,
+    PAD_CALLS_BEFORE_COPY): rows are independent, so padding changes no real row's result."""
 
     def __init__(self, compiled, name: str, dtypes: Sequence[str], key: dict | None = None,
-                 folder: Path | None = None, compile_for_batch: Callable[[int], object] | None = None):
+                 folder: Path | None = None, compile_for_batch: Callable[[int], object] | None = None,
+                 compile_dynamic: Callable[[], object] | None = None):
+        if compiled is None and compile_dynamic is None:
+            raise ValueError("a CompiledNetwork needs its compiled model or the way to compile it")
         self.name = name
         self.key = key or {}
         self.folder = folder
-        self._compiled = compiled
+        self._dynamic = compiled
+        self._compile_dynamic = compile_dynamic
+        self._dynamic_lock = threading.Lock()
         self._compile_for_batch = compile_for_batch
         self._static: dict[int, object] = {}    # batch size -> its compiled model, or None when that failed
+        self._calls: dict[int, int] = {}        # batch size without a copy -> calls so far
         self._static_lock = threading.Lock()
         self._local = threading.local()
         self._dtypes = [np.float32 if d == "f32" else np.int64 for d in dtypes]
+
+    @property
+    def dynamic(self):
+        """The compiled model with a dynamic batch (imported from its blob on first use when the
+        build deferred it: the static copies run the usual batch sizes, so most runs never need it)."""
+        if self._dynamic is None:
+            with self._dynamic_lock:
+                if self._dynamic is None:
+                    self._dynamic = self._compile_dynamic()
+        return self._dynamic
 
     @property
     def static_batches(self) -> tuple[int, ...]:
@@ -500,28 +538,47 @@ class CompiledNetwork:
         return tuple(sorted(b for b, c in self._static.items() if c is not None))
 
     def compiled_for(self, batch: int):
-        """The compiled model that runs a batch of `batch` (its static copy when it has one)."""
+        """The compiled model that runs this call of a batch of `batch`."""
+        return self._runner(batch)[0]
+
+    def _runner(self, batch: int) -> tuple[object, int]:
+        """(compiled model, the batch it runs) for this call of a batch of `batch`: its static copy,
+        a larger copy to pad onto, a new copy, or the dynamic model."""
+        static = self._static.get(batch)
+        if static is not None:
+            return static, batch
         if batch not in self._static and self._compile_for_batch is not None:
             with self._static_lock:
-                if batch not in self._static and len(self._static) < MAX_STATIC_BATCHES:
-                    try:
-                        self._static[batch] = self._compile_for_batch(batch)
-                    except Exception as e:  # noqa: BLE001 - the dynamic model still runs this size
-                        log.warning("OpenVINO could not compile the %s network for batch %d (%s: %s); "
-                                    "it runs with a dynamic batch", self.name, batch, type(e).__name__, e)
-                        self._static[batch] = None
-        return self._static.get(batch) or self._compiled
+                if batch not in self._static:
+                    calls = self._calls[batch] = self._calls.get(batch, 0) + 1
+                    near = [b for b, c in self._static.items() if c is not None and batch < b <= PAD_MAX_FACTOR * batch]
+                    full = len(self._static) >= MAX_STATIC_BATCHES
+                    if near and (calls <= PAD_CALLS_BEFORE_COPY or full):
+                        return self._static[min(near)], min(near)
+                    if not full:
+                        self._calls.pop(batch, None)
+                        try:
+                            self._static[batch] = self._compile_for_batch(batch)
+                        except Exception as e:  # noqa: BLE001 - the dynamic model still runs this size
+                            log.warning("OpenVINO could not compile the %s network for batch %d (%s: %s); "
+                                        "it runs with a dynamic batch", self.name, batch, type(e).__name__, e)
+                            self._static[batch] = None
+        static = self._static.get(batch)
+        return (static, batch) if static is not None else (self.dynamic, batch)
 
     def __call__(self, *args: torch.Tensor) -> torch.Tensor:
         requests = getattr(self._local, "requests", None)
         if requests is None:
             requests = self._local.requests = {}
         batch = int(args[0].shape[0])
-        request = requests.get(batch)
+        compiled, run_batch = self._runner(batch)
+        request = requests.get(id(compiled))
         if request is None:
-            request = requests[batch] = self.compiled_for(batch).create_infer_request()
+            request = requests[id(compiled)] = compiled.create_infer_request()
         arrays = [np.ascontiguousarray(a.detach().cpu().numpy(), dtype=t) for a, t in zip(args, self._dtypes)]
-        out = request.infer(arrays)[0]
+        if run_batch > batch:   # the last row repeated: real values, and rows do not mix
+            arrays = [np.concatenate([a, np.repeat(a[-1:], run_batch - batch, axis=0)]) for a in arrays]
+        out = request.infer(arrays)[0][:batch]
         return torch.from_numpy(np.array(out, dtype=np.float32, copy=True)).to(args[0].device)
 
 
@@ -603,13 +660,17 @@ def build_openvino_networks(specs: Sequence[NetworkSpec], precision: str, source
                 log.warning("could not cache the OpenVINO %s network in %s: %s", spec.name, folder, e)
         device = _device_name(core)
         config = _compile_config(precision, streams, int8_float_precision(core), threads if device == "CPU" else 0)
-        try:
-            compiled = compile_cached(core, model, device, config, folder, stem, key)
-        except Exception as e:  # noqa: BLE001 - the plugin refuses the model: run on torch
-            raise RuntimeUnavailable(f"compiling the {spec.name} network for OpenVINO failed "
-                                     f"({type(e).__name__}: {e})") from e
+        compile_dynamic = partial(compile_cached, core, model, device, config, folder, stem, key)
+        compiled = None
+        if not _blob_path(folder, stem, _blob_key(core, model, device, config, key)).is_file():
+            try:   # compiled now, so a model the plugin refuses runs on torch; with a blob it compiled before
+                compiled = compile_dynamic()
+            except Exception as e:  # noqa: BLE001 - the plugin refuses the model: run on torch
+                raise RuntimeUnavailable(f"compiling the {spec.name} network for OpenVINO failed "
+                                         f"({type(e).__name__}: {e})") from e
         out[spec.name] = CompiledNetwork(compiled, spec.name, spec.dtypes, key, folder,
-                                         _static_compiler(core, model, spec.dims, device, config, folder, stem, key))
+                                         _static_compiler(core, model, spec.dims, device, config, folder, stem, key),
+                                         compile_dynamic)
     return out
 
 

@@ -413,8 +413,9 @@ def test_the_window_shows_the_runtime_and_its_measured_time(tiny_folder, monkeyp
 
 
 def test_each_batch_size_runs_on_its_own_static_copy_with_the_same_result(home, monkeypatch):
-    """The first call of a batch size compiles a copy with that batch fixed (up to
-    MAX_STATIC_BATCHES sizes, then the dynamic model); fp32 results equal the dynamic model's."""
+    """A batch size gets a copy with that batch fixed (up to MAX_STATIC_BATCHES sizes, then the
+    dynamic model); a size near a larger copy first runs padded on it, and gets its own copy only
+    when it keeps coming; fp32 results equal the dynamic model's in every case."""
     pytest.importorskip("openvino")
     monkeypatch.setattr(ovr, "MAX_STATIC_BATCHES", 2)
     det = make_tiny_detector(ncls=2, batch_size=4)
@@ -423,14 +424,28 @@ def test_each_batch_size_runs_on_its_own_static_copy_with_the_same_result(home, 
     assert unet.static_batches == ()
     c, lat = det.unet.config.in_channels, det.unet.config.latent_size
     gen = torch.Generator().manual_seed(0)
-    for batch in (3, 1, 2, 3):
+
+    def check(batch):
         x = torch.randn(batch, c, lat, lat, generator=gen)
-        t, ids = torch.full((batch,), 7), torch.zeros(batch, 1, dtype=torch.long)
-        dynamic = unet._compiled.create_infer_request().infer([x.numpy(), t.numpy(), ids.numpy()])[0]
-        assert float(np.abs(unet(x, t, ids).numpy() - dynamic).max()) < 1e-5
-    assert unet.static_batches == (1, 3)      # batch 2 came third: it runs on the dynamic model
-    assert unet.compiled_for(2) is unet._compiled
-    assert list(unet.compiled_for(3).inputs[0].get_partial_shape()) == [3, c, lat, lat]
+        t, ids = torch.full((batch,), 7), torch.arange(batch).remainder(2).reshape(batch, 1)
+        dynamic = unet.dynamic.create_infer_request().infer([x.numpy(), t.numpy(), ids.numpy()])[0]
+        out = unet(x, t, ids)
+        assert out.shape[0] == batch and float(np.abs(out.numpy() - dynamic).max()) < 1e-5
+
+    for batch in (3, 1, 2, 3):
+        check(batch)
+    assert unet.static_batches == (1, 3)      # 1 is more than PAD_MAX_FACTOR below 3: its own copy
+    assert list(unet.compiled_for(2).inputs[0].get_partial_shape()) == [3, c, lat, lat]   # 2 ran padded on 3
+    check(5)
+    assert unet.compiled_for(5) is unet.dynamic and unet.static_batches == (1, 3)   # no copy left, none larger
+
+    monkeypatch.setattr(ovr, "MAX_STATIC_BATCHES", 3)
+    for _ in range(ovr.PAD_CALLS_BEFORE_COPY - 2):   # 2's first two calls were above
+        check(2)
+    assert unet.static_batches == (1, 3)
+    check(2)                                          # a size that keeps coming gets its own copy
+    assert unet.static_batches == (1, 2, 3)
+    assert list(unet.compiled_for(2).inputs[0].get_partial_shape()) == [2, c, lat, lat]
 
 
 def test_a_static_copy_that_fails_to_compile_leaves_its_batch_on_the_dynamic_model(home, caplog):
@@ -490,13 +505,13 @@ def test_one_stream_takes_the_calling_threads_torch_threads_and_lanes_take_a_str
     torch.set_num_threads(1)
     try:
         det.with_settings(runtime="openvino", precision="fp32")
-        compiled = det._unet_fn._compiled
+        compiled = det._unet_fn.dynamic
         assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 1
         assert int(compiled.get_property("NUM_STREAMS")) == 1
         static = det._unet_fn.compiled_for(2)
         assert static is not compiled and int(static.get_property("INFERENCE_NUM_THREADS")) == 1
         det.with_settings(lanes=2)
-        for compiled in (det._unet_fn._compiled, det._unet_fn.compiled_for(2)):
+        for compiled in (det._unet_fn.dynamic, det._unet_fn.compiled_for(2)):
             assert int(compiled.get_property("NUM_STREAMS")) == 2
             assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 2
     finally:
@@ -527,15 +542,15 @@ class _CountingCore:
 
 def test_compiled_networks_are_kept_as_blobs_and_a_damaged_blob_is_compiled_again(tiny_folder, monkeypatch, caplog):
     """Each compiled form (the dynamic model, each static copy) is imported from its blob the next
-    time; a blob with flipped bytes (which OpenVINO would run, giving wrong maps) is compiled again;
+    time (the dynamic model only when first needed); a blob with flipped bytes (which OpenVINO would run, giving wrong maps) is compiled again;
     a blob made on another device is not used; new weights drop the network's blobs."""
     pytest.importorskip("openvino")
     core = _CountingCore()
     monkeypatch.setattr(ovr, "_core", lambda: core)
     frames = _frames(3)
 
-    def run():
-        det = load_model(tiny_folder, device="cpu", runtime="openvino")
+    def run():   # one lane: with two, which lane's batch size comes first (and gets a copy) varies
+        det = load_model(tiny_folder, device="cpu", runtime="openvino", lanes=1)
         return det, det.predict(frames, category=0)[0].crop_map
 
     _, first = run()
@@ -546,9 +561,12 @@ def test_compiled_networks_are_kept_as_blobs_and_a_damaged_blob_is_compiled_agai
     assert any(shape.startswith("[?,") for shape in compiled) and any(not s.startswith("[?,") for s in compiled)
 
     core.compiled.clear()
-    _, again = run()
-    assert core.compiled == [] and core.imported == len(blobs)
+    det, again = run()
+    dynamic = [p for p in blobs if b'"[?,' in p.read_bytes()[:4096]]
+    assert len(dynamic) == 3 and core.compiled == [] and core.imported == len(blobs) - len(dynamic)
     assert np.array_equal(first, again)
+    det._unet_fn.dynamic    # a dynamic model with a blob is imported when first needed, not at the start
+    assert core.compiled == [] and core.imported == len(blobs) - len(dynamic) + 1
 
     # flipped bytes in the middle of a static UNet copy's blob
     static = next(p for p in sorted(cache.glob("unet-fp32-*.blob")) if b'"[?,' not in p.read_bytes()[:4096])
@@ -594,3 +612,16 @@ def test_blobs_beyond_the_limit_go_least_recently_used_first(tmp_path, monkeypat
     ovr._prune_blobs(tmp_path, "unet-int8", keep=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"decode-int8-0{ovr.BLOB_SUFFIX}"] + [
         f"unet-int8-{i}{ovr.BLOB_SUFFIX}" for i in (0, 3, 4)]
+
+
+def test_the_int8_key_names_the_installed_nncf_without_importing_it(monkeypatch):
+    """The int8 cache key carries NNCF's version from the installed metadata (importing nncf costs
+    every start 0.3-1 s); another version means another key, so the cache is rebuilt."""
+    spec = ovr.NetworkSpec("unet", torch.nn.Identity(), (torch.zeros(1, 4, 8, 8),), ((-1, 4, 8, 8),), ("f32",))
+    monkeypatch.delitem(sys.modules, "nncf", raising=False)
+    key = ovr.network_key(spec, "f" * 64, "int8")
+    assert "nncf" not in sys.modules
+    assert key["versions"]["nncf"] == ovr.importlib.metadata.version("nncf")
+    assert "nncf" not in ovr.network_key(spec, "f" * 64, "bf16")["versions"]
+    monkeypatch.setattr(ovr.importlib.metadata, "version", lambda package: "0.0-other")
+    assert ovr.network_key(spec, "f" * 64, "int8") != key
