@@ -82,7 +82,8 @@ README_SET = ([(s, b, "torch", "fp32", "default") for s in ("UNet_T", "UNet_XS")
               + [("UNet_XS", 8, "torch", "fp32", v) for v in ("plain", "one-lane", "lanes", "compile")]
               + [("UNet_XS", 8, "torch", "bf16", v) for v in ("one-lane", "lanes", "compile-lanes")]
               + [("UNet_T", 8, "torch", "bf16", "compile")]
-              + [(s, 8, "openvino", p, "default") for s in ("UNet_T", "UNet_XS") for p in ("fp32", "bf16", "int8")])
+              + [(s, 8, "openvino", p, "default") for s in ("UNet_T", "UNet_XS") for p in ("fp32", "bf16", "int8")]
+              + [("UNet_XS", 8, "openvino", p, "lanes") for p in ("bf16", "int8")])
 
 
 RESULTS_DIR = REPO / "benchmarks" / "results"
