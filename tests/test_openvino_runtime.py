@@ -542,8 +542,9 @@ class _CountingCore:
 
 def test_compiled_networks_are_kept_as_blobs_and_a_damaged_blob_is_compiled_again(tiny_folder, monkeypatch, caplog):
     """Each compiled form (the dynamic model, each static copy) is imported from its blob the next
-    time (the dynamic model only when first needed); a blob with flipped bytes (which OpenVINO would run, giving wrong maps) is compiled again;
-    a blob made on another device is not used; new weights drop the network's blobs."""
+    time (the dynamic model only when first needed); a blob with flipped bytes (which OpenVINO
+    would run, giving wrong maps) is compiled again; a blob made on another device is not used;
+    new weights drop the network's blobs."""
     pytest.importorskip("openvino")
     core = _CountingCore()
     monkeypatch.setattr(ovr, "_core", lambda: core)
